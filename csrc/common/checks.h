@@ -1,0 +1,52 @@
+// Argument checks shared by the torch glue of every op. Messages name the argument and say what was
+// expected and what was given. (The Python API validates first with ValueError/TypeError; these
+// guard direct calls of torch.ops.mmkernels.*.)
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+
+#include "cross_attention/params.h"
+
+namespace mmkernels {
+
+inline std::string shape_str(const at::Tensor& t) {
+  std::string s = "(";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + (t.dim() == 1 ? ",)" : ")");
+}
+
+inline void check_dim(const at::Tensor& t, int64_t dim, const char* name, const char* layout) {
+  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be a ", dim, "-D tensor ", layout, ", got shape ", shape_str(t));
+}
+
+inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " must be on the same device as ", ref_name, " (",
+                    ref.device(), "), got ", t.device());
+}
+
+inline void check_float_dtype(const at::Tensor& t, const char* name, bool allow_double) {
+  const auto st = t.scalar_type();
+  const bool ok = st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || (allow_double && st == at::kDouble);
+  TORCH_CHECK_TYPE(ok, name, " must be float32, float16 or bfloat16", allow_double ? " (or float64 on CPU)" : "",
+                   ", got ", st);
+}
+
+inline DType to_dtype(at::ScalarType st) {
+  switch (st) {
+    case at::kFloat: return DType::Float32;
+    case at::kHalf: return DType::Float16;
+    case at::kBFloat16: return DType::BFloat16;
+    case at::kDouble: return DType::Float64;
+    default: TORCH_CHECK_TYPE(false, "unsupported dtype ", st);
+  }
+}
+
+// A view whose innermost stride is 1 (what the kernels need); copies only when it is not.
+inline at::Tensor inner_contiguous(const at::Tensor& t) {
+  return (t.dim() == 0 || t.stride(-1) == 1 || t.size(-1) <= 1) ? t : t.contiguous();
+}
+
+}  // namespace mmkernels

@@ -1,0 +1,72 @@
+// Torch glue shared by the CPU and CUDA implementations of concat_linear: argument checks and the
+// (M, d_i) views of the inputs. The concatenation itself is never formed.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <vector>
+
+#include "common/checks.h"
+#include "concat_linear/params.h"
+
+namespace mmkernels {
+
+struct ConcatLinearArgs {
+  std::vector<at::Tensor> x;        // (M, d_i) views (a copy only where the input cannot be viewed so)
+  std::vector<int64_t> offsets;     // column offset of each segment in weight
+  std::vector<int64_t> lead_shape;  // leading shape of the inputs
+  int64_t M = 0, N = 0, K = 0;
+  Activation act = Activation::None;
+};
+
+inline ConcatLinearArgs prepare_concat_linear(at::TensorList inputs, const at::Tensor& weight,
+                                              const std::optional<at::Tensor>& bias, int64_t activation) {
+  TORCH_CHECK_VALUE(!inputs.empty(), "inputs must be a non-empty list of tensors");
+  TORCH_CHECK_VALUE(activation >= 0 && activation <= 4, "activation code must be 0..4, got ", activation);
+  const at::Tensor& x0 = inputs[0];
+  TORCH_CHECK_VALUE(x0.dim() >= 1, "inputs[0] must have at least one dimension (..., d_0), got a 0-D tensor");
+  check_float_dtype(x0, "inputs[0]", x0.is_cpu());
+  ConcatLinearArgs a;
+  a.act = static_cast<Activation>(activation);
+  a.lead_shape.assign(x0.sizes().begin(), x0.sizes().end() - 1);
+  a.M = 1;
+  for (int64_t s : a.lead_shape) a.M *= s;
+  int64_t K = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const at::Tensor& xi = inputs[i];
+    const std::string name = "inputs[" + std::to_string(i) + "]";
+    TORCH_CHECK_VALUE(xi.dim() == x0.dim() && xi.sizes().slice(0, xi.dim() - 1) == x0.sizes().slice(0, x0.dim() - 1),
+                      name, " must have the leading shape of inputs[0] ", shape_str(x0), " (all but the last dim), got ",
+                      shape_str(xi));
+    TORCH_CHECK_TYPE(xi.scalar_type() == x0.scalar_type(), name, " must have dtype ", x0.scalar_type(),
+                     " like inputs[0], got ", xi.scalar_type());
+    check_same_device(xi, x0, name.c_str(), "inputs[0]");
+    a.offsets.push_back(K);
+    K += xi.size(-1);
+    a.x.push_back(xi.reshape({a.M, xi.size(-1)}));
+  }
+  a.K = K;
+  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(1) == K, "weight must have shape (N, sum(d_i)) = (N, ", K,
+                    "), got ", shape_str(weight));
+  TORCH_CHECK_TYPE(weight.scalar_type() == x0.scalar_type(), "weight must have dtype ", x0.scalar_type(),
+                   " like the inputs, got ", weight.scalar_type());
+  check_same_device(weight, x0, "weight", "inputs[0]");
+  a.N = weight.size(0);
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == a.N, "bias must have shape (N,) = (", a.N, ",), got ",
+                      shape_str(*bias));
+    TORCH_CHECK_TYPE(bias->scalar_type() == x0.scalar_type(), "bias must have dtype ", x0.scalar_type(), ", got ",
+                     bias->scalar_type());
+    check_same_device(*bias, x0, "bias", "inputs[0]");
+  }
+  return a;
+}
+
+inline std::vector<int64_t> out_shape(const ConcatLinearArgs& a) {
+  std::vector<int64_t> s = a.lead_shape;
+  s.push_back(a.N);
+  return s;
+}
+
+}  // namespace mmkernels

@@ -1,0 +1,110 @@
+// CPU implementation of mmkernels::concat_linear_{fwd,bwd}.
+// Forward: one GEMM per input segment accumulating into a single float32 (float64) accumulator,
+// each against a column slice of W (a strided view: no copy of W, no concatenation of the inputs);
+// then one fused pass for bias + activation. Backward: one fused pass dz = dy * act'(z); dX_i from
+// W's column slices; W's column-slice gradients written in place from X_i; bias gradient as a sum.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "common/cpu_dispatch.h"
+#include "concat_linear/concat_linear_glue.h"
+
+MMK_CPU_DECLARE(void concat_linear_epilogue_forward(const ::mmkernels::ConcatLinearEpilogueParams& p))
+MMK_CPU_DECLARE(void concat_linear_epilogue_backward(const ::mmkernels::ConcatLinearGradParams& p))
+
+namespace mmkernels {
+namespace {
+
+void run_epilogue_forward(const ConcatLinearEpilogueParams& p) { MMK_CPU_DISPATCH(concat_linear_epilogue_forward, p); }
+void run_epilogue_backward(const ConcatLinearGradParams& p) { MMK_CPU_DISPATCH(concat_linear_epilogue_backward, p); }
+
+at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
+
+// acc (M, N) = sum_i x_i @ W[:, off_i : off_i + d_i]^T, accumulated in acc's dtype.
+// Reduced-precision inputs are widened per segment: ATen's CPU GEMM cannot write a float32 result
+// from bf16/fp16 operands, and rounding each segment's partial sum to bf16 would break the error
+// budget. (A brgemm-based path with float32 accumulation is the next step; see benchmarks/NOTES.md.)
+void accumulate_segments(const ConcatLinearArgs& a, const at::Tensor& weight, at::Tensor& acc) {
+  const bool widen = acc.scalar_type() != weight.scalar_type();
+  for (size_t i = 0; i < a.x.size(); ++i) {
+    at::Tensor w_i = weight.narrow(1, a.offsets[i], a.x[i].size(1));
+    at::Tensor x_i = a.x[i];
+    if (widen) {
+      w_i = w_i.to(acc.scalar_type());
+      x_i = x_i.to(acc.scalar_type());
+    }
+    if (i == 0) at::mm_out(acc, x_i, w_i.t());
+    else acc.addmm_(x_i, w_i.t());
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, const at::Tensor& weight,
+                                                         const std::optional<at::Tensor>& bias, int64_t activation) {
+  ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation);
+  const auto opts = inputs[0].options();
+  at::Tensor y = at::empty({a.M, a.N}, opts);
+  at::Tensor z = a.act == Activation::None ? at::empty({0}, opts) : at::empty({a.M, a.N}, opts);
+  if (a.M > 0 && a.N > 0) {
+    at::Tensor acc = at::empty({a.M, a.N}, opts.dtype(acc_dtype(opts.dtype().toScalarType())));
+    if (a.K > 0) accumulate_segments(a, weight, acc);
+    else acc.zero_();
+    at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+    ConcatLinearEpilogueParams p;
+    p.acc = acc.data_ptr();
+    p.bias = b.defined() ? b.data_ptr() : nullptr;
+    p.y = y.data_ptr();
+    p.z = a.act == Activation::None ? nullptr : z.data_ptr();
+    p.M = a.M; p.N = a.N; p.act = a.act; p.dtype = to_dtype(opts.dtype().toScalarType());
+    run_epilogue_forward(p);
+  }
+  const auto shape = out_shape(a);
+  return {y.view(shape), a.act == Activation::None ? z : z.view(shape)};
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cpu(
+    const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z,
+    bool has_bias, int64_t activation) {
+  ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
+  const auto st = inputs[0].scalar_type();
+  TORCH_CHECK_VALUE(grad_out.numel() == a.M * a.N, "grad_out must have shape (..., N) with N = ", a.N,
+                    ", got ", shape_str(grad_out));
+  at::Tensor dy = grad_out.to(st).reshape({a.M, a.N}).contiguous();
+  at::Tensor dz = dy;
+  if (a.act != Activation::None && dy.numel() > 0) {
+    TORCH_CHECK_VALUE(z.numel() == a.M * a.N, "z must hold the forward's pre-activation (", a.M, " x ", a.N,
+                      " values), got ", shape_str(z));
+    at::Tensor zc = z.reshape({a.M, a.N}).contiguous();
+    dz = at::empty_like(dy);
+    ConcatLinearGradParams p;
+    p.dy = dy.data_ptr(); p.z = zc.data_ptr(); p.dz = dz.data_ptr();
+    p.M = a.M; p.N = a.N; p.act = a.act; p.dtype = to_dtype(st);
+    run_epilogue_backward(p);
+  }
+  std::vector<at::Tensor> dx;
+  at::Tensor dw = at::empty_like(weight, at::MemoryFormat::Contiguous);
+  const bool widen = st != acc_dtype(st);
+  at::Tensor dz_acc = widen ? dz.to(acc_dtype(st)) : dz;
+  for (size_t i = 0; i < a.x.size(); ++i) {
+    const int64_t d = a.x[i].size(1);
+    at::Tensor w_i = weight.narrow(1, a.offsets[i], d);
+    at::Tensor x_i = a.x[i];
+    if (widen) { w_i = w_i.to(dz_acc.scalar_type()); x_i = x_i.to(dz_acc.scalar_type()); }
+    at::Tensor dx_i = at::mm(dz_acc, w_i).to(st);
+    dx.push_back(dx_i.view(inputs[i].sizes()));
+    at::Tensor dw_i = dw.narrow(1, a.offsets[i], d);
+    if (widen) dw_i.copy_(at::mm(dz_acc.t(), x_i));
+    else at::mm_out(dw_i, dz_acc.t(), x_i);
+  }
+  at::Tensor db = has_bias ? dz_acc.sum(0).to(st) : at::empty({0}, weight.options());
+  return {dx, dw, db};
+}
+
+}  // namespace
+}  // namespace mmkernels
+
+TORCH_LIBRARY_IMPL(mmkernels, CPU, m) {
+  m.impl("concat_linear_fwd", &mmkernels::concat_linear_fwd_cpu);
+  m.impl("concat_linear_bwd", &mmkernels::concat_linear_bwd_cpu);
+}

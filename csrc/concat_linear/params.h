@@ -1,0 +1,35 @@
+// Torch-free description of concat_linear's element-wise epilogues (CPU) and of the fused GEMM (CUDA).
+// y = act(cat(x_0..x_{n-1}, -1) @ W^T + b), W (N, K) with K = sum(d_i).
+#pragma once
+#include <cstdint>
+
+#include "cross_attention/params.h"  // DType
+
+namespace mmkernels {
+
+enum class Activation : int { None = 0, ReLU = 1, GELU = 2, GELUTanh = 3, SiLU = 4 };
+
+// Forward epilogue over an (M, N) accumulator: z = acc + b; y = act(z).
+// acc is float32 (float64 for float64 inputs); y and z are in the input dtype, contiguous (M, N).
+// z may be null (activation none: y is z).
+struct ConcatLinearEpilogueParams {
+  const void* acc = nullptr;
+  const void* bias = nullptr;  // (N,) input dtype, or null
+  void* y = nullptr;
+  void* z = nullptr;
+  int64_t M = 0, N = 0;
+  Activation act = Activation::None;
+  DType dtype = DType::Float32;
+};
+
+// Backward epilogue: dz = dy * act'(z), all (M, N) contiguous in the input dtype.
+struct ConcatLinearGradParams {
+  const void* dy = nullptr;
+  const void* z = nullptr;
+  void* dz = nullptr;
+  int64_t M = 0, N = 0;
+  Activation act = Activation::None;
+  DType dtype = DType::Float32;
+};
+
+}  // namespace mmkernels

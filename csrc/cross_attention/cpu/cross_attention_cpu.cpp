@@ -1,0 +1,54 @@
+// CPU implementation of mmkernels::cross_attention_{fwd,bwd}: thin glue around the kernel.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <tuple>
+
+#include "common/cpu_dispatch.h"
+#include "cross_attention/cross_attention_glue.h"
+
+MMK_CPU_DECLARE(void cross_attention_forward(const ::mmkernels::CrossAttentionParams& p))
+MMK_CPU_DECLARE(void cross_attention_backward(const ::mmkernels::CrossAttentionParams& p))
+
+namespace mmkernels {
+namespace {
+
+void run_forward(const CrossAttentionParams& p) { MMK_CPU_DISPATCH(cross_attention_forward, p); }
+void run_backward(const CrossAttentionParams& p) { MMK_CPU_DISPATCH(cross_attention_backward, p); }
+
+std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                           const at::Tensor& v,
+                                                           const std::optional<at::Tensor>& kv_lengths,
+                                                           const std::optional<at::Tensor>& key_padding_mask,
+                                                           double scale) {
+  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
+  CrossAttentionParams& p = a.p;
+  at::Tensor out = at::empty({p.B, p.Lq, p.H, p.Dv}, q.options());
+  at::Tensor lse = at::full({p.B, p.H, p.Lq}, -std::numeric_limits<double>::infinity(),
+                            q.options().dtype(lse_dtype(q.scalar_type())));
+  if (out.numel() == 0) return {out, lse};
+  p.out = out.data_ptr();
+  p.o_stride_b = out.stride(0); p.o_stride_l = out.stride(1); p.o_stride_h = out.stride(2);
+  p.lse = lse.data_ptr();
+  run_forward(p);
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd_cpu(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
+    const std::optional<at::Tensor>& key_padding_mask, double scale) {
+  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
+  CrossAttentionGrads g = prepare_cross_attention_backward(a, grad_out, out, lse);
+  if (g.dq.numel() > 0 && g.dk.numel() > 0) run_backward(a.p);
+  return {g.dq, g.dk, g.dv};
+}
+
+}  // namespace
+}  // namespace mmkernels
+
+TORCH_LIBRARY_IMPL(mmkernels, CPU, m) {
+  m.impl("cross_attention_fwd", &mmkernels::cross_attention_fwd_cpu);
+  m.impl("cross_attention_bwd", &mmkernels::cross_attention_bwd_cpu);
+}

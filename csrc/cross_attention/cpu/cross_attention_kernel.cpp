@@ -1,0 +1,336 @@
+// CPU cross-attention, flash style: tiled online softmax, no Lq x Lk matrix is ever materialised.
+//
+// Forward: one task per (batch, head, query block). For each valid key block: S = Q K^T on the GEMM
+// micro-kernel, scale + mask + online-softmax update in float32 with AVX exp, O += P V. Saves the
+// log-sum-exp per row. Backward: one task per (batch, head), key blocks outer and query blocks inner
+// (FlashAttention-2 order), P recomputed from the saved log-sum-exp; dK/dV of a head are owned by one
+// task and GQA groups are reduced in a fixed order afterwards, so results are bitwise deterministic.
+//
+// Compiled once per CPU capability (see CMakeLists.txt); torch-free apart from ATen's CPU helpers
+// (parallel_for, Vectorized, brgemm).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include "common/cpu_kernel_utils.h"
+#include "cross_attention/params.h"
+
+namespace mmkernels::cpu::CPU_CAPABILITY {
+namespace {
+
+// Transposes k (B, Lk, Hkv, D) into kt (B, Hkv, D, Lk) so that S = Q @ kt is a plain NN GEMM.
+// Only the first n_valid[b] keys are copied: padded keys are never read again.
+template <typename T>
+void pack_transposed(const T* x, int64_t sb, int64_t sl, int64_t sh, int64_t B, int64_t L, int64_t Hx,
+                     int64_t Dx, const std::vector<int64_t>& n_valid, T* xt) {
+  at::parallel_for(0, B * Hx, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / Hx, h = t % Hx;
+      const T* src = x + b * sb + h * sh;
+      T* dst = xt + t * Dx * L;
+      constexpr int64_t kTile = 16;  // transpose in 16x16 tiles to stay in L1
+      for (int64_t j0 = 0; j0 < n_valid[b]; j0 += kTile) {
+        const int64_t j1 = std::min(j0 + kTile, n_valid[b]);
+        for (int64_t d0 = 0; d0 < Dx; d0 += kTile) {
+          const int64_t d1 = std::min(d0 + kTile, Dx);
+          for (int64_t j = j0; j < j1; ++j)
+            for (int64_t d = d0; d < d1; ++d) dst[d * L + j] = src[j * sl + d];
+        }
+      }
+    }
+  });
+}
+
+// Transpose a rows x cols block (row stride ld_src) into cols x rows (row stride ld_dst).
+template <typename T>
+inline void transpose_block(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
+}
+
+inline bool any_key_valid(const bool* mask_row, int64_t k0, int64_t cols) {
+  if (!mask_row) return true;
+  for (int64_t j = 0; j < cols; ++j)
+    if (!mask_row[k0 + j]) return true;
+  return false;
+}
+
+inline int64_t fwd_block_q(int64_t Lq) { return Lq >= 64 ? 64 : std::max<int64_t>(Lq, 1); }
+inline int64_t fwd_block_k(int64_t Lk) { return std::min<int64_t>(512, std::max<int64_t>(Lk, 1)); }
+
+template <typename T>
+void forward_impl(const CrossAttentionParams& p) {
+  using A = acc_type<T>;
+  using Vec = at::vec::Vectorized<A>;
+  const int64_t B = p.B, Lq = p.Lq, Lk = p.Lk, H = p.H, Hkv = p.Hkv, D = p.D, Dv = p.Dv;
+  const int64_t group = H / Hkv;
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+  T* out = static_cast<T*>(p.out);
+  const A scale = static_cast<A>(p.scale);
+  const A neg_inf = -std::numeric_limits<A>::infinity();
+
+  const std::vector<int64_t> n_valid = valid_key_bounds(p);
+  std::unique_ptr<T[]> kt(new T[std::max<int64_t>(B * Hkv * D * Lk, 1)]);
+  pack_transposed(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, kt.get());
+
+  const int64_t BQ = fwd_block_q(Lq), BK = fwd_block_k(Lk);
+  const int64_t nqb = (Lq + BQ - 1) / BQ;
+  at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> S(BQ * BK), O(BQ * Dv), m(BQ), l(BQ);
+    std::vector<T> P(is_reduced_v<T> ? BQ * BK : 0);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / (H * nqb), h = (t / nqb) % H, q0 = (t % nqb) * BQ;
+      const int64_t rows = std::min(BQ, Lq - q0), hk = h / group;
+      const T* qp = q + b * p.q_stride_b + q0 * p.q_stride_l + h * p.q_stride_h;
+      const T* ktp = kt.get() + (b * Hkv + hk) * D * Lk;
+      const T* vp = v + b * p.v_stride_b + hk * p.v_stride_h;
+      const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
+      std::fill(m.begin(), m.end(), neg_inf);
+      std::fill(l.begin(), l.end(), A(0));
+      std::fill(O.begin(), O.end(), A(0));
+
+      for (int64_t k0 = 0; k0 < n_valid[b]; k0 += BK) {
+        const int64_t cols = std::min(BK, n_valid[b] - k0);
+        if (!any_key_valid(mrow, k0, cols)) continue;
+        gemm_nn<T>(rows, cols, D, qp, p.q_stride_l, ktp + k0, Lk, S.data(), BK, false);
+        for (int64_t i = 0; i < rows; ++i) {
+          A* s = S.data() + i * BK;
+          // scale, mask, row max
+          Vec vmax(neg_inf);
+          const Vec vscale(scale);
+          int64_t j = 0;
+          if (!mrow) {
+            for (; j + Vec::size() <= cols; j += Vec::size()) {
+              Vec x = Vec::loadu(s + j) * vscale;
+              x.store(s + j);
+              vmax = at::vec::maximum(vmax, x);
+            }
+          }
+          A rmax = hmax<A>(vmax);
+          for (; j < cols; ++j) {
+            s[j] = (mrow && mrow[k0 + j]) ? neg_inf : s[j] * scale;
+            rmax = std::max(rmax, s[j]);
+          }
+          const A m_new = std::max(m[i], rmax);
+          if (m_new == neg_inf) {  // no valid key for this row yet: contributes nothing
+            if constexpr (is_reduced_v<T>) std::fill(P.data() + i * BK, P.data() + i * BK + cols, T(0));
+            else std::fill(s, s + cols, A(0));
+            continue;
+          }
+          // p = exp(s - m_new); row sum; written back in place (float) or as T for the PV GEMM
+          const Vec vm(m_new);
+          Vec vsum(A(0));
+          j = 0;
+          for (; j + Vec::size() <= cols; j += Vec::size()) {
+            Vec e = vexp<A>(Vec::loadu(s + j) - vm);
+            vsum = vsum + e;
+            e.store(s + j);
+          }
+          A rsum = hsum<A>(vsum);
+          for (; j < cols; ++j) {
+            s[j] = std::exp(s[j] - m_new);
+            rsum += s[j];
+          }
+          if constexpr (is_reduced_v<T>) convert_row(s, P.data() + i * BK, cols);
+          const A alpha = std::exp(m[i] - m_new);  // 0 when m[i] was -inf
+          l[i] = l[i] * alpha + rsum;
+          if (alpha != A(1)) scale_row(O.data() + i * Dv, alpha, Dv);
+          m[i] = m_new;
+        }
+        if constexpr (is_reduced_v<T>)
+          gemm_nn<T>(rows, Dv, cols, P.data(), BK, vp + k0 * p.v_stride_l, p.v_stride_l, O.data(), Dv, true);
+        else
+          gemm_nn<T>(rows, Dv, cols, S.data(), BK, vp + k0 * p.v_stride_l, p.v_stride_l, O.data(), Dv, true);
+      }
+      // normalise; rows without any valid key give zeros and lse = -inf
+      for (int64_t i = 0; i < rows; ++i) {
+        const A inv = l[i] > A(0) ? A(1) / l[i] : A(0);
+        T* orow = out + b * p.o_stride_b + (q0 + i) * p.o_stride_l + h * p.o_stride_h;
+        scale_convert_row(O.data() + i * Dv, inv, orow, Dv);
+        static_cast<A*>(p.lse)[(b * H + h) * Lq + q0 + i] = l[i] > A(0) ? m[i] + std::log(l[i]) : neg_inf;
+      }
+    }
+    at::native::cpublas::brgemm_release(false);
+  });
+}
+
+template <typename T>
+void backward_impl(const CrossAttentionParams& p) {
+  using A = acc_type<T>;
+  using Vec = at::vec::Vectorized<A>;
+  const int64_t B = p.B, Lq = p.Lq, Lk = p.Lk, H = p.H, Hkv = p.Hkv, D = p.D, Dv = p.Dv;
+  const int64_t group = H / Hkv;
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+  const T* out = static_cast<const T*>(p.out);
+  const T* dout = static_cast<const T*>(p.grad_out);
+  T* dq = static_cast<T*>(p.dq);
+  T* dk = static_cast<T*>(p.dk);
+  T* dv = static_cast<T*>(p.dv);
+  const A scale = static_cast<A>(p.scale);
+  const A neg_inf = -std::numeric_limits<A>::infinity();
+
+  const std::vector<int64_t> n_valid = valid_key_bounds(p);
+  const int64_t kt_elems = std::max<int64_t>(B * Hkv * D * Lk, 1);
+  const int64_t vt_elems = std::max<int64_t>(B * Hkv * Dv * Lk, 1);
+  std::unique_ptr<T[]> kt(new T[kt_elems]), vt(new T[vt_elems]);
+  pack_transposed(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, kt.get());
+  pack_transposed(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, B, Lk, Hkv, Dv, n_valid, vt.get());
+
+  // With GQA several query heads share one K/V head: each query head writes its own float partial
+  // and a second pass adds the group's partials in head order (no atomics, deterministic).
+  std::unique_ptr<A[]> dk_part, dv_part;
+  if (group > 1) {
+    dk_part.reset(new A[std::max<int64_t>(B * H * Lk * D, 1)]);
+    dv_part.reset(new A[std::max<int64_t>(B * H * Lk * Dv, 1)]);
+  }
+
+  // Key blocks of 128, or one block of up to 256 when every batch's valid keys fit (see Di below).
+  const int64_t max_valid = n_valid.empty() ? 0 : *std::max_element(n_valid.begin(), n_valid.end());
+  const int64_t BQ = std::min<int64_t>(64, std::max<int64_t>(Lq, 1));
+  const int64_t BK = max_valid <= 256 ? std::max<int64_t>(max_valid, 1) : 128;
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> S(BQ * BK), dP(BQ * BK), dQ(Lq * D), dK(BK * D), dV(BK * Dv), Di(Lq);
+    std::vector<T> Pt(BQ * BK), dSt(BQ * BK), dS(BQ * BK);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / H, h = t % H, hk = h / group;
+      const T* qbh = q + b * p.q_stride_b + h * p.q_stride_h;
+      const T* dobh = dout + b * p.do_stride_b + h * p.do_stride_h;
+      const T* kbh = k + b * p.k_stride_b + hk * p.k_stride_h;
+      const T* ktp = kt.get() + (b * Hkv + hk) * D * Lk;
+      const T* vtp = vt.get() + (b * Hkv + hk) * Dv * Lk;
+      const A* lse = static_cast<const A*>(p.lse) + (b * H + h) * Lq;
+      const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
+
+      // Di = rowsum(dO * O) = sum_j P_ij dP_ij: the softmax-backward correction term. When all valid
+      // keys fit in one block (short key sequences) it is taken from the recomputed P and dP, which
+      // keeps dS consistent with P; otherwise from O, as FlashAttention does (one pass over keys).
+      const bool single_block = n_valid[b] <= BK;
+      if (!single_block) {
+        for (int64_t i = 0; i < Lq; ++i) {
+          const T* o = out + b * p.o_stride_b + i * p.o_stride_l + h * p.o_stride_h;
+          const T* g = dobh + i * p.do_stride_l;
+          A acc = 0;
+          for (int64_t d = 0; d < Dv; ++d) acc += static_cast<A>(o[d]) * static_cast<A>(g[d]);
+          Di[i] = acc;
+        }
+      }
+      std::fill(dQ.begin(), dQ.end(), A(0));
+
+      A* dk_dst = group > 1 ? dk_part.get() + (b * H + h) * Lk * D : nullptr;
+      A* dv_dst = group > 1 ? dv_part.get() + (b * H + h) * Lk * Dv : nullptr;
+      for (int64_t k0 = 0; k0 < n_valid[b]; k0 += BK) {
+        const int64_t cols = std::min(BK, n_valid[b] - k0);
+        const bool block_live = any_key_valid(mrow, k0, cols);
+        std::fill(dK.begin(), dK.end(), A(0));
+        std::fill(dV.begin(), dV.end(), A(0));
+        for (int64_t q0 = 0; q0 < Lq && block_live; q0 += BQ) {
+          const int64_t rows = std::min(BQ, Lq - q0);
+          const T* qp = qbh + q0 * p.q_stride_l;
+          const T* dop = dobh + q0 * p.do_stride_l;
+          gemm_nn<T>(rows, cols, D, qp, p.q_stride_l, ktp + k0, Lk, S.data(), BK, false);
+          gemm_nn<T>(rows, cols, Dv, dop, p.do_stride_l, vtp + k0, Lk, dP.data(), BK, false);
+          for (int64_t i = 0; i < rows; ++i) {
+            A* s = S.data() + i * BK;
+            A* dp = dP.data() + i * BK;
+            T* ds = dS.data() + i * BK;
+            const A lse_i = lse[q0 + i];
+            if (lse_i == neg_inf) {  // row with no valid key: zero probability, zero gradient
+              for (int64_t j = 0; j < cols; ++j) { Pt[j * BQ + i] = T(0); ds[j] = T(0); }
+              continue;
+            }
+            const Vec vscale(scale), vlse(lse_i);
+            int64_t j = 0;
+            if (!mrow)
+              for (; j + Vec::size() <= cols; j += Vec::size())
+                vexp<A>(Vec::loadu(s + j) * vscale - vlse).store(s + j);
+            for (; j < cols; ++j) s[j] = (mrow && mrow[k0 + j]) ? A(0) : std::exp(s[j] * scale - lse_i);
+            A di = Di[q0 + i];
+            if (single_block) {
+              Vec vacc(A(0));
+              j = 0;
+              for (; j + Vec::size() <= cols; j += Vec::size()) vacc = vacc + Vec::loadu(s + j) * Vec::loadu(dp + j);
+              di = hsum<A>(vacc);
+              for (; j < cols; ++j) di += s[j] * dp[j];
+            }
+            const Vec vdi(di);
+            j = 0;
+            for (; j + Vec::size() <= cols; j += Vec::size())
+              (Vec::loadu(s + j) * (Vec::loadu(dp + j) - vdi) * vscale).store(dp + j);
+            for (; j < cols; ++j) dp[j] = s[j] * (dp[j] - di) * scale;
+            // P^T (for dV) and dS, dS^T (for dQ, dK) in the input type for the GEMMs
+            for (int64_t jj = 0; jj < cols; ++jj) {
+              Pt[jj * BQ + i] = static_cast<T>(s[jj]);
+              ds[jj] = static_cast<T>(dp[jj]);
+            }
+          }
+          transpose_block(dS.data(), BK, rows, cols, dSt.data(), BQ);
+          gemm_nn<T>(cols, Dv, rows, Pt.data(), BQ, dop, p.do_stride_l, dV.data(), Dv, true);
+          gemm_nn<T>(cols, D, rows, dSt.data(), BQ, qp, p.q_stride_l, dK.data(), D, true);
+          gemm_nn<T>(rows, D, cols, dS.data(), BK, kbh + k0 * p.k_stride_l, p.k_stride_l,
+                     dQ.data() + q0 * D, D, true);
+        }
+        for (int64_t j = 0; j < cols; ++j) {
+          if (group > 1) {
+            std::copy(dK.data() + j * D, dK.data() + (j + 1) * D, dk_dst + (k0 + j) * D);
+            std::copy(dV.data() + j * Dv, dV.data() + (j + 1) * Dv, dv_dst + (k0 + j) * Dv);
+          } else {
+            convert_row(dK.data() + j * D, dk + ((b * Lk + k0 + j) * Hkv + hk) * D, D);
+            convert_row(dV.data() + j * Dv, dv + ((b * Lk + k0 + j) * Hkv + hk) * Dv, Dv);
+          }
+        }
+      }
+      for (int64_t i = 0; i < Lq; ++i) convert_row(dQ.data() + i * D, dq + ((b * Lq + i) * H + h) * D, D);
+    }
+    at::native::cpublas::brgemm_release(false);
+  });
+
+  if (group > 1) {  // reduce the group's partials in a fixed order
+    at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> accK(D), accV(Dv);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / Hkv, hk = t % Hkv;
+        for (int64_t j = 0; j < n_valid[b]; ++j) {
+          std::fill(accK.begin(), accK.end(), A(0));
+          std::fill(accV.begin(), accV.end(), A(0));
+          for (int64_t g = 0; g < group; ++g) {
+            const int64_t h = hk * group + g;
+            const A* pk = dk_part.get() + ((b * H + h) * Lk + j) * D;
+            const A* pv = dv_part.get() + ((b * H + h) * Lk + j) * Dv;
+            for (int64_t d = 0; d < D; ++d) accK[d] += pk[d];
+            for (int64_t d = 0; d < Dv; ++d) accV[d] += pv[d];
+          }
+          convert_row(accK.data(), dk + ((b * Lk + j) * Hkv + hk) * D, D);
+          convert_row(accV.data(), dv + ((b * Lk + j) * Hkv + hk) * Dv, Dv);
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
+void cross_attention_forward(const CrossAttentionParams& p) {
+  switch (p.dtype) {
+    case DType::Float32: return forward_impl<float>(p);
+    case DType::Float64: return forward_impl<double>(p);
+    case DType::BFloat16: return forward_impl<c10::BFloat16>(p);
+    case DType::Float16: return forward_impl<c10::Half>(p);
+  }
+}
+
+void cross_attention_backward(const CrossAttentionParams& p) {
+  switch (p.dtype) {
+    case DType::Float32: return backward_impl<float>(p);
+    case DType::Float64: return backward_impl<double>(p);
+    case DType::BFloat16: return backward_impl<c10::BFloat16>(p);
+    case DType::Float16: return backward_impl<c10::Half>(p);
+  }
+}
+
+}  // namespace mmkernels::cpu::CPU_CAPABILITY

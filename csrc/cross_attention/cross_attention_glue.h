@@ -1,0 +1,131 @@
+// Torch glue shared by the CPU and CUDA implementations of cross_attention: validates the arguments
+// and fills the torch-free CrossAttentionParams. The device files only allocate and launch.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "common/checks.h"
+#include "cross_attention/params.h"
+
+namespace mmkernels {
+
+// The log-sum-exp is kept in the accumulation type: float32, or float64 for float64 inputs.
+inline at::ScalarType lse_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
+
+struct CrossAttentionArgs {
+  at::Tensor q, k, v;             // inner dim contiguous
+  at::Tensor kv_lengths;          // int64 contiguous (B,), or undefined
+  at::Tensor key_padding_mask;    // bool (B, Lk) inner contiguous, or undefined
+  CrossAttentionParams p;
+};
+
+inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const at::Tensor& k_in,
+                                                  const at::Tensor& v_in,
+                                                  const std::optional<at::Tensor>& kv_lengths,
+                                                  const std::optional<at::Tensor>& key_padding_mask,
+                                                  double scale) {
+  check_dim(q_in, 4, "q", "(B, Lq, H, D)");
+  check_dim(k_in, 4, "k", "(B, Lk, Hkv, D)");
+  check_dim(v_in, 4, "v", "(B, Lk, Hkv, Dv)");
+  check_same_device(k_in, q_in, "k", "q");
+  check_same_device(v_in, q_in, "v", "q");
+  check_float_dtype(q_in, "q", q_in.is_cpu());
+  TORCH_CHECK_TYPE(k_in.scalar_type() == q_in.scalar_type() && v_in.scalar_type() == q_in.scalar_type(),
+                   "q, k and v must have the same dtype, got q ", q_in.scalar_type(), ", k ", k_in.scalar_type(),
+                   ", v ", v_in.scalar_type());
+  const int64_t B = q_in.size(0), Lq = q_in.size(1), H = q_in.size(2), D = q_in.size(3);
+  const int64_t Lk = k_in.size(1), Hkv = k_in.size(2), Dv = v_in.size(3);
+  TORCH_CHECK_VALUE(k_in.size(0) == B && v_in.size(0) == B, "k and v must have batch size B = ", B,
+                    " like q, got k ", shape_str(k_in), ", v ", shape_str(v_in));
+  TORCH_CHECK_VALUE(k_in.size(3) == D, "k must have head dim D = ", D, " like q, got k ", shape_str(k_in));
+  TORCH_CHECK_VALUE(v_in.size(1) == Lk && v_in.size(2) == Hkv, "v must be (B, Lk, Hkv, Dv) = (", B, ", ", Lk,
+                    ", ", Hkv, ", Dv) like k, got v ", shape_str(v_in));
+  TORCH_CHECK_VALUE(Hkv >= 1 && H % Hkv == 0, "the number of query heads H = ", H,
+                    " must be a multiple of the number of key/value heads Hkv = ", Hkv);
+  TORCH_CHECK_VALUE(D >= 1 && D <= 256 && Dv >= 1 && Dv <= 256, "head dims must lie in 1..256, got D = ", D,
+                    ", Dv = ", Dv);
+
+  CrossAttentionArgs a;
+  a.q = inner_contiguous(q_in);
+  a.k = inner_contiguous(k_in);
+  a.v = inner_contiguous(v_in);
+  CrossAttentionParams& p = a.p;
+
+  if (kv_lengths.has_value() && kv_lengths->defined()) {
+    const auto& kl = *kv_lengths;
+    TORCH_CHECK_VALUE(kl.dim() == 1 && kl.size(0) == B, "kv_lengths must have shape (B,) = (", B, ",), got ",
+                      shape_str(kl));
+    TORCH_CHECK_TYPE(at::isIntegralType(kl.scalar_type(), /*includeBool=*/false),
+                     "kv_lengths must be an integer tensor, got ", kl.scalar_type());
+    check_same_device(kl, q_in, "kv_lengths", "q");
+    a.kv_lengths = kl.to(at::kLong).contiguous();
+    if (B > 0 && a.kv_lengths.is_cpu()) {
+      const int64_t* lens = a.kv_lengths.data_ptr<int64_t>();
+      for (int64_t b = 0; b < B; ++b)
+        TORCH_CHECK_VALUE(lens[b] >= 0 && lens[b] <= Lk, "kv_lengths must lie in [0, Lk] = [0, ", Lk,
+                          "], got kv_lengths[", b, "] = ", lens[b]);
+    }
+    p.kv_lengths = a.kv_lengths.data_ptr<int64_t>();
+  }
+  if (key_padding_mask.has_value() && key_padding_mask->defined()) {
+    const auto& m = *key_padding_mask;
+    TORCH_CHECK_VALUE(m.dim() == 2 && m.size(0) == B && m.size(1) == Lk,
+                      "key_padding_mask must have shape (B, Lk) = (", B, ", ", Lk, "), got ", shape_str(m));
+    TORCH_CHECK_TYPE(m.scalar_type() == at::kBool, "key_padding_mask must be a bool tensor (True = ignore), got ",
+                     m.scalar_type());
+    check_same_device(m, q_in, "key_padding_mask", "q");
+    a.key_padding_mask = m.stride(1) == 1 ? m : m.contiguous();
+    p.key_padding_mask = a.key_padding_mask.data_ptr<bool>();
+    p.mask_stride_b = a.key_padding_mask.stride(0);
+  }
+
+  p.q = a.q.data_ptr();
+  p.k = a.k.data_ptr();
+  p.v = a.v.data_ptr();
+  p.B = B; p.Lq = Lq; p.Lk = Lk; p.H = H; p.Hkv = Hkv; p.D = D; p.Dv = Dv;
+  p.q_stride_b = a.q.stride(0); p.q_stride_l = a.q.stride(1); p.q_stride_h = a.q.stride(2);
+  p.k_stride_b = a.k.stride(0); p.k_stride_l = a.k.stride(1); p.k_stride_h = a.k.stride(2);
+  p.v_stride_b = a.v.stride(0); p.v_stride_l = a.v.stride(1); p.v_stride_h = a.v.stride(2);
+  p.scale = scale;
+  p.dtype = to_dtype(q_in.scalar_type());
+  return a;
+}
+
+// Adds what the backward needs on top of the forward's params. dq/dk/dv are contiguous and zeroed
+// (keys that never count keep a zero gradient).
+struct CrossAttentionGrads {
+  at::Tensor dq, dk, dv, grad_out, out, lse;
+};
+
+inline CrossAttentionGrads prepare_cross_attention_backward(CrossAttentionArgs& a, const at::Tensor& grad_out,
+                                                            const at::Tensor& out, const at::Tensor& lse) {
+  CrossAttentionParams& p = a.p;
+  const std::vector<int64_t> o_shape{p.B, p.Lq, p.H, p.Dv};
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(o_shape) && out.sizes() == at::IntArrayRef(o_shape),
+                    "grad_out and out must have shape (B, Lq, H, Dv) = ", at::IntArrayRef(o_shape), ", got ",
+                    shape_str(grad_out), " and ", shape_str(out));
+  TORCH_CHECK_VALUE(lse.dim() == 3 && lse.size(0) == p.B && lse.size(1) == p.H && lse.size(2) == p.Lq &&
+                        lse.scalar_type() == lse_dtype(a.q.scalar_type()),
+                    "lse must be a ", lse_dtype(a.q.scalar_type()), " tensor of shape (B, H, Lq), got ", shape_str(lse),
+                    " ", lse.scalar_type());
+  CrossAttentionGrads g;
+  g.grad_out = inner_contiguous(grad_out.to(a.q.scalar_type()));
+  g.out = inner_contiguous(out);
+  g.lse = lse.contiguous();
+  g.dq = at::zeros(a.q.sizes(), a.q.options());
+  g.dk = at::zeros(a.k.sizes(), a.k.options());
+  g.dv = at::zeros(a.v.sizes(), a.v.options());
+  p.out = g.out.data_ptr();
+  p.o_stride_b = g.out.stride(0); p.o_stride_l = g.out.stride(1); p.o_stride_h = g.out.stride(2);
+  p.grad_out = g.grad_out.data_ptr();
+  p.do_stride_b = g.grad_out.stride(0); p.do_stride_l = g.grad_out.stride(1); p.do_stride_h = g.grad_out.stride(2);
+  p.lse = g.lse.data_ptr();
+  p.dq = g.dq.data_ptr();
+  p.dk = g.dk.data_ptr();
+  p.dv = g.dv.data_ptr();
+  return g;
+}
+
+}  // namespace mmkernels

@@ -1,0 +1,42 @@
+// Torch-free description of one cross_attention call, shared by the CPU and CUDA kernels.
+// Layouts: q (B, Lq, H, D), k (B, Lk, Hkv, D), v (B, Lk, Hkv, Dv), out (B, Lq, H, Dv),
+// lse (B, H, Lq) in the accumulation type. Strides are in elements; the innermost (head-dim) stride is 1.
+#pragma once
+#include <cstdint>
+
+namespace mmkernels {
+
+enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
+
+struct CrossAttentionParams {
+  // Forward inputs / outputs.
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;
+  void* lse = nullptr;  // (B, H, Lq) contiguous, float32 (float64 for float64 inputs); -inf: no valid key
+
+  // Backward (null in forward).
+  // dq, dk, dv are contiguous (B, L, H, D) buffers; grad_out has its own strides (do_*).
+  const void* grad_out = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+
+  // Optional masking. A key j of batch b counts iff j < kv_lengths[b] and !key_padding_mask[b, j].
+  const int64_t* kv_lengths = nullptr;       // (B,), values already checked to lie in [0, Lk]
+  const bool* key_padding_mask = nullptr;    // (B, Lk) with row stride mask_stride_b, True = ignore
+  int64_t mask_stride_b = 0;
+
+  int64_t B = 0, Lq = 0, Lk = 0, H = 0, Hkv = 0, D = 0, Dv = 0;
+  int64_t q_stride_b = 0, q_stride_l = 0, q_stride_h = 0;
+  int64_t k_stride_b = 0, k_stride_l = 0, k_stride_h = 0;
+  int64_t v_stride_b = 0, v_stride_l = 0, v_stride_h = 0;
+  int64_t o_stride_b = 0, o_stride_l = 0, o_stride_h = 0;
+  int64_t do_stride_b = 0, do_stride_l = 0, do_stride_h = 0;
+
+  double scale = 1.0;
+  DType dtype = DType::Float32;
+};
+
+}  // namespace mmkernels

@@ -1,0 +1,33 @@
+// The one place mmkernels' operators are declared. Device implementations register themselves with
+// TORCH_LIBRARY_IMPL in their own folders; the Python side (mmkernels/ops.py) adds fake (meta)
+// kernels, autograd and autocast rules.
+#include <pybind11/pybind11.h>
+#include <torch/library.h>
+
+#include "common/cpu_dispatch.h"
+
+TORCH_LIBRARY(mmkernels, m) {
+  // Returns (out (B, Lq, H, Dv), lse (B, H, Lq) float32; float64 for float64 inputs).
+  m.def("cross_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? kv_lengths, Tensor? key_padding_mask, "
+        "float scale) -> (Tensor, Tensor)");
+  // Returns (dq, dk, dv), contiguous, shaped like q, k, v.
+  m.def("cross_attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+        "Tensor? kv_lengths, Tensor? key_padding_mask, float scale) -> (Tensor, Tensor, Tensor)");
+  // activation: 0 none, 1 relu, 2 gelu (erf), 3 gelu_tanh, 4 silu.
+  // Returns (y (..., N), z): z is the pre-activation kept for backward (empty when activation is none).
+  m.def("concat_linear_fwd(Tensor[] inputs, Tensor weight, Tensor? bias, int activation) -> (Tensor, Tensor)");
+  // Returns (grad_inputs, grad_weight, grad_bias); grad_bias is empty when has_bias is false.
+  m.def("concat_linear_bwd(Tensor grad_out, Tensor[] inputs, Tensor weight, Tensor z, bool has_bias, "
+        "int activation) -> (Tensor[], Tensor, Tensor)");
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "mmkernels native library (operators live in torch.ops.mmkernels)";
+  m.def("cpu_capability", &mmkernels::cpu::capability_name,
+        "Instruction set of the CPU kernels chosen on this machine");
+#ifdef MMK_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+}

@@ -1,0 +1,293 @@
+"""Public ops: argument validation, custom-op registration (fake tensors, autograd), reference switch.
+
+The native operators live in ``torch.ops.mmkernels`` (declared in csrc/mmkernels.cpp). This module is
+the contract-facing layer: it validates arguments with clear ``ValueError``/``TypeError`` messages,
+then calls the operator, so eager mode, ``torch.compile(fullgraph=True)`` and ``opcheck`` all go
+through the same registered kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from . import reference
+from . import _C  # noqa: F401  (loads the native library; registers torch.ops.mmkernels.*)
+
+__all__ = ["cross_attention", "concat_linear", "use_reference_ops", "using_reference_ops", "cpu_capability"]
+
+ACTIVATIONS = reference.ACTIVATIONS
+_ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_HEAD_DIM = 256
+
+# ---------------------------------------------------------------------------------------------------
+# Reference-op switch: every layer and model calls the two functions below, so one flag moves a whole
+# model onto the plain-PyTorch implementations for A/B comparisons.
+_USE_REFERENCE = False
+
+
+@contextlib.contextmanager
+def use_reference_ops(enabled: bool = True) -> Iterator[None]:
+    """Within this context, ``cross_attention``/``concat_linear`` (and so every mmkernels layer and
+    model) run the plain-PyTorch reference implementations instead of the fused kernels."""
+    global _USE_REFERENCE
+    previous = _USE_REFERENCE
+    _USE_REFERENCE = bool(enabled)
+    try:
+        yield
+    finally:
+        _USE_REFERENCE = previous
+
+
+def using_reference_ops() -> bool:
+    """True inside ``use_reference_ops()``."""
+    return _USE_REFERENCE
+
+
+def cpu_capability() -> str:
+    """Instruction set the CPU kernels use on this machine ("avx512", "avx2" or "default")."""
+    return _C.cpu_capability()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _check_tensor(x, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+
+
+def _check_float(x: torch.Tensor, name: str) -> None:
+    allowed = _FLOAT_DTYPES + ((torch.float64,) if x.device.type == "cpu" else ())
+    if x.dtype not in allowed:
+        extra = " (float64 is supported on CPU only)" if x.dtype == torch.float64 else ""
+        raise TypeError(f"{name} must be float32, float16 or bfloat16 (or float64 on CPU), got {x.dtype}{extra}")
+
+
+def _check_device(x: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
+    if x.device != ref.device:
+        raise ValueError(f"{name} must be on the same device as {ref_name} ({ref.device}), got {x.device}")
+
+
+def _shape(x: torch.Tensor) -> tuple:
+    return tuple(x.shape)
+
+
+def _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale):
+    for x, name, layout in ((q, "q", "(B, Lq, H, D)"), (k, "k", "(B, Lk, Hkv, D)"), (v, "v", "(B, Lk, Hkv, Dv)")):
+        _check_tensor(x, name)
+        if x.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor {layout}, got shape {_shape(x)}")
+    _check_float(q, "q")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"q, k and v must have the same dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    _check_device(k, "k", q, "q")
+    _check_device(v, "v", q, "q")
+    B, Lq, H, D = q.shape
+    Lk, Hkv, Dv = k.shape[1], k.shape[2], v.shape[3]
+    if k.shape[0] != B or v.shape[0] != B:
+        raise ValueError(f"k and v must have batch size B={B} like q, got k {_shape(k)}, v {_shape(v)}")
+    if k.shape[3] != D:
+        raise ValueError(f"k must have head dim D={D} like q (q {_shape(q)}), got k {_shape(k)}")
+    if v.shape[1] != Lk or v.shape[2] != Hkv:
+        raise ValueError(f"v must be (B, Lk, Hkv, Dv) = ({B}, {Lk}, {Hkv}, Dv) like k, got v {_shape(v)}")
+    if Hkv < 1 or H % Hkv != 0:
+        raise ValueError(f"the number of query heads H={H} must be a multiple of the key/value heads Hkv={Hkv}")
+    if not (1 <= D <= MAX_HEAD_DIM and 1 <= Dv <= MAX_HEAD_DIM):
+        raise ValueError(f"head dims must lie in 1..{MAX_HEAD_DIM}, got D={D}, Dv={Dv}")
+    if kv_lengths is not None:
+        _check_tensor(kv_lengths, "kv_lengths")
+        if kv_lengths.dtype.is_floating_point or kv_lengths.dtype.is_complex or kv_lengths.dtype == torch.bool:
+            raise TypeError(f"kv_lengths must be an integer tensor, got {kv_lengths.dtype}")
+        if _shape(kv_lengths) != (B,):
+            raise ValueError(f"kv_lengths must have shape (B,) = ({B},), got {_shape(kv_lengths)}")
+    if key_padding_mask is not None:
+        _check_tensor(key_padding_mask, "key_padding_mask")
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(f"key_padding_mask must be a bool tensor (True = ignore the key), got {key_padding_mask.dtype}")
+        if _shape(key_padding_mask) != (B, Lk):
+            raise ValueError(f"key_padding_mask must have shape (B, Lk) = ({B}, {Lk}), got {_shape(key_padding_mask)}")
+    if scale is None:
+        return 1.0 / math.sqrt(D)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# cross_attention
+
+
+def cross_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    kv_lengths: Optional[torch.Tensor] = None,
+    key_padding_mask: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Fused cross-modal attention.
+
+    Args:
+        q: ``(B, Lq, H, D)`` queries (one modality).
+        k: ``(B, Lk, Hkv, D)`` keys (another modality), ``H % Hkv == 0`` (grouped-query attention:
+            query head ``h`` reads key/value head ``h // (H // Hkv)``).
+        v: ``(B, Lk, Hkv, Dv)`` values.
+        kv_lengths: optional integer ``(B,)``; keys at index ``>= kv_lengths[b]`` are ignored (and
+            their blocks skipped, not computed). ``0 <= kv_lengths[b] <= Lk``.
+        key_padding_mask: optional bool ``(B, Lk)``, ``True`` = ignore this key.
+        scale: softmax scale, default ``1/sqrt(D)``.
+
+    Returns:
+        ``(B, Lq, H, Dv)`` in ``q``'s dtype. Query rows with no valid key are zeros (zero gradient).
+    """
+    scale = _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale)
+    if _USE_REFERENCE:
+        return reference.cross_attention(q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=scale)
+    out, _ = torch.ops.mmkernels.cross_attention_fwd(q, k, v, kv_lengths, key_padding_mask, scale)
+    return out
+
+
+@torch.library.register_fake("mmkernels::cross_attention_fwd")
+def _cross_attention_fwd_fake(q, k, v, kv_lengths, key_padding_mask, scale):
+    B, Lq, H, _ = q.shape
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return q.new_empty((B, Lq, H, v.shape[-1])), q.new_empty((B, H, Lq), dtype=lse_dtype)
+
+
+@torch.library.register_fake("mmkernels::cross_attention_bwd")
+def _cross_attention_bwd_fake(grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _cross_attention_setup(ctx, inputs, output):
+    q, k, v, kv_lengths, key_padding_mask, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, kv_lengths, key_padding_mask)
+    ctx.scale = scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _cross_attention_backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, kv_lengths, key_padding_mask = ctx.saved_tensors
+    dq, dk, dv = torch.ops.mmkernels.cross_attention_bwd(
+        grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, ctx.scale
+    )
+    return dq, dk, dv, None, None, None
+
+
+torch.library.register_autograd(
+    "mmkernels::cross_attention_fwd", _cross_attention_backward, setup_context=_cross_attention_setup
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# concat_linear
+
+
+def _validate_concat_linear(inputs, weight, bias, activation):
+    if isinstance(inputs, torch.Tensor) or not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"inputs must be a non-empty list or tuple of tensors, got {type(inputs).__name__}")
+    if len(inputs) == 0:
+        raise ValueError("inputs must be a non-empty list or tuple of tensors, got an empty one")
+    for i, x in enumerate(inputs):
+        _check_tensor(x, f"inputs[{i}]")
+    x0 = inputs[0]
+    if x0.dim() < 1:
+        raise ValueError("inputs[0] must have at least one dimension (..., d_0), got a 0-D tensor")
+    _check_float(x0, "inputs[0]")
+    lead = _shape(x0)[:-1]
+    for i, x in enumerate(inputs[1:], start=1):
+        if x.dtype != x0.dtype:
+            raise TypeError(f"inputs[{i}] must have dtype {x0.dtype} like inputs[0], got {x.dtype}")
+        _check_device(x, f"inputs[{i}]", x0, "inputs[0]")
+        if x.dim() != x0.dim() or _shape(x)[:-1] != lead:
+            raise ValueError(
+                f"inputs[{i}] must have the leading shape {lead} of inputs[0] (all but the last dim), got {_shape(x)}"
+            )
+    _check_tensor(weight, "weight")
+    K = sum(x.shape[-1] for x in inputs)
+    if weight.dim() != 2 or weight.shape[1] != K:
+        raise ValueError(f"weight must have shape (N, sum(d_i)) = (N, {K}), got {_shape(weight)}")
+    if weight.dtype != x0.dtype:
+        raise TypeError(f"weight must have dtype {x0.dtype} like the inputs, got {weight.dtype}")
+    _check_device(weight, "weight", x0, "inputs[0]")
+    if bias is not None:
+        _check_tensor(bias, "bias")
+        if _shape(bias) != (weight.shape[0],):
+            raise ValueError(f"bias must have shape (N,) = ({weight.shape[0]},), got {_shape(bias)}")
+        if bias.dtype != x0.dtype:
+            raise TypeError(f"bias must have dtype {x0.dtype} like the inputs, got {bias.dtype}")
+        _check_device(bias, "bias", x0, "inputs[0]")
+    if not isinstance(activation, str) or activation not in _ACT_CODE:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def concat_linear(
+    inputs: Sequence[torch.Tensor],
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: str = "none",
+) -> torch.Tensor:
+    """``act(cat(inputs, -1) @ weight.T + bias)`` without materialising the concatenation.
+
+    Args:
+        inputs: non-empty list/tuple of ``(..., d_i)`` tensors with identical leading shape, dtype, device.
+        weight: ``(N, sum(d_i))``, the ``nn.Linear`` layout over the concatenation.
+        bias: ``(N,)`` or ``None``.
+        activation: ``"none" | "relu" | "gelu" | "gelu_tanh" | "silu"``.
+
+    Returns:
+        ``(..., N)`` in the inputs' dtype.
+    """
+    _validate_concat_linear(inputs, weight, bias, activation)
+    if _USE_REFERENCE:
+        return reference.concat_linear(inputs, weight, bias, activation)
+    y, _ = torch.ops.mmkernels.concat_linear_fwd(list(inputs), weight, bias, _ACT_CODE[activation])
+    return y
+
+
+@torch.library.register_fake("mmkernels::concat_linear_fwd")
+def _concat_linear_fwd_fake(inputs, weight, bias, activation):
+    shape = tuple(inputs[0].shape[:-1]) + (weight.shape[0],)
+    y = inputs[0].new_empty(shape)
+    z = inputs[0].new_empty(shape if activation != 0 else (0,))
+    return y, z
+
+
+@torch.library.register_fake("mmkernels::concat_linear_bwd")
+def _concat_linear_bwd_fake(grad_out, inputs, weight, z, has_bias, activation):
+    dx = [x.new_empty(x.shape) for x in inputs]
+    db = weight.new_empty((weight.shape[0],) if has_bias else (0,))
+    return dx, weight.new_empty(weight.shape), db
+
+
+def _concat_linear_setup(ctx, inputs, output):
+    xs, weight, bias, activation = inputs
+    _, z = output
+    ctx.n_inputs = len(xs)
+    ctx.has_bias = bias is not None
+    ctx.activation = activation
+    ctx.save_for_backward(*xs, weight, z)
+    ctx.mark_non_differentiable(z)
+
+
+def _concat_linear_backward(ctx, grad_y, grad_z):
+    saved = ctx.saved_tensors
+    xs, weight, z = list(saved[: ctx.n_inputs]), saved[ctx.n_inputs], saved[ctx.n_inputs + 1]
+    dxs, dw, db = torch.ops.mmkernels.concat_linear_bwd(grad_y, xs, weight, z, ctx.has_bias, ctx.activation)
+    return list(dxs), dw, (db if ctx.has_bias else None), None
+
+
+torch.library.register_autograd(
+    "mmkernels::concat_linear_fwd", _concat_linear_backward, setup_context=_concat_linear_setup
+)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the project's virtualenv, installs torch and the build/test/bench tools, and
+# builds mmkernels into it. Sourced by scripts/test.sh and scripts/bench.sh.
+#   MMKERNELS_VENV  where the venv lives (default: .venv in the repository)
+#   PYTHON          interpreter used to create it (default: python3)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MMKERNELS_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA wheel.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==2.13.0"
+"$VENV/bin/pip" install -q numpy "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.26" \
+  pytest hypothesis pytest-benchmark matplotlib scikit-learn
+echo "[setup] building mmkernels (torch $("$VENV/bin/python" -c 'import torch;print(torch.__version__)'))"
+( cd "$ROOT" && CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+    "$VENV/bin/pip" install -q --no-build-isolation --no-deps . )
+export VENV
