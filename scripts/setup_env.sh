@@ -17,5 +17,5 @@ fi
   pytest hypothesis pytest-benchmark matplotlib scikit-learn
 echo "[setup] building mmkernels (torch $("$VENV/bin/python" -c 'import torch;print(torch.__version__)'))"
 ( cd "$ROOT" && CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-    "$VENV/bin/pip" install -q --no-build-isolation --no-deps . )
+    "$VENV/bin/pip" install -q --no-build-isolation --no-deps -e . )
 export VENV

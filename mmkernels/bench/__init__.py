@@ -1,0 +1,1 @@
+"""Benchmarks of mmkernels against its peers; run with ``python -m mmkernels.bench``."""

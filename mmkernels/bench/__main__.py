@@ -1,0 +1,234 @@
+"""python -m mmkernels.bench: time mmkernels' ops and models against their peers.
+
+    python -m mmkernels.bench [--device auto|cpu|cuda] [--suite ops|models|all] [--quick]
+                              [--json PATH] [--plot PATH] [--compare BASELINE.json --max-regression R]
+
+Prints a table (median time, GFLOP/s, % of the matmul ceiling measured in the same run, speed-up of
+mmkernels over each peer), writes JSON with the device, torch/CUDA versions, git commit and every
+figure, and a PNG of the speed-ups. With --compare it exits 1 and names every case where mmkernels
+got slower than the baseline by more than R (same device only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+import torch
+
+import mmkernels
+
+from .cases import OURS, build_cases
+from .timing import matmul_ceiling, time_fn
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    for cwd in (os.getcwd(), here):
+        try:
+            out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+            if out.returncode == 0:
+                dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                       capture_output=True, text=True, timeout=5).stdout.strip()
+                return out.stdout.strip() + ("-dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "unknown"
+
+
+def progress(i: int, n: int, label: str) -> None:
+    width = 28
+    done = int(width * i / max(n, 1))
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {label[:60]:<60}")
+    sys.stderr.flush()
+    if i == n:
+        sys.stderr.write("\n")
+
+
+def run_suite(args, device: torch.device) -> Dict:
+    dtypes = [DTYPES[d] for d in args.dtypes.split(",")]
+    builders = build_cases(args.suite, device, args.quick, dtypes)
+    budget = 0.25 if args.quick else 1.0
+    ceilings = {str(dt).replace("torch.", ""): matmul_ceiling(dt, device, args.quick) for dt in dtypes}
+    results: List[Dict] = []
+    for idx, build in enumerate(builders):
+        case = build()
+        progress(idx, len(builders), f"{case.name} {str(case.dtype)[6:]} {case.mode}")
+        ceiling = ceilings.get(str(case.dtype).replace("torch.", ""))
+        times = {}
+        for impl, fn in case.impls.items():
+            try:
+                fn(0)  # trial: drops peers that refuse the input
+            except Exception as e:  # noqa: BLE001 - any refusal means "not applicable"
+                case.skipped[impl] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                continue
+            t = time_fn(fn, device, warmup=2 if args.quick else 3, min_runs=5 if args.quick else 10, budget_s=budget)
+            times[impl] = t
+        if OURS not in times:
+            raise RuntimeError(f"{case.name}: mmkernels failed: {case.skipped.get(OURS)}")
+        ours = times[OURS].median_ms
+        for impl, t in times.items():
+            rate = case.flops / (t.median_ms / 1e3)
+            row = dict(case=case.name, op=case.op, dtype=str(case.dtype).replace("torch.", ""), mode=case.mode,
+                       params=case.params, impl=impl, median_ms=t.median_ms, iqr_ms=t.iqr_ms, runs=t.runs,
+                       gflops=rate / 1e9, pct_of_ceiling=(100.0 * rate / ceiling) if ceiling else None)
+            if impl == OURS:
+                row["speedup_vs"] = {p: times[p].median_ms / ours for p in times if p != OURS}
+                row["skipped_peers"] = dict(case.skipped)
+            results.append(row)
+        del case
+    progress(len(builders), len(builders), "done")
+    return dict(
+        device=device_name(device), device_type=device.type, torch_version=torch.__version__,
+        cuda_version=torch.version.cuda, commit=git_commit(), mmkernels_version=mmkernels.__version__,
+        cpu_capability=mmkernels.cpu_capability(), threads=torch.get_num_threads(), quick=args.quick,
+        suite=args.suite, date=time.strftime("%Y-%m-%d %H:%M:%S"),
+        ceiling_gflops={k: v / 1e9 for k, v in ceilings.items()}, results=results,
+    )
+
+
+def format_table(report: Dict) -> str:
+    lines = [f"mmkernels bench | {report['device']} | torch {report['torch_version']} | commit {report['commit']}",
+             "ceiling (measured matmul): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()),
+             ""]
+    header = f"{'case':<52} {'dtype':<8} {'mode':<8} {'ms':>9} {'GFLOP/s':>8} {'%ceil':>6}  speed-up vs peers"
+    lines += [header, "-" * len(header)]
+    for r in report["results"]:
+        if r["impl"] != OURS:
+            continue
+        sp = "  ".join(f"{p} {x:.2f}x" for p, x in sorted(r["speedup_vs"].items()))
+        pct = f"{r['pct_of_ceiling']:.0f}" if r["pct_of_ceiling"] is not None else "-"
+        lines.append(f"{r['case']:<52} {r['dtype']:<8} {r['mode']:<8} {r['median_ms']:>9.3f} {r['gflops']:>8.1f} {pct:>6}  {sp}")
+    return "\n".join(lines)
+
+
+def format_markdown(report: Dict) -> str:
+    out = [f"# mmkernels benchmark: {report['device']}", "",
+           f"torch {report['torch_version']} (CUDA {report['cuda_version']}), commit `{report['commit']}`, "
+           f"CPU kernels `{report['cpu_capability']}`, {report['threads']} threads, {report['date']}.", "",
+           "Ceiling (dense matmul measured in the same run): "
+           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()), "",
+           "| case | dtype | mode | impl | median ms | GFLOP/s | % ceiling | mmkernels speed-up |",
+           "|---|---|---|---|---:|---:|---:|---:|"]
+    ours = {(r["case"], r["dtype"], r["mode"]): r for r in report["results"] if r["impl"] == OURS}
+    for r in report["results"]:
+        o = ours[(r["case"], r["dtype"], r["mode"])]
+        sp = "—" if r["impl"] == OURS else f"{r['median_ms'] / o['median_ms']:.2f}x"
+        pct = f"{r['pct_of_ceiling']:.0f}" if r["pct_of_ceiling"] is not None else "-"
+        out.append(f"| {r['case']} | {r['dtype']} | {r['mode']} | {r['impl']} | {r['median_ms']:.3f} | "
+                   f"{r['gflops']:.1f} | {pct} | {sp} |")
+    return "\n".join(out) + "\n"
+
+
+def write_plot(report: Dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if r["impl"] == OURS]
+    peers = sorted({p for r in rows for p in r["speedup_vs"]})
+    labels = [f"{r['case']}\n{r['dtype']} {r['mode']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(12, max(4, 0.45 * len(rows) * max(1, len(peers)) / 2)))
+    h = 0.8 / max(len(peers), 1)
+    for j, p in enumerate(peers):
+        ys = [i + j * h for i in range(len(rows))]
+        ax.barh(ys, [r["speedup_vs"].get(p, 0) for r in rows], height=h, label=p)
+    ax.axvline(1.0, color="k", lw=1)
+    ax.set_yticks([i + 0.4 - h / 2 for i in range(len(rows))])
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up of mmkernels (peer time / mmkernels time; >1 = faster)")
+    ax.set_title(f"mmkernels vs peers: {report['device']}, torch {report['torch_version']}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare(report: Dict, baseline_path: str, max_regression: float) -> List[str]:
+    with open(baseline_path) as f:
+        base = json.load(f)
+    if base.get("device") != report["device"]:
+        print(f"[compare] warning: baseline device '{base.get('device')}' differs from '{report['device']}'")
+    key = lambda r: (r["case"], r["dtype"], r["mode"])
+    base_ours = {key(r): r for r in base["results"] if r["impl"] == OURS}
+    failures = []
+    for r in report["results"]:
+        if r["impl"] != OURS or key(r) not in base_ours:
+            continue
+        b = base_ours[key(r)]["median_ms"]
+        if r["median_ms"] > b * (1 + max_regression):
+            failures.append(f"{r['case']} {r['dtype']} {r['mode']}: {r['median_ms']:.3f} ms vs baseline {b:.3f} ms "
+                            f"(+{100 * (r['median_ms'] / b - 1):.0f}% > {100 * max_regression:.0f}%)")
+    return failures
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mmkernels.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--suite", default="ops", choices=["ops", "models", "all"])
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and runs, no torch.compile peers (< 3 min on CPU)")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32,bfloat16,float16")
+    ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--markdown", help="write a markdown table here")
+    ap.add_argument("--plot", help="write a PNG of the speed-ups here")
+    ap.add_argument("--compare", metavar="BASELINE.json", help="fail on regressions against this report")
+    ap.add_argument("--max-regression", type=float, default=0.10, help="allowed slow-down vs baseline (0.10 = 10%%)")
+    args = ap.parse_args(argv)
+    for d in args.dtypes.split(","):
+        if d not in DTYPES:
+            ap.error(f"--dtypes: unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        if args.device == "cuda" and not torch.cuda.is_available():
+            ap.error("--device cuda: no CUDA device is available")
+        device = torch.device(args.device)
+    report = run_suite(args, device)
+    print(format_table(report))
+    for path, text in ((args.json, json.dumps(report, indent=1)), (args.markdown, format_markdown(report) if args.markdown else None)):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            print(f"wrote {path}")
+    if args.plot:
+        write_plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    if args.compare:
+        failures = compare(report, args.compare, args.max_regression)
+        if failures:
+            print(f"REGRESSION: {len(failures)} case(s) slower than {args.compare} by more than "
+                  f"{100 * args.max_regression:.0f}%:")
+            for f in failures:
+                print("  " + f)
+            return 1
+        print(f"no regression beyond {100 * args.max_regression:.0f}% against {args.compare}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

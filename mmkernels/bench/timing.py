@@ -1,0 +1,86 @@
+"""Timing primitives: warm-up, median of many, CUDA events on GPU, inputs rotated beyond the caches."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Sequence
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    iqr_ms: float
+    runs: int
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(
+    fn: Callable[[int], object],
+    device: torch.device,
+    *,
+    warmup: int = 3,
+    min_runs: int = 7,
+    max_runs: int = 200,
+    budget_s: float = 1.0,
+) -> Timing:
+    """Times ``fn(i)`` (``i`` picks one of several rotated input sets) and returns the median.
+
+    Runs at least ``min_runs`` and stops after ``budget_s`` of measured time or ``max_runs``. On CUDA
+    each run is bracketed by CUDA events; on CPU by ``time.perf_counter``.
+    """
+    for i in range(warmup):
+        fn(i)
+    _sync(device)
+    times: List[float] = []
+    spent = 0.0
+    i = 0
+    while len(times) < min_runs or (spent < budget_s and len(times) < max_runs):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(i)
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end)
+        else:
+            t0 = time.perf_counter()
+            fn(i)
+            ms = (time.perf_counter() - t0) * 1e3
+        times.append(ms)
+        spent += ms / 1e3
+        i += 1
+    times.sort()
+    q1, q3 = times[len(times) // 4], times[(3 * len(times)) // 4]
+    return Timing(statistics.median(times), q3 - q1, len(times))
+
+
+def rotation_count(bytes_per_set: int, device: torch.device) -> int:
+    """How many input sets to cycle through so that a run never finds its inputs in the last-level cache."""
+    if device.type == "cuda":
+        cache = torch.cuda.get_device_properties(device).L2_cache_size
+    else:
+        cache = 64 << 20  # generous bound for a server CPU's L3
+    return max(1, min(8, -(-2 * cache // max(bytes_per_set, 1))))
+
+
+def matmul_ceiling(dtype: torch.dtype, device: torch.device, quick: bool = False) -> float:
+    """Measured dense matmul rate (FLOP/s) in ``dtype``: the roofline we report against."""
+    n = 2048 if device.type == "cpu" else 8192
+    if quick and device.type == "cpu":
+        n = 1024
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=g).to(dtype)
+    b = torch.randn(n, n, device=device, generator=g).to(dtype)
+    t = time_fn(lambda i: torch.mm(a, b), device, warmup=2, min_runs=5, budget_s=0.5 if quick else 1.5)
+    return 2 * n**3 / (t.median_ms / 1e3)
+
+
+def tensors_bytes(ts: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in ts if isinstance(t, torch.Tensor))
