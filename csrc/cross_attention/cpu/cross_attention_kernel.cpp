@@ -14,22 +14,85 @@
 #include <cmath>
 #include <memory>
 
+#include "common/cpu_bf16_gemm.h"
 #include "common/cpu_kernel_utils.h"
 #include "cross_attention/params.h"
 
 namespace mmkernels::cpu::CPU_CAPABILITY {
 namespace {
 
-// Transposes k (B, Lk, Hkv, D) into kt (B, Hkv, D, Lk) so that S = Q @ kt is a plain NN GEMM.
-// Only the first n_valid[b] keys are copied: padded keys are never read again.
+// The B operand of C = A @ B for one (batch, head): row-major T (`data`, `ld`), or for bfloat16 on
+// CPUs with AVX512-BF16, packed bf16 pairs (`vnni`, `vld`; see common/cpu_bf16_gemm.h).
 template <typename T>
-void pack_transposed(const T* x, int64_t sb, int64_t sl, int64_t sh, int64_t B, int64_t L, int64_t Hx,
-                     int64_t Dx, const std::vector<int64_t>& n_valid, T* xt) {
+struct Operand {
+  const T* data = nullptr;
+  int64_t ld = 0;
+  const uint32_t* vnni = nullptr;
+  int64_t vld = 0;
+};
+
+// C[M,N] (+)= A[M,K] @ B[k0:k0+K, n0:n0+N]   (k0 even when B is packed)
+template <typename T>
+inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const Operand<T>& B, int64_t k0,
+                 int64_t n0, acc_type<T>* C, int64_t ldc, bool accumulate) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    if (B.vnni) {
+      gemm_bf16_vnni(M, N, K, A, lda, B.vnni + (k0 / 2) * B.vld + n0, B.vld, C, ldc, accumulate);
+      return;
+    }
+  }
+  gemm_nn<T>(M, N, K, A, lda, B.data + k0 * B.ld + n0, B.ld, C, ldc, accumulate);
+}
+
+template <typename T>
+constexpr bool packs_bf16() { return std::is_same_v<T, c10::BFloat16>; }
+
+// Operands for every (batch, head) of x (B, L, Hx, Dx), built once per call and read by all tasks.
+// rows:       B = x[b, :, h, :]    (L x Dx): plain strided view, or packed pairs of rows.
+// transposed: B = x[b, :, h, :]^T  (Dx x L): a transposed copy, or packed pairs of columns.
+// Only the first n_valid[b] positions are packed: padded keys are never read again.
+template <typename T>
+struct OperandSet {
+  std::vector<Operand<T>> ops;
+  std::unique_ptr<T[]> copy;
+  std::unique_ptr<uint32_t[]> packed;
+  const Operand<T>& operator()(int64_t b, int64_t h, int64_t Hx) const { return ops[b * Hx + h]; }
+};
+
+template <typename T>
+OperandSet<T> make_operands(const T* x, int64_t sb, int64_t sl, int64_t sh, int64_t B, int64_t L, int64_t Hx,
+                            int64_t Dx, const std::vector<int64_t>& n_valid, bool transposed, bool vnni) {
+  OperandSet<T> set;
+  set.ops.resize(B * Hx);
+  if (vnni) {
+    if constexpr (packs_bf16<T>()) {
+      const int64_t ld = transposed ? vnni_ld(L) : vnni_ld(Dx);
+      const int64_t words = transposed ? vnni_words(Dx, L) : vnni_words(L, Dx);
+      set.packed.reset(new uint32_t[std::max<int64_t>(B * Hx * words, 1)]);  // packers write every word read
+      at::parallel_for(0, B * Hx, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t b = t / Hx, h = t % Hx;
+          const T* src = x + b * sb + h * sh;
+          uint32_t* dst = set.packed.get() + t * words;
+          if (transposed) pack_vnni_transposed(src, sl, n_valid[b], Dx, dst, ld);
+          else pack_vnni_rows(src, sl, n_valid[b], Dx, dst, ld);
+          set.ops[t].vnni = dst;
+          set.ops[t].vld = ld;
+        }
+      });
+    }
+    return set;
+  }
+  if (!transposed) {
+    for (int64_t t = 0; t < B * Hx; ++t) set.ops[t] = Operand<T>{x + (t / Hx) * sb + (t % Hx) * sh, sl};
+    return set;
+  }
+  set.copy.reset(new T[std::max<int64_t>(B * Hx * Dx * L, 1)]);
   at::parallel_for(0, B * Hx, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / Hx, h = t % Hx;
       const T* src = x + b * sb + h * sh;
-      T* dst = xt + t * Dx * L;
+      T* dst = set.copy.get() + t * Dx * L;
       constexpr int64_t kTile = 16;  // transpose in 16x16 tiles to stay in L1
       for (int64_t j0 = 0; j0 < n_valid[b]; j0 += kTile) {
         const int64_t j1 = std::min(j0 + kTile, n_valid[b]);
@@ -39,8 +102,10 @@ void pack_transposed(const T* x, int64_t sb, int64_t sl, int64_t sh, int64_t B, 
             for (int64_t d = d0; d < d1; ++d) dst[d * L + j] = src[j * sl + d];
         }
       }
+      set.ops[t] = Operand<T>{dst, L};
     }
   });
+  return set;
 }
 
 // Transpose a rows x cols block (row stride ld_src) into cols x rows (row stride ld_dst).
@@ -57,7 +122,11 @@ inline bool any_key_valid(const bool* mask_row, int64_t k0, int64_t cols) {
   return false;
 }
 
-inline int64_t fwd_block_q(int64_t Lq) { return Lq >= 64 ? 64 : std::max<int64_t>(Lq, 1); }
+// Query blocks of at most 64 rows, split evenly (77 -> 40 + 37, not 64 + 13) to balance the tasks.
+inline int64_t fwd_block_q(int64_t Lq) {
+  const int64_t nb = std::max<int64_t>((Lq + 63) / 64, 1);
+  return std::max<int64_t>((Lq + nb - 1) / nb, 1);
+}
 inline int64_t fwd_block_k(int64_t Lk) { return std::min<int64_t>(512, std::max<int64_t>(Lk, 1)); }
 
 template <typename T>
@@ -74,8 +143,9 @@ void forward_impl(const CrossAttentionParams& p) {
   const A neg_inf = -std::numeric_limits<A>::infinity();
 
   const std::vector<int64_t> n_valid = valid_key_bounds(p);
-  std::unique_ptr<T[]> kt(new T[std::max<int64_t>(B * Hkv * D * Lk, 1)]);
-  pack_transposed(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, kt.get());
+  const bool vnni = packs_bf16<T>() && cpu_has_bf16_dot();
+  const auto KT = make_operands(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, true, vnni);
+  const auto V = make_operands(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, B, Lk, Hkv, Dv, n_valid, false, vnni);
 
   const int64_t BQ = fwd_block_q(Lq), BK = fwd_block_k(Lk);
   const int64_t nqb = (Lq + BQ - 1) / BQ;
@@ -86,8 +156,8 @@ void forward_impl(const CrossAttentionParams& p) {
       const int64_t b = t / (H * nqb), h = (t / nqb) % H, q0 = (t % nqb) * BQ;
       const int64_t rows = std::min(BQ, Lq - q0), hk = h / group;
       const T* qp = q + b * p.q_stride_b + q0 * p.q_stride_l + h * p.q_stride_h;
-      const T* ktp = kt.get() + (b * Hkv + hk) * D * Lk;
-      const T* vp = v + b * p.v_stride_b + hk * p.v_stride_h;
+      const Operand<T>& kt = KT(b, hk, Hkv);
+      const Operand<T>& vb = V(b, hk, Hkv);
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
       std::fill(m.begin(), m.end(), neg_inf);
       std::fill(l.begin(), l.end(), A(0));
@@ -96,7 +166,7 @@ void forward_impl(const CrossAttentionParams& p) {
       for (int64_t k0 = 0; k0 < n_valid[b]; k0 += BK) {
         const int64_t cols = std::min(BK, n_valid[b] - k0);
         if (!any_key_valid(mrow, k0, cols)) continue;
-        gemm_nn<T>(rows, cols, D, qp, p.q_stride_l, ktp + k0, Lk, S.data(), BK, false);
+        gemm<T>(rows, cols, D, qp, p.q_stride_l, kt, 0, k0, S.data(), BK, false);
         for (int64_t i = 0; i < rows; ++i) {
           A* s = S.data() + i * BK;
           // scale, mask, row max
@@ -142,9 +212,9 @@ void forward_impl(const CrossAttentionParams& p) {
           m[i] = m_new;
         }
         if constexpr (is_reduced_v<T>)
-          gemm_nn<T>(rows, Dv, cols, P.data(), BK, vp + k0 * p.v_stride_l, p.v_stride_l, O.data(), Dv, true);
+          gemm<T>(rows, Dv, cols, P.data(), BK, vb, k0, 0, O.data(), Dv, true);
         else
-          gemm_nn<T>(rows, Dv, cols, S.data(), BK, vp + k0 * p.v_stride_l, p.v_stride_l, O.data(), Dv, true);
+          gemm<T>(rows, Dv, cols, S.data(), BK, vb, k0, 0, O.data(), Dv, true);
       }
       // normalise; rows without any valid key give zeros and lse = -inf
       for (int64_t i = 0; i < rows; ++i) {
@@ -176,11 +246,11 @@ void backward_impl(const CrossAttentionParams& p) {
   const A neg_inf = -std::numeric_limits<A>::infinity();
 
   const std::vector<int64_t> n_valid = valid_key_bounds(p);
-  const int64_t kt_elems = std::max<int64_t>(B * Hkv * D * Lk, 1);
-  const int64_t vt_elems = std::max<int64_t>(B * Hkv * Dv * Lk, 1);
-  std::unique_ptr<T[]> kt(new T[kt_elems]), vt(new T[vt_elems]);
-  pack_transposed(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, kt.get());
-  pack_transposed(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, B, Lk, Hkv, Dv, n_valid, vt.get());
+  const bool vnni = packs_bf16<T>() && cpu_has_bf16_dot();
+  const auto KT = make_operands(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, true, vnni);
+  const auto VT = make_operands(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, B, Lk, Hkv, Dv, n_valid, true, vnni);
+  const auto Krows = make_operands(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, false, vnni);
+  // Q and dO rows are B operands too (for dK and dV); packed per task below when vnni.
 
   // With GQA several query heads share one K/V head: each query head writes its own float partial
   // and a second pass adds the group's partials in head order (no atomics, deterministic).
@@ -197,13 +267,23 @@ void backward_impl(const CrossAttentionParams& p) {
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> S(BQ * BK), dP(BQ * BK), dQ(Lq * D), dK(BK * D), dV(BK * Dv), Di(Lq);
     std::vector<T> Pt(BQ * BK), dSt(BQ * BK), dS(BQ * BK);
+    std::vector<uint32_t> q_pack(vnni ? vnni_words(Lq, D) : 0), do_pack(vnni ? vnni_words(Lq, Dv) : 0);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / H, h = t % H, hk = h / group;
       const T* qbh = q + b * p.q_stride_b + h * p.q_stride_h;
       const T* dobh = dout + b * p.do_stride_b + h * p.do_stride_h;
-      const T* kbh = k + b * p.k_stride_b + hk * p.k_stride_h;
-      const T* ktp = kt.get() + (b * Hkv + hk) * D * Lk;
-      const T* vtp = vt.get() + (b * Hkv + hk) * Dv * Lk;
+      const Operand<T>& kt = KT(b, hk, Hkv);
+      const Operand<T>& vt = VT(b, hk, Hkv);
+      const Operand<T>& krows = Krows(b, hk, Hkv);
+      Operand<T> qrows{qbh, p.q_stride_l}, dorows{dobh, p.do_stride_l};
+      if constexpr (packs_bf16<T>()) {
+        if (vnni) {
+          pack_vnni_rows(qbh, p.q_stride_l, Lq, D, q_pack.data(), vnni_ld(D));
+          pack_vnni_rows(dobh, p.do_stride_l, Lq, Dv, do_pack.data(), vnni_ld(Dv));
+          qrows = Operand<T>{nullptr, 0, q_pack.data(), vnni_ld(D)};
+          dorows = Operand<T>{nullptr, 0, do_pack.data(), vnni_ld(Dv)};
+        }
+      }
       const A* lse = static_cast<const A*>(p.lse) + (b * H + h) * Lq;
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
 
@@ -233,8 +313,8 @@ void backward_impl(const CrossAttentionParams& p) {
           const int64_t rows = std::min(BQ, Lq - q0);
           const T* qp = qbh + q0 * p.q_stride_l;
           const T* dop = dobh + q0 * p.do_stride_l;
-          gemm_nn<T>(rows, cols, D, qp, p.q_stride_l, ktp + k0, Lk, S.data(), BK, false);
-          gemm_nn<T>(rows, cols, Dv, dop, p.do_stride_l, vtp + k0, Lk, dP.data(), BK, false);
+          gemm<T>(rows, cols, D, qp, p.q_stride_l, kt, 0, k0, S.data(), BK, false);
+          gemm<T>(rows, cols, Dv, dop, p.do_stride_l, vt, 0, k0, dP.data(), BK, false);
           for (int64_t i = 0; i < rows; ++i) {
             A* s = S.data() + i * BK;
             A* dp = dP.data() + i * BK;
@@ -270,10 +350,9 @@ void backward_impl(const CrossAttentionParams& p) {
             }
           }
           transpose_block(dS.data(), BK, rows, cols, dSt.data(), BQ);
-          gemm_nn<T>(cols, Dv, rows, Pt.data(), BQ, dop, p.do_stride_l, dV.data(), Dv, true);
-          gemm_nn<T>(cols, D, rows, dSt.data(), BQ, qp, p.q_stride_l, dK.data(), D, true);
-          gemm_nn<T>(rows, D, cols, dS.data(), BK, kbh + k0 * p.k_stride_l, p.k_stride_l,
-                     dQ.data() + q0 * D, D, true);
+          gemm<T>(cols, Dv, rows, Pt.data(), BQ, dorows, q0, 0, dV.data(), Dv, true);
+          gemm<T>(cols, D, rows, dSt.data(), BQ, qrows, q0, 0, dK.data(), D, true);
+          gemm<T>(rows, D, cols, dS.data(), BK, krows, k0, 0, dQ.data() + q0 * D, D, true);
         }
         for (int64_t j = 0; j < cols; ++j) {
           if (group > 1) {
