@@ -22,6 +22,18 @@ from .timing import rotation_count, tensors_bytes
 OURS = "mmkernels"
 
 
+def allow_recompiles() -> None:
+    """Every case compiles the same reference function for new shapes; dynamo's default limit (8
+    recompiles per code object) would silently fall back to eager for later cases."""
+    import torch._dynamo.config as dcfg
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dcfg, name):
+            setattr(dcfg, name, 1024)
+    if hasattr(dcfg, "accumulated_recompile_limit"):
+        dcfg.accumulated_recompile_limit = 4096
+
+
 @dataclass
 class Case:
     name: str
@@ -199,6 +211,8 @@ def concat_linear_case(shape, dtype, mode, device, *, with_compile: bool, activa
 def build_cases(suite: str, device: torch.device, quick: bool, dtypes: List[torch.dtype]) -> List[Callable[[], Case]]:
     """Lazily built cases (inputs are allocated only when a case runs)."""
     with_compile = not quick
+    if with_compile:
+        allow_recompiles()
     out: List[Callable[[], Case]] = []
     if suite in ("ops", "all"):
         for dtype in dtypes:

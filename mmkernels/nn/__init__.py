@@ -1,0 +1,4 @@
+"""Drop-in layers built on mmkernels' fused ops."""
+from .layers import ConcatLinear, CrossModalAttention
+
+__all__ = ["ConcatLinear", "CrossModalAttention"]
