@@ -1,0 +1,154 @@
+import pytest
+import torch
+
+import mmkernels
+from mmkernels import reference as R
+
+from conftest import DEVICES
+from helpers import assert_within_budget
+
+LOW = [torch.float32, torch.bfloat16, torch.float16]
+ACTS = ["none", "relu", "gelu", "gelu_tanh", "silu"]
+# (leading shape, widths, N)
+SHAPES = [
+    ((), (1,), 1),
+    ((7,), (3, 1, 5), 9),
+    ((2, 5), (64, 33), 97),
+    ((97,), (257, 7, 64), 130),
+    ((3, 1, 4), (16,), 32),
+]
+
+
+def make(shape, dtype, device, seed, noncontig=False, bias=True):
+    lead, dims, N = shape
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(*lead, d, 2 if noncontig else 1, generator=g, dtype=torch.float64) for d in dims]
+    K = sum(dims)
+    w = torch.randn(N, K, generator=g, dtype=torch.float64) / K**0.5
+    b = torch.randn(N, generator=g, dtype=torch.float64) if bias else None
+    to = lambda t: None if t is None else t.to(device=device, dtype=dtype)
+    return [to(x)[..., 0] for x in xs], to(w), to(b)  # [..., 0] of a width-2 last dim: strided inputs
+
+
+def run(fn, xs, w, b, act, dtype, grad):
+    xs = [x.detach().to(dtype).requires_grad_() if x.dtype != dtype else x.detach().requires_grad_() for x in xs]
+    w = w.detach().to(dtype).requires_grad_()
+    b = None if b is None else b.detach().to(dtype).requires_grad_()
+    y = fn(xs, w, b, act)
+    y.backward(grad.to(dtype))
+    return [y] + [x.grad for x in xs] + [w.grad] + ([b.grad] if b is not None else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}->{s[2]}")
+def test_matches_float64_reference_within_budget(shape, act, dtype, device):
+    xs, w, b = make(shape, torch.float64, device, seed=len(shape[1]) * 7 + shape[2])
+    grad = torch.randn(*shape[0], shape[2], dtype=torch.float64, device=device)
+    ref = run(R.concat_linear, xs, w, b, act, torch.float64, grad)
+    plain = run(R.concat_linear, xs, w, b, act, dtype, grad)
+    ours = run(mmkernels.concat_linear, xs, w, b, act, dtype, grad)
+    assert ours[0].dtype == dtype and ours[0].shape == ref[0].shape
+    names = ["y"] + [f"dx{i}" for i in range(len(xs))] + ["dW", "db"]
+    for name, o, p, r in zip(names, ours, plain, ref):
+        assert_within_budget(o, p, r, name, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noncontiguous_inputs_and_no_bias(device):
+    shape = ((5, 3), (31, 8, 12), 17)
+    xs, w, b = make(shape, torch.float32, device, seed=1, noncontig=True, bias=False)
+    assert not xs[0].is_contiguous()
+    grad = torch.randn(5, 3, 17, device=device)
+    ours = run(mmkernels.concat_linear, xs, w, None, "gelu", torch.float32, grad)
+    ref = run(R.concat_linear, [x.double() for x in xs], w.double(), None, "gelu", torch.float64, grad.double())
+    for o, r in zip(ours, ref):
+        torch.testing.assert_close(o.double(), r, atol=1e-5, rtol=1e-5)
+
+
+def test_gradcheck_float64():
+    for act in ACTS:
+        xs, w, b = make(((3,), (2, 4), 5), torch.float64, "cpu", seed=3)
+        xs = [x.requires_grad_() for x in xs]
+        w.requires_grad_()
+        b.requires_grad_()
+        f = lambda x0, x1, w, b: mmkernels.concat_linear([x0, x1], w, b, act)
+        assert torch.autograd.gradcheck(f, (*xs, w, b))
+
+
+def test_empty_leading_shape_and_one_dim_inputs():
+    xs = [torch.randn(0, 3), torch.randn(0, 4)]
+    y = mmkernels.concat_linear(xs, torch.randn(5, 7), torch.randn(5), "relu")
+    assert y.shape == (0, 5)
+    x1 = [torch.randn(3, requires_grad=True), torch.randn(2, requires_grad=True)]
+    w = torch.randn(4, 5, requires_grad=True)
+    y = mmkernels.concat_linear(x1, w)
+    torch.testing.assert_close(y, R.concat_linear(x1, w))
+    y.sum().backward()
+    assert x1[0].grad.shape == (3,) and w.grad.shape == (4, 5)
+
+
+def test_deterministic():
+    xs, w, b = make(((64,), (100, 30), 50), torch.float32, "cpu", seed=4)
+    outs = [run(mmkernels.concat_linear, xs, w, b, "silu", torch.float32, torch.ones(64, 50)) for _ in range(2)]
+    for a, c in zip(*outs):
+        assert torch.equal(a, c)
+
+
+def test_opcheck():
+    xs, w, b = make(((4, 3), (5, 2), 6), torch.float32, "cpu", seed=5)
+    xs = [x.requires_grad_() for x in xs]
+    for act in range(5):
+        torch.library.opcheck(torch.ops.mmkernels.concat_linear_fwd, (xs, w.requires_grad_(), b.requires_grad_(), act))
+    y, z = torch.ops.mmkernels.concat_linear_fwd([x.detach() for x in xs], w.detach(), b.detach(), 2)
+    torch.library.opcheck(torch.ops.mmkernels.concat_linear_bwd,
+                          (torch.randn_like(y), [x.detach() for x in xs], w.detach(), z, True, 2))
+
+
+def test_torch_compile_fullgraph():
+    xs, w, b = make(((8,), (6, 10), 12), torch.float32, "cpu", seed=6)
+
+    def f(x0, x1, w, b):
+        return mmkernels.concat_linear([x0, x1], w, b, "gelu").square().sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    res = []
+    for fn in (f, compiled):
+        args = [t.clone().requires_grad_() for t in (*xs, w, b)]
+        loss = fn(*args)
+        loss.backward()
+        res.append([loss] + [a.grad for a in args])
+    for a, c in zip(*res):
+        torch.testing.assert_close(a, c)
+
+
+BAD = [
+    (dict(inputs=[]), ValueError, "non-empty"),
+    (dict(inputs=torch.randn(2, 3)), TypeError, "list or tuple"),
+    (dict(inputs=[torch.randn(2, 3), torch.randn(3, 4)]), ValueError, r"inputs\[1\] must have the leading shape"),
+    (dict(inputs=[torch.randn(2, 3), torch.randn(2, 4).double()]), TypeError, r"inputs\[1\] must have dtype"),
+    (dict(inputs=[torch.randn(2, 3).int()]), TypeError, "float32"),
+    (dict(inputs=[torch.tensor(1.0)]), ValueError, "at least one dimension"),
+    (dict(weight=torch.randn(5, 6)), ValueError, r"weight must have shape \(N, sum\(d_i\)\) = \(N, 7\)"),
+    (dict(weight=torch.randn(5, 7).double()), TypeError, "weight must have dtype"),
+    (dict(bias=torch.randn(4)), ValueError, r"bias must have shape \(N,\) = \(5,\)"),
+    (dict(activation="tanh"), ValueError, "activation must be one of"),
+    (dict(inputs=[torch.randn(2, 3), "x"]), TypeError, r"inputs\[1\] must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("bad,exc,msg", BAD, ids=[b[2] for b in BAD])
+def test_bad_inputs_raise_clear_errors(bad, exc, msg):
+    args = dict(inputs=[torch.randn(2, 3), torch.randn(2, 4)], weight=torch.randn(5, 7), bias=torch.randn(5),
+                activation="relu")
+    args.update(bad)
+    with pytest.raises(exc, match=msg):
+        mmkernels.concat_linear(args["inputs"], args["weight"], args["bias"], args["activation"])
+
+
+def test_direct_op_call_checks_arguments():
+    with pytest.raises(ValueError, match="weight must have shape"):
+        torch.ops.mmkernels.concat_linear_fwd([torch.randn(2, 3)], torch.randn(4, 5), None, 0)
+    with pytest.raises(ValueError, match="activation code"):
+        torch.ops.mmkernels.concat_linear_fwd([torch.randn(2, 3)], torch.randn(4, 3), None, 9)
