@@ -32,4 +32,21 @@ struct ConcatLinearGradParams {
   DType dtype = DType::Float32;
 };
 
+// Whole tiled forward (CPU float32 / bfloat16): sum over segments of x_i @ W[:, off_i:off_i+d_i]^T,
+// accumulated in float32 across all segments (one rounding, as one big GEMM would), then bias + act.
+// x_i (M, d_i) with row stride x_ld[i] and unit inner stride; W (N, K) contiguous; y, z (M, N) contiguous.
+struct ConcatLinearForwardParams {
+  int64_t n_inputs = 0;
+  const void* const* x = nullptr;
+  const int64_t* x_ld = nullptr;
+  const int64_t* widths = nullptr;
+  const void* weight = nullptr;
+  const void* bias = nullptr;  // (N,) or null
+  void* y = nullptr;
+  void* z = nullptr;  // null when act is None
+  int64_t M = 0, N = 0, K = 0;
+  Activation act = Activation::None;
+  DType dtype = DType::BFloat16;
+};
+
 }  // namespace mmkernels

@@ -13,12 +13,39 @@
 
 MMK_CPU_DECLARE(void concat_linear_epilogue_forward(const ::mmkernels::ConcatLinearEpilogueParams& p))
 MMK_CPU_DECLARE(void concat_linear_epilogue_backward(const ::mmkernels::ConcatLinearGradParams& p))
+MMK_CPU_DECLARE(bool concat_linear_forward_tiled(const ::mmkernels::ConcatLinearForwardParams& p))
 
 namespace mmkernels {
 namespace {
 
 void run_epilogue_forward(const ConcatLinearEpilogueParams& p) { MMK_CPU_DISPATCH(concat_linear_epilogue_forward, p); }
 void run_epilogue_backward(const ConcatLinearGradParams& p) { MMK_CPU_DISPATCH(concat_linear_epilogue_backward, p); }
+bool run_forward_tiled(const ConcatLinearForwardParams& p) { MMK_CPU_DISPATCH(concat_linear_forward_tiled, p); }
+
+// The whole forward as one tiled kernel with the epilogue fused (float32 on brgemm, bfloat16 on the
+// AVX512-BF16 micro-kernel with float32 accumulation across segments). Returns false where it does not
+// apply (float16/float64, or bf16 on a CPU without the dot-product instructions).
+bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::Tensor& bias, at::Tensor& y,
+                      at::Tensor& z) {
+  std::vector<const void*> ptrs;
+  std::vector<int64_t> lds, widths;
+  for (auto& x : a.x) {
+    x = inner_contiguous(x);
+    ptrs.push_back(x.data_ptr());
+    lds.push_back(x.stride(0));
+    widths.push_back(x.size(1));
+  }
+  at::Tensor w = weight.contiguous();
+  ConcatLinearForwardParams p;
+  p.n_inputs = static_cast<int64_t>(a.x.size());
+  p.x = ptrs.data(); p.x_ld = lds.data(); p.widths = widths.data();
+  p.weight = w.data_ptr();
+  p.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  p.y = y.data_ptr();
+  p.z = a.act == Activation::None ? nullptr : z.data_ptr();
+  p.M = a.M; p.N = a.N; p.K = a.K; p.act = a.act; p.dtype = to_dtype(weight.scalar_type());
+  return run_forward_tiled(p);
+}
 
 at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -46,11 +73,12 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, 
   const auto opts = inputs[0].options();
   at::Tensor y = at::empty({a.M, a.N}, opts);
   at::Tensor z = a.act == Activation::None ? at::empty({0}, opts) : at::empty({a.M, a.N}, opts);
-  if (a.M > 0 && a.N > 0) {
+  at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  const bool done = a.M > 0 && a.N > 0 && a.K > 0 && try_forward_tiled(a, weight, b, y, z);
+  if (!done && a.M > 0 && a.N > 0) {
     at::Tensor acc = at::empty({a.M, a.N}, opts.dtype(acc_dtype(opts.dtype().toScalarType())));
     if (a.K > 0) accumulate_segments(a, weight, acc);
     else acc.zero_();
-    at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
     ConcatLinearEpilogueParams p;
     p.acc = acc.data_ptr();
     p.bias = b.defined() ? b.data_ptr() : nullptr;
@@ -82,22 +110,17 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cp
     p.M = a.M; p.N = a.N; p.act = a.act; p.dtype = to_dtype(st);
     run_epilogue_backward(p);
   }
+  // Each gradient is a single GEMM per segment (no sum across segments), so the input dtype loses
+  // nothing against plain PyTorch: dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place.
   std::vector<at::Tensor> dx;
   at::Tensor dw = at::empty_like(weight, at::MemoryFormat::Contiguous);
-  const bool widen = st != acc_dtype(st);
-  at::Tensor dz_acc = widen ? dz.to(acc_dtype(st)) : dz;
   for (size_t i = 0; i < a.x.size(); ++i) {
     const int64_t d = a.x[i].size(1);
-    at::Tensor w_i = weight.narrow(1, a.offsets[i], d);
-    at::Tensor x_i = a.x[i];
-    if (widen) { w_i = w_i.to(dz_acc.scalar_type()); x_i = x_i.to(dz_acc.scalar_type()); }
-    at::Tensor dx_i = at::mm(dz_acc, w_i).to(st);
-    dx.push_back(dx_i.view(inputs[i].sizes()));
+    dx.push_back(at::mm(dz, weight.narrow(1, a.offsets[i], d)).view(inputs[i].sizes()));
     at::Tensor dw_i = dw.narrow(1, a.offsets[i], d);
-    if (widen) dw_i.copy_(at::mm(dz_acc.t(), x_i));
-    else at::mm_out(dw_i, dz_acc.t(), x_i);
+    at::mm_out(dw_i, dz.t(), a.x[i]);
   }
-  at::Tensor db = has_bias ? dz_acc.sum(0).to(st) : at::empty({0}, weight.options());
+  at::Tensor db = has_bias ? dz.sum(0, /*keepdim=*/false, acc_dtype(st)).to(st) : at::empty({0}, weight.options());
   return {dx, dw, db};
 }
 

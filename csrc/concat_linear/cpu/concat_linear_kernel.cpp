@@ -4,7 +4,9 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <memory>
 
+#include "common/cpu_bf16_gemm.h"
 #include "common/cpu_kernel_utils.h"
 #include "concat_linear/params.h"
 
@@ -63,6 +65,49 @@ inline at::vec::Vectorized<float> act_fwd_vec(const at::vec::Vectorized<float>& 
   }
 }
 
+inline at::vec::Vectorized<float> act_grad_vec(const at::vec::Vectorized<float>& z, Activation act) {
+  using Vec = at::vec::Vectorized<float>;
+  const Vec one(1.f), half(0.5f);
+  switch (act) {
+    case Activation::ReLU: return Vec::blendv(Vec(0.f), one, z > Vec(0.f));
+    case Activation::GELU: {
+      const Vec cdf = half * (one + (z * Vec(float(M_SQRT1_2))).erf());
+      const Vec pdf = (Vec(-0.5f) * z * z).exp() * Vec(float(M_2_SQRTPI * M_SQRT1_2 * 0.5));
+      return cdf + z * pdf;
+    }
+    case Activation::GELUTanh: {
+      const Vec k(float(M_2_SQRTPI * M_SQRT1_2));
+      const Vec th = (k * (z + Vec(0.044715f) * z * z * z)).tanh();
+      return half * (one + th) + half * z * (one - th * th) * k * (one + Vec(3 * 0.044715f) * z * z);
+    }
+    case Activation::SiLU: {
+      const Vec s = one / (one + z.neg().exp());
+      return s * (one + z * (one - s));
+    }
+    default: return one;
+  }
+}
+
+// One output row segment: z = acc + b, y = act(z), in float32, written as T.
+template <typename T>
+inline void epilogue_row(const float* acc, const float* bias, int64_t n, Activation act, T* y, T* z, float* scratch) {
+  using Vec = at::vec::Vectorized<float>;
+  int64_t j = 0;
+  for (; j + Vec::size() <= n; j += Vec::size()) {
+    Vec v = Vec::loadu(acc + j);
+    if (bias) v = v + Vec::loadu(bias + j);
+    if (z) v.store(scratch + n + j);
+    act_fwd_vec(v, act).store(scratch + j);
+  }
+  for (; j < n; ++j) {
+    const float v = acc[j] + (bias ? bias[j] : 0.f);
+    if (z) scratch[n + j] = v;
+    scratch[j] = act_fwd(v, act);
+  }
+  convert_row(scratch, y, n);
+  if (z) convert_row(scratch + n, z, n);
+}
+
 template <typename T>
 void epilogue_forward_impl(const ConcatLinearEpilogueParams& p) {
   using A = acc_type<T>;
@@ -101,12 +146,112 @@ void epilogue_backward_impl(const ConcatLinearGradParams& p) {
   const T* z = static_cast<const T*>(p.z);
   T* dz = static_cast<T*>(p.dz);
   at::parallel_for(0, p.M * p.N, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      dz[i] = static_cast<T>(static_cast<A>(dy[i]) * act_grad(static_cast<A>(z[i]), p.act));
+    if constexpr (std::is_same_v<A, float>) {  // vectorised in float32 through a small scratch buffer
+      using Vec = at::vec::Vectorized<float>;
+      constexpr int64_t kChunk = 1024;
+      float zf[kChunk], gf[kChunk];
+      for (int64_t c0 = begin; c0 < end; c0 += kChunk) {
+        const int64_t n = std::min(kChunk, end - c0);
+        convert_row(z + c0, zf, n);
+        convert_row(dy + c0, gf, n);
+        int64_t j = 0;
+        for (; j + Vec::size() <= n; j += Vec::size())
+          (Vec::loadu(gf + j) * act_grad_vec(Vec::loadu(zf + j), p.act)).store(gf + j);
+        for (; j < n; ++j) gf[j] *= act_grad(zf[j], p.act);
+        convert_row(gf, dz + c0, n);
+      }
+    } else {
+      for (int64_t i = begin; i < end; ++i)
+        dz[i] = static_cast<T>(static_cast<A>(dy[i]) * act_grad(static_cast<A>(z[i]), p.act));
+    }
   });
 }
 
+// Transposed copy: dst (K x N, row stride ldd) = src (N x K, row stride lds)^T.
+template <typename T>
+void transpose_into(const T* src, int64_t lds, int64_t N, int64_t K, T* dst, int64_t ldd) {
+  constexpr int64_t kTile = 16;
+  for (int64_t n0 = 0; n0 < N; n0 += kTile)
+    for (int64_t k0 = 0; k0 < K; k0 += kTile)
+      for (int64_t n = n0; n < std::min(n0 + kTile, N); ++n)
+        for (int64_t k = k0; k < std::min(k0 + kTile, K); ++k) dst[k * ldd + n] = src[n * lds + k];
+}
+
+// Tiled forward with the epilogue fused per tile, for float32 (brgemm) and bfloat16 (AVX512-BF16
+// micro-kernel, float32 accumulation across segments). Two orientations, so that only the small side
+// is packed: M > N: C = X_i @ W_i^T with W^T packed; M <= N: C^T = W_i @ X_i^T with X^T packed.
+template <typename T>
+bool forward_tiled(const ConcatLinearForwardParams& p) {
+  constexpr bool kBF16 = std::is_same_v<T, c10::BFloat16>;
+  if constexpr (kBF16) {
+    if (!cpu_has_bf16_dot()) return false;
+  }
+  const int64_t M = p.M, N = p.N, K = p.K, n_in = p.n_inputs;
+  const T* w = static_cast<const T*>(p.weight);
+  const T* bias = static_cast<const T*>(p.bias);
+  T* y = static_cast<T*>(p.y);
+  T* z = static_cast<T*>(p.z);
+  std::vector<float> bias_f(N, 0.f);
+  if (bias) for (int64_t j = 0; j < N; ++j) bias_f[j] = static_cast<float>(bias[j]);
+  std::vector<int64_t> off(n_in + 1, 0);
+  for (int64_t i = 0; i < n_in; ++i) off[i + 1] = off[i] + p.widths[i];
+  const bool rows_are_m = M > N;
+  const int64_t cols = rows_are_m ? N : M;
+  // Packed B operand per segment: W_i^T (d_i x N) or X_i^T (d_i x M); bf16 as pairs, float plain.
+  const int64_t ldp = kBF16 ? vnni_ld(cols) : cols;
+  std::vector<int64_t> poff(n_in + 1, 0);
+  for (int64_t i = 0; i < n_in; ++i)
+    poff[i + 1] = poff[i] + (kBF16 ? vnni_words(p.widths[i], cols) : p.widths[i] * cols);
+  std::unique_ptr<uint32_t[]> packed_bf16(kBF16 ? new uint32_t[std::max<int64_t>(poff[n_in], 1)] : nullptr);
+  std::unique_ptr<T[]> packed_plain(kBF16 ? nullptr : new T[std::max<int64_t>(poff[n_in], 1)]);
+  at::parallel_for(0, n_in, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const T* src = rows_are_m ? w + off[i] : static_cast<const T*>(p.x[i]);
+      const int64_t lds = rows_are_m ? K : p.x_ld[i];
+      if constexpr (kBF16) pack_vnni_transposed(src, lds, cols, p.widths[i], packed_bf16.get() + poff[i], ldp);
+      else transpose_into(src, lds, cols, p.widths[i], packed_plain.get() + poff[i], ldp);
+    }
+  });
+  constexpr int64_t kTile = 64;
+  const int64_t rows = rows_are_m ? M : N;
+  at::parallel_for(0, (rows + kTile - 1) / kTile, 1, [&](int64_t tb, int64_t te) {
+    std::vector<float> acc(kTile * cols), tile(kTile), scratch(2 * N);
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t r0 = t * kTile, nr = std::min(kTile, rows - r0);
+      for (int64_t i = 0; i < n_in; ++i) {
+        const T* a = rows_are_m ? static_cast<const T*>(p.x[i]) + r0 * p.x_ld[i] : w + r0 * K + off[i];
+        const int64_t lda = rows_are_m ? p.x_ld[i] : K;
+        if constexpr (kBF16)
+          gemm_bf16_vnni(nr, cols, p.widths[i], a, lda, packed_bf16.get() + poff[i], ldp, acc.data(), cols, i > 0);
+        else
+          gemm_nn<T>(nr, cols, p.widths[i], a, lda, packed_plain.get() + poff[i], ldp, acc.data(), cols, i > 0);
+      }
+      if (rows_are_m) {
+        for (int64_t r = 0; r < nr; ++r)
+          epilogue_row(acc.data() + r * N, bias ? bias_f.data() : nullptr, N, p.act, y + (r0 + r) * N,
+                       z ? z + (r0 + r) * N : nullptr, scratch.data());
+      } else {  // acc holds rows n0..n0+nr of C^T: gather each output row's slice, then the epilogue
+        for (int64_t m = 0; m < M; ++m) {
+          for (int64_t r = 0; r < nr; ++r) tile[r] = acc[r * M + m];
+          epilogue_row(tile.data(), bias ? bias_f.data() + r0 : nullptr, nr, p.act, y + m * N + r0,
+                       z ? z + m * N + r0 : nullptr, scratch.data());
+        }
+      }
+    }
+    at::native::cpublas::brgemm_release(false);
+  });
+  return true;
+}
+
 }  // namespace
+
+bool concat_linear_forward_tiled(const ConcatLinearForwardParams& p) {
+  switch (p.dtype) {
+    case DType::Float32: return forward_tiled<float>(p);
+    case DType::BFloat16: return forward_tiled<c10::BFloat16>(p);
+    default: return false;  // float16 / float64: per-segment ATen GEMMs
+  }
+}
 
 void concat_linear_epilogue_forward(const ConcatLinearEpilogueParams& p) {
   switch (p.dtype) {
