@@ -7,7 +7,7 @@
 #include "common/cpu_dispatch.h"
 
 TORCH_LIBRARY(mmkernels, m) {
-  // Returns (out (B, Lq, H, Dv), lse (B, H, Lq) float32; float64 for float64 inputs).
+  // Returns (out (B, Lq, H, Dv), lse (B, H, Lq)): lse is float64 for float32/float64 inputs, else float32.
   m.def("cross_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? kv_lengths, Tensor? key_padding_mask, "
         "float scale) -> (Tensor, Tensor)");
   // Returns (dq, dk, dv), contiguous, shaped like q, k, v.

@@ -78,6 +78,22 @@ def _shape(x: torch.Tensor) -> tuple:
     return tuple(x.shape)
 
 
+def _autocast(*tensors):
+    """Under ``torch.autocast`` both ops run in the autocast dtype (like matmul-based ops do): floating
+    inputs are cast to it, so mixed float32/low-precision arguments inside a region just work."""
+    ref = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+    if ref is None:
+        return tensors
+    device_type = ref.device.type
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.dtype in (torch.float32, torch.float16, torch.bfloat16) else t
+        for t in tensors
+    )
+
+
 def _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale):
     for x, name, layout in ((q, "q", "(B, Lq, H, D)"), (k, "k", "(B, Lk, Hkv, D)"), (v, "v", "(B, Lk, Hkv, Dv)")):
         _check_tensor(x, name)
@@ -150,6 +166,8 @@ def cross_attention(
     Returns:
         ``(B, Lq, H, Dv)`` in ``q``'s dtype. Query rows with no valid key are zeros (zero gradient).
     """
+    if all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        q, k, v = _autocast(q, k, v)
     scale = _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale)
     if _USE_REFERENCE:
         return reference.cross_attention(q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=scale)
@@ -160,7 +178,7 @@ def cross_attention(
 @torch.library.register_fake("mmkernels::cross_attention_fwd")
 def _cross_attention_fwd_fake(q, k, v, kv_lengths, key_padding_mask, scale):
     B, Lq, H, _ = q.shape
-    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    lse_dtype = torch.float64 if q.dtype in (torch.float32, torch.float64) else torch.float32
     return q.new_empty((B, Lq, H, v.shape[-1])), q.new_empty((B, H, Lq), dtype=lse_dtype)
 
 
@@ -249,6 +267,8 @@ def concat_linear(
     Returns:
         ``(..., N)`` in the inputs' dtype.
     """
+    if isinstance(inputs, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in inputs) and isinstance(weight, torch.Tensor):
+        *inputs, weight, bias = _autocast(*inputs, weight, bias)
     _validate_concat_linear(inputs, weight, bias, activation)
     if _USE_REFERENCE:
         return reference.concat_linear(inputs, weight, bias, activation)

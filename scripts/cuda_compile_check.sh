@@ -28,4 +28,22 @@ for cu in "${units[@]}"; do
     grep -E "registers|spill" "$tmp/log" | sed -e 's/^ptxas info *: /  /' | sort | uniq -c | sort -rn | head -40 || true
   done
 done
+
+# The torch glue (*_cuda.cpp) needs a CUDA build of torch to compile for real; with the CPU wheel's
+# headers (which ship ATen/c10 CUDA headers but not one generated file) we can still syntax-check it.
+PY="${PYTHON:-python3}"
+if TORCH_INC="$("$PY" -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])' 2>/dev/null)"; then
+  mkdir -p "$tmp/stub/c10/cuda/impl" && echo '#pragma once' > "$tmp/stub/c10/cuda/impl/cuda_cmake_macros.h"
+  cuda_inc="$(dirname "$(readlink -f "$(command -v "$NVCC")")")/../include"
+  [ -f "$cuda_inc/cuda_runtime_api.h" ] || cuda_inc=/usr/local/cuda/include
+  for glue in "$ROOT"/csrc/*/cuda/*_cuda.cpp; do
+    echo "[cuda-check] syntax of $(realpath --relative-to="$ROOT" "$glue")"
+    if ! "${CXX:-g++}" -std=c++17 -fsyntax-only -w -I"$tmp/stub" -I"$ROOT/csrc" -I"$TORCH_INC" \
+        -I"$TORCH_INC/torch/csrc/api/include" -I"$cuda_inc" "$glue"; then
+      status=1
+    fi
+  done
+else
+  echo "[cuda-check] no torch importable with $PY: glue syntax check skipped"
+fi
 exit $status

@@ -1,4 +1,5 @@
 import math
+import zlib
 
 import pytest
 import torch
@@ -60,8 +61,9 @@ def grads_of(fn, q, k, v, kl, m, dtype, g_out):
 @pytest.mark.parametrize("masking", MASKINGS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_matches_float64_reference_within_budget(shape, masking, dtype, device):
-    q, k, v, kl, m = make_inputs(shape, masking, device, seed=hash((shape, masking)) % 1000)
-    g_out = torch.randn(shape[0], shape[1], shape[3], shape[6], dtype=torch.float64, device=device)
+    q, k, v, kl, m = make_inputs(shape, masking, device, seed=zlib.crc32(repr((shape, masking)).encode()) % 1000)
+    g_out = torch.randn(shape[0], shape[1], shape[3], shape[6], dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(1)).to(device)
     ref = grads_of(R.cross_attention, q, k, v, kl, m, torch.float64, g_out)
     plain = grads_of(R.cross_attention, q, k, v, kl, m, dtype, g_out)
     ours = grads_of(mmkernels.cross_attention, q, k, v, kl, m, dtype, g_out)

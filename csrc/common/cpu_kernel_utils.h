@@ -22,6 +22,12 @@ namespace mmkernels::cpu::CPU_CAPABILITY {
 template <typename T>
 using acc_type = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
+// Type of the saved log-sum-exp: float64 for float32/float64 inputs. The backward recomputes
+// P = exp(s - lse); a float32 lse (|lse| ~ log Lk + max s) would put a relative error of ~eps*|lse| on
+// every P and break the float32 error budget for the gradients (plain softmax only pays eps*|s - max|).
+template <typename T>
+using lse_type = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, double, float>;
+
 template <typename T>
 constexpr bool is_reduced_v = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;
 
@@ -85,10 +91,12 @@ inline void scale_row(A* y, A s, int64_t n) {
   for (; i < n; ++i) y[i] *= s;
 }
 
-template <typename A>
+// exp for the softmax. `precise`: ~1 ulp (Sleef u10), used where float32 inputs need it (the backward's
+// P feeds every gradient); otherwise a ~2 ulp polynomial that is exactly 0 below ln(FLT_MIN).
+template <typename A, bool precise = false>
 inline at::vec::Vectorized<A> vexp(const at::vec::Vectorized<A>& x) {
-  if constexpr (std::is_same_v<A, float>) {
-    return x.exp_u20();  // ~2 ulp polynomial; exact 0 below ln(FLT_MIN), as the softmax needs
+  if constexpr (std::is_same_v<A, float> && !precise) {
+    return x.exp_u20();
   } else {
     return x.exp();
   }

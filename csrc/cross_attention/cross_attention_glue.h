@@ -11,8 +11,12 @@
 
 namespace mmkernels {
 
-// The log-sum-exp is kept in the accumulation type: float32, or float64 for float64 inputs.
-inline at::ScalarType lse_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
+// The saved log-sum-exp is float64 for float32/float64 inputs (the backward needs it to better than
+// float32 precision to meet the float32 error budget, see common/cpu_kernel_utils.h), float32 for
+// float16/bfloat16.
+inline at::ScalarType lse_dtype(at::ScalarType st) {
+  return (st == at::kDouble || st == at::kFloat) ? at::kDouble : at::kFloat;
+}
 
 struct CrossAttentionArgs {
   at::Tensor q, k, v;             // inner dim contiguous

@@ -1,6 +1,6 @@
 // Torch-free description of one cross_attention call, shared by the CPU and CUDA kernels.
 // Layouts: q (B, Lq, H, D), k (B, Lk, Hkv, D), v (B, Lk, Hkv, Dv), out (B, Lq, H, Dv),
-// lse (B, H, Lq) in the accumulation type. Strides are in elements; the innermost (head-dim) stride is 1.
+// lse (B, H, Lq). Strides are in elements; the innermost (head-dim) stride is 1.
 #pragma once
 #include <cstdint>
 
@@ -14,7 +14,7 @@ struct CrossAttentionParams {
   const void* k = nullptr;
   const void* v = nullptr;
   void* out = nullptr;
-  void* lse = nullptr;  // (B, H, Lq) contiguous, float32 (float64 for float64 inputs); -inf: no valid key
+  void* lse = nullptr;  // (B, H, Lq) contiguous; float64 for float32/float64 inputs, else float32; -inf: no valid key
 
   // Backward (null in forward).
   // dq, dk, dv are contiguous (B, L, H, D) buffers; grad_out has its own strides (do_*).

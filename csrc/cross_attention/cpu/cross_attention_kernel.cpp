@@ -196,7 +196,7 @@ void forward_impl(const CrossAttentionParams& p) {
           Vec vsum(A(0));
           j = 0;
           for (; j + Vec::size() <= cols; j += Vec::size()) {
-            Vec e = vexp<A>(Vec::loadu(s + j) - vm);
+            Vec e = vexp<A, std::is_same_v<T, float>>(Vec::loadu(s + j) - vm);
             vsum = vsum + e;
             e.store(s + j);
           }
@@ -221,7 +221,9 @@ void forward_impl(const CrossAttentionParams& p) {
         const A inv = l[i] > A(0) ? A(1) / l[i] : A(0);
         T* orow = out + b * p.o_stride_b + (q0 + i) * p.o_stride_l + h * p.o_stride_h;
         scale_convert_row(O.data() + i * Dv, inv, orow, Dv);
-        static_cast<A*>(p.lse)[(b * H + h) * Lq + q0 + i] = l[i] > A(0) ? m[i] + std::log(l[i]) : neg_inf;
+        using L = lse_type<T>;
+        static_cast<L*>(p.lse)[(b * H + h) * Lq + q0 + i] =
+            l[i] > A(0) ? L(m[i]) + std::log(L(l[i])) : -std::numeric_limits<L>::infinity();
       }
     }
     at::native::cpublas::brgemm_release(false);
@@ -284,7 +286,7 @@ void backward_impl(const CrossAttentionParams& p) {
           dorows = Operand<T>{nullptr, 0, do_pack.data(), vnni_ld(Dv)};
         }
       }
-      const A* lse = static_cast<const A*>(p.lse) + (b * H + h) * Lq;
+      const lse_type<T>* lse = static_cast<const lse_type<T>*>(p.lse) + (b * H + h) * Lq;
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
 
       // Di = rowsum(dO * O) = sum_j P_ij dP_ij: the softmax-backward correction term. When all valid
@@ -319,17 +321,20 @@ void backward_impl(const CrossAttentionParams& p) {
             A* s = S.data() + i * BK;
             A* dp = dP.data() + i * BK;
             T* ds = dS.data() + i * BK;
-            const A lse_i = lse[q0 + i];
-            if (lse_i == neg_inf) {  // row with no valid key: zero probability, zero gradient
+            const auto lse_full = lse[q0 + i];
+            if (lse_full == -std::numeric_limits<decltype(lse_full)>::infinity()) {  // no valid key: P = 0
               for (int64_t j = 0; j < cols; ++j) { Pt[j * BQ + i] = T(0); ds[j] = T(0); }
               continue;
             }
-            const Vec vscale(scale), vlse(lse_i);
+            // lse as an unevaluated sum hi + lo in the accumulation type: exp(s - hi - lo)
+            const A lse_hi = static_cast<A>(lse_full), lse_lo = static_cast<A>(lse_full - lse_hi);
+            const Vec vscale(scale), vhi(lse_hi), vlo(lse_lo);
             int64_t j = 0;
             if (!mrow)
               for (; j + Vec::size() <= cols; j += Vec::size())
-                vexp<A>(Vec::loadu(s + j) * vscale - vlse).store(s + j);
-            for (; j < cols; ++j) s[j] = (mrow && mrow[k0 + j]) ? A(0) : std::exp(s[j] * scale - lse_i);
+                vexp<A, std::is_same_v<T, float>>(Vec::loadu(s + j) * vscale - vhi - vlo).store(s + j);
+            for (; j < cols; ++j)
+              s[j] = (mrow && mrow[k0 + j]) ? A(0) : std::exp(s[j] * scale - lse_hi - lse_lo);
             A di = Di[q0 + i];
             if (single_block) {
               Vec vacc(A(0));

@@ -1,0 +1,49 @@
+// Torch-free entry points of the CUDA concat_linear kernels, one per dtype (concat_linear_kernel_*.cu).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "concat_linear/params.h"
+
+namespace mmkernels::cuda {
+
+constexpr int kMaxSegments = 8;  // per launch; the glue chains launches through a float32 accumulator
+
+// A(m, k) = a[m * sam + k * sak], B(k, n) = b[k * sbk + n * sbn]: any transposition is a choice of strides.
+struct GemmSegment {
+  const void* a = nullptr;
+  int64_t sam = 0, sak = 0;
+  const void* b = nullptr;
+  int64_t sbk = 0, sbn = 0;
+  int64_t K = 0;
+};
+
+struct GemmArgs {
+  GemmSegment seg[kMaxSegments];
+  int n_seg = 0;
+  int64_t M = 0, N = 0;
+  // Output C(m, n) = c[m * scm + n * scn] in the input dtype, or float32 when `c_is_float` (a partial
+  // accumulator); a non-null float32 `acc_in` (same layout as c) is added first.
+  void* c = nullptr;
+  int64_t scm = 0, scn = 0;
+  bool c_is_float = false;
+  const float* acc_in = nullptr;
+  // Epilogue (forward only): z = C + bias, y = act(z); z stored with the same layout when non-null.
+  const void* bias = nullptr;
+  void* z = nullptr;
+  Activation act = Activation::None;
+};
+
+
+#define MMK_DECLARE_CONCAT_LINEAR(suffix)                                                              \
+  cudaError_t concat_linear_gemm_##suffix(const GemmArgs& args, cudaStream_t stream);                  \
+  cudaError_t concat_linear_act_grad_##suffix(const void* dy, const void* z, void* dz, int64_t n,      \
+                                              Activation act, cudaStream_t stream);
+
+MMK_DECLARE_CONCAT_LINEAR(f32)
+MMK_DECLARE_CONCAT_LINEAR(f16)
+MMK_DECLARE_CONCAT_LINEAR(bf16)
+#undef MMK_DECLARE_CONCAT_LINEAR
+
+}  // namespace mmkernels::cuda
