@@ -44,6 +44,33 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
   gemm_nn<T>(M, N, K, A, lda, B.data + k0 * B.ld + n0, B.ld, C, ldc, accumulate);
 }
 
+// Scores S = Q K^T and dP = dO V^T for float32 inputs: the reduction over the head dim is split into
+// chunks of 32 whose partial products are added afterwards (blocked summation). One long float32 dot
+// product accumulates rounding error like its length; attention amplifies score errors through exp,
+// so this keeps our scores at least as accurate as plain PyTorch's GEMMs (which block their K loop too).
+template <typename T>
+inline void gemm_scores(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const Operand<T>& B, int64_t n0,
+                        acc_type<T>* C, int64_t ldc, std::vector<acc_type<T>>& scratch) {
+  constexpr int64_t kChunk = 32;
+  if (!std::is_same_v<T, float> || K <= kChunk) {
+    gemm<T>(M, N, K, A, lda, B, 0, n0, C, ldc, false);
+    return;
+  }
+  using Vec = at::vec::Vectorized<acc_type<T>>;
+  gemm<T>(M, N, kChunk, A, lda, B, 0, n0, C, ldc, false);
+  scratch.resize(M * N);
+  for (int64_t c0 = kChunk; c0 < K; c0 += kChunk) {
+    gemm<T>(M, N, std::min(kChunk, K - c0), A + c0, lda, B, c0, n0, scratch.data(), N, false);
+    for (int64_t i = 0; i < M; ++i) {
+      acc_type<T>* c = C + i * ldc;
+      const acc_type<T>* x = scratch.data() + i * N;
+      int64_t j = 0;
+      for (; j + Vec::size() <= N; j += Vec::size()) (Vec::loadu(c + j) + Vec::loadu(x + j)).store(c + j);
+      for (; j < N; ++j) c[j] += x[j];
+    }
+  }
+}
+
 template <typename T>
 constexpr bool packs_bf16() { return std::is_same_v<T, c10::BFloat16>; }
 
@@ -111,8 +138,11 @@ OperandSet<T> make_operands(const T* x, int64_t sb, int64_t sl, int64_t sh, int6
 // Transpose a rows x cols block (row stride ld_src) into cols x rows (row stride ld_dst).
 template <typename T>
 inline void transpose_block(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
+  constexpr int64_t kTile = 16;
+  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
+    for (int64_t j0 = 0; j0 < cols; j0 += kTile)
+      for (int64_t j = j0; j < std::min(j0 + kTile, cols); ++j)
+        for (int64_t i = i0; i < std::min(i0 + kTile, rows); ++i) dst[j * ld_dst + i] = src[i * ld_src + j];
 }
 
 inline bool any_key_valid(const bool* mask_row, int64_t k0, int64_t cols) {
@@ -122,10 +152,12 @@ inline bool any_key_valid(const bool* mask_row, int64_t k0, int64_t cols) {
   return false;
 }
 
-// Query blocks of at most 64 rows, split evenly (77 -> 40 + 37, not 64 + 13) to balance the tasks.
+// Query blocks of at most 64 rows, split evenly (77 -> 40 + 37, not 64 + 13) to balance the tasks, and
+// a multiple of 8: block starts are row offsets into packed bf16 operands, which hold row pairs.
 inline int64_t fwd_block_q(int64_t Lq) {
   const int64_t nb = std::max<int64_t>((Lq + 63) / 64, 1);
-  return std::max<int64_t>((Lq + nb - 1) / nb, 1);
+  const int64_t even = ((Lq + nb - 1) / nb + 7) / 8 * 8;
+  return std::max<int64_t>(std::min(even, Lq), 1);
 }
 inline int64_t fwd_block_k(int64_t Lk) { return std::min<int64_t>(512, std::max<int64_t>(Lk, 1)); }
 
@@ -150,7 +182,7 @@ void forward_impl(const CrossAttentionParams& p) {
   const int64_t BQ = fwd_block_q(Lq), BK = fwd_block_k(Lk);
   const int64_t nqb = (Lq + BQ - 1) / BQ;
   at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> S(BQ * BK), O(BQ * Dv), m(BQ), l(BQ);
+    std::vector<A> S(BQ * BK), O(BQ * Dv), m(BQ), l(BQ), scratch;
     std::vector<T> P(is_reduced_v<T> ? BQ * BK : 0);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / (H * nqb), h = (t / nqb) % H, q0 = (t % nqb) * BQ;
@@ -166,7 +198,7 @@ void forward_impl(const CrossAttentionParams& p) {
       for (int64_t k0 = 0; k0 < n_valid[b]; k0 += BK) {
         const int64_t cols = std::min(BK, n_valid[b] - k0);
         if (!any_key_valid(mrow, k0, cols)) continue;
-        gemm<T>(rows, cols, D, qp, p.q_stride_l, kt, 0, k0, S.data(), BK, false);
+        gemm_scores<T>(rows, cols, D, qp, p.q_stride_l, kt, k0, S.data(), BK, scratch);
         for (int64_t i = 0; i < rows; ++i) {
           A* s = S.data() + i * BK;
           // scale, mask, row max
@@ -196,7 +228,7 @@ void forward_impl(const CrossAttentionParams& p) {
           Vec vsum(A(0));
           j = 0;
           for (; j + Vec::size() <= cols; j += Vec::size()) {
-            Vec e = vexp<A, std::is_same_v<T, float>>(Vec::loadu(s + j) - vm);
+            Vec e = vexp<A>(Vec::loadu(s + j) - vm);
             vsum = vsum + e;
             e.store(s + j);
           }
@@ -264,11 +296,11 @@ void backward_impl(const CrossAttentionParams& p) {
 
   // Key blocks of 128, or one block of up to 256 when every batch's valid keys fit (see Di below).
   const int64_t max_valid = n_valid.empty() ? 0 : *std::max_element(n_valid.begin(), n_valid.end());
-  const int64_t BQ = std::min<int64_t>(64, std::max<int64_t>(Lq, 1));
+  const int64_t BQ = fwd_block_q(Lq);
   const int64_t BK = max_valid <= 256 ? std::max<int64_t>(max_valid, 1) : 128;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> S(BQ * BK), dP(BQ * BK), dQ(Lq * D), dK(BK * D), dV(BK * Dv), Di(Lq);
-    std::vector<T> Pt(BQ * BK), dSt(BQ * BK), dS(BQ * BK);
+    std::vector<A> S(BQ * BK), dP(BQ * BK), dQ(Lq * D), dK(BK * D), dV(BK * Dv), Di(Lq), scratch;
+    std::vector<T> Pt(BQ * BK), dSt(BQ * BK), P(is_reduced_v<T> ? BQ * BK : 0), dS(is_reduced_v<T> ? BQ * BK : 0);
     std::vector<uint32_t> q_pack(vnni ? vnni_words(Lq, D) : 0), do_pack(vnni ? vnni_words(Lq, Dv) : 0);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / H, h = t % H, hk = h / group;
@@ -315,15 +347,19 @@ void backward_impl(const CrossAttentionParams& p) {
           const int64_t rows = std::min(BQ, Lq - q0);
           const T* qp = qbh + q0 * p.q_stride_l;
           const T* dop = dobh + q0 * p.do_stride_l;
-          gemm<T>(rows, cols, D, qp, p.q_stride_l, kt, 0, k0, S.data(), BK, false);
-          gemm<T>(rows, cols, Dv, dop, p.do_stride_l, vt, 0, k0, dP.data(), BK, false);
+          gemm_scores<T>(rows, cols, D, qp, p.q_stride_l, kt, k0, S.data(), BK, scratch);
+          gemm_scores<T>(rows, cols, Dv, dop, p.do_stride_l, vt, k0, dP.data(), BK, scratch);
           for (int64_t i = 0; i < rows; ++i) {
             A* s = S.data() + i * BK;
             A* dp = dP.data() + i * BK;
-            T* ds = dS.data() + i * BK;
             const auto lse_full = lse[q0 + i];
             if (lse_full == -std::numeric_limits<decltype(lse_full)>::infinity()) {  // no valid key: P = 0
-              for (int64_t j = 0; j < cols; ++j) { Pt[j * BQ + i] = T(0); ds[j] = T(0); }
+              std::fill(s, s + cols, A(0));
+              std::fill(dp, dp + cols, A(0));
+              if constexpr (!std::is_same_v<T, A>) {
+                std::fill(P.data() + i * BK, P.data() + i * BK + cols, T(0));
+                std::fill(dS.data() + i * BK, dS.data() + i * BK + cols, T(0));
+              }
               continue;
             }
             // lse as an unevaluated sum hi + lo in the accumulation type: exp(s - hi - lo)
@@ -332,7 +368,7 @@ void backward_impl(const CrossAttentionParams& p) {
             int64_t j = 0;
             if (!mrow)
               for (; j + Vec::size() <= cols; j += Vec::size())
-                vexp<A, std::is_same_v<T, float>>(Vec::loadu(s + j) * vscale - vhi - vlo).store(s + j);
+                vexp<A>(Vec::loadu(s + j) * vscale - vhi - vlo).store(s + j);
             for (; j < cols; ++j)
               s[j] = (mrow && mrow[k0 + j]) ? A(0) : std::exp(s[j] * scale - lse_hi - lse_lo);
             A di = Di[q0 + i];
@@ -348,16 +384,19 @@ void backward_impl(const CrossAttentionParams& p) {
             for (; j + Vec::size() <= cols; j += Vec::size())
               (Vec::loadu(s + j) * (Vec::loadu(dp + j) - vdi) * vscale).store(dp + j);
             for (; j < cols; ++j) dp[j] = s[j] * (dp[j] - di) * scale;
-            // P^T (for dV) and dS, dS^T (for dQ, dK) in the input type for the GEMMs
-            for (int64_t jj = 0; jj < cols; ++jj) {
-              Pt[jj * BQ + i] = static_cast<T>(s[jj]);
-              ds[jj] = static_cast<T>(dp[jj]);
+            if constexpr (!std::is_same_v<T, A>) {  // P and dS in the input type for the GEMMs
+              convert_row(s, P.data() + i * BK, cols);
+              convert_row(dp, dS.data() + i * BK, cols);
             }
           }
-          transpose_block(dS.data(), BK, rows, cols, dSt.data(), BQ);
+          // float32/float64: S and dP already hold P and dS in the GEMM type
+          const T* Pm = std::is_same_v<T, A> ? reinterpret_cast<const T*>(S.data()) : P.data();
+          const T* dSm = std::is_same_v<T, A> ? reinterpret_cast<const T*>(dP.data()) : dS.data();
+          transpose_block(Pm, BK, rows, cols, Pt.data(), BQ);
+          transpose_block(dSm, BK, rows, cols, dSt.data(), BQ);
           gemm<T>(cols, Dv, rows, Pt.data(), BQ, dorows, q0, 0, dV.data(), Dv, true);
           gemm<T>(cols, D, rows, dSt.data(), BQ, qrows, q0, 0, dK.data(), D, true);
-          gemm<T>(rows, D, cols, dS.data(), BK, krows, k0, 0, dQ.data() + q0 * D, D, true);
+          gemm<T>(rows, D, cols, dSm, BK, krows, k0, 0, dQ.data() + q0 * D, D, true);
         }
         for (int64_t j = 0; j < cols; ++j) {
           if (group > 1) {
