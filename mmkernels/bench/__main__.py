@@ -70,6 +70,8 @@ def progress(i: int, n: int, label: str) -> None:
 def run_suite(args, device: torch.device) -> Dict:
     dtypes = [DTYPES[d] for d in args.dtypes.split(",")]
     builders = build_cases(args.suite, device, args.quick, dtypes)
+    if not builders:
+        raise SystemExit(f"no benchmark cases for --suite {args.suite}")
     budget = 0.25 if args.quick else 1.0
     ceilings = {str(dt).replace("torch.", ""): matmul_ceiling(dt, device, args.quick) for dt in dtypes}
     results: List[Dict] = []
@@ -93,7 +95,8 @@ def run_suite(args, device: torch.device) -> Dict:
             rate = case.flops / (t.median_ms / 1e3)
             row = dict(case=case.name, op=case.op, dtype=str(case.dtype).replace("torch.", ""), mode=case.mode,
                        params=case.params, impl=impl, median_ms=t.median_ms, iqr_ms=t.iqr_ms, runs=t.runs,
-                       gflops=rate / 1e9, pct_of_ceiling=(100.0 * rate / ceiling) if ceiling else None)
+                       gflops=rate / 1e9 if case.flops else None,
+                       pct_of_ceiling=(100.0 * rate / ceiling) if (ceiling and case.flops) else None)
             if impl == OURS:
                 row["speedup_vs"] = {p: times[p].median_ms / ours for p in times if p != OURS}
                 row["skipped_peers"] = dict(case.skipped)
@@ -113,14 +116,15 @@ def format_table(report: Dict) -> str:
     lines = [f"mmkernels bench | {report['device']} | torch {report['torch_version']} | commit {report['commit']}",
              "ceiling (measured matmul): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()),
              ""]
-    header = f"{'case':<52} {'dtype':<8} {'mode':<8} {'ms':>9} {'GFLOP/s':>8} {'%ceil':>6}  speed-up vs peers"
+    header = f"{'case':<52} {'dtype':<8} {'mode':<10} {'ms':>9} {'GFLOP/s':>8} {'%ceil':>6}  speed-up vs peers"
     lines += [header, "-" * len(header)]
     for r in report["results"]:
         if r["impl"] != OURS:
             continue
         sp = "  ".join(f"{p} {x:.2f}x" for p, x in sorted(r["speedup_vs"].items()))
         pct = f"{r['pct_of_ceiling']:.0f}" if r["pct_of_ceiling"] is not None else "-"
-        lines.append(f"{r['case']:<52} {r['dtype']:<8} {r['mode']:<8} {r['median_ms']:>9.3f} {r['gflops']:>8.1f} {pct:>6}  {sp}")
+        gf = f"{r['gflops']:.1f}" if r["gflops"] is not None else "-"
+        lines.append(f"{r['case']:<52} {r['dtype']:<8} {r['mode']:<10} {r['median_ms']:>9.3f} {gf:>8} {pct:>6}  {sp}")
     return "\n".join(lines)
 
 
@@ -137,8 +141,9 @@ def format_markdown(report: Dict) -> str:
         o = ours[(r["case"], r["dtype"], r["mode"])]
         sp = "—" if r["impl"] == OURS else f"{r['median_ms'] / o['median_ms']:.2f}x"
         pct = f"{r['pct_of_ceiling']:.0f}" if r["pct_of_ceiling"] is not None else "-"
+        gf = f"{r['gflops']:.1f}" if r["gflops"] is not None else "-"
         out.append(f"| {r['case']} | {r['dtype']} | {r['mode']} | {r['impl']} | {r['median_ms']:.3f} | "
-                   f"{r['gflops']:.1f} | {pct} | {sp} |")
+                   f"{gf} | {pct} | {sp} |")
     return "\n".join(out) + "\n"
 
 
