@@ -62,9 +62,11 @@ def main():
     if a.json:
         import torch
 
+        from mmkernels.bench.__main__ import device_name, git_commit
+
         with open(a.json, "w") as f:
-            json.dump(dict(device=a.device, torch_version=torch.__version__, B=a.batch, H=a.heads, D=a.head_dim,
-                           rows=rows), f, indent=1)
+            json.dump(dict(device=device_name(torch.device(a.device)), torch_version=torch.__version__,
+                           commit=git_commit(), B=a.batch, H=a.heads, D=a.head_dim, rows=rows), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 
 #include <string>
 
-#include "cross_attention/params.h"
+#include "common/dtype.h"
 
 namespace mmkernels {
 

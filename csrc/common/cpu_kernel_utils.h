@@ -7,6 +7,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,7 +15,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "cross_attention/params.h"
 
 namespace mmkernels::cpu::CPU_CAPABILITY {
 
@@ -118,22 +118,6 @@ inline A hmax(const at::vec::Vectorized<A>& x) {
   A r = buf[0];
   for (int i = 1; i < at::vec::Vectorized<A>::size(); ++i) r = std::max(r, buf[i]);
   return r;
-}
-
-// Per batch, one past the last key that can count: min(kv_lengths[b], last unmasked index + 1).
-// Keys past it are never touched (the "skip padded blocks" fast path).
-inline std::vector<int64_t> valid_key_bounds(const CrossAttentionParams& p) {
-  std::vector<int64_t> n(p.B, p.Lk);
-  for (int64_t b = 0; b < p.B; ++b) {
-    if (p.kv_lengths) n[b] = std::min<int64_t>(std::max<int64_t>(p.kv_lengths[b], 0), p.Lk);
-    if (p.key_padding_mask) {
-      const bool* m = p.key_padding_mask + b * p.mask_stride_b;
-      int64_t j = n[b];
-      while (j > 0 && m[j - 1]) --j;
-      n[b] = j;
-    }
-  }
-  return n;
 }
 
 }  // namespace mmkernels::cpu::CPU_CAPABILITY

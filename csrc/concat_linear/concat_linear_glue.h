@@ -69,4 +69,18 @@ inline std::vector<int64_t> out_shape(const ConcatLinearArgs& a) {
   return s;
 }
 
+// Backward preamble: checks grad_out (and z when the activation needs it) and returns dy as a
+// contiguous (M, N) tensor in the inputs' dtype, and z as (M, N) contiguous (undefined for "none").
+inline std::pair<at::Tensor, at::Tensor> prepare_concat_linear_grads(const ConcatLinearArgs& a,
+                                                                     const at::Tensor& grad_out, const at::Tensor& z,
+                                                                     at::ScalarType st) {
+  TORCH_CHECK_VALUE(grad_out.numel() == a.M * a.N, "grad_out must have shape (..., N) with N = ", a.N, ", got ",
+                    shape_str(grad_out));
+  at::Tensor dy = grad_out.to(st).reshape({a.M, a.N}).contiguous();
+  if (a.act == Activation::None || dy.numel() == 0) return {dy, at::Tensor()};
+  TORCH_CHECK_VALUE(z.numel() == a.M * a.N, "z must hold the forward's pre-activation (", a.M, " x ", a.N,
+                    " values), got ", shape_str(z));
+  return {dy, z.reshape({a.M, a.N}).contiguous()};
+}
+
 }  // namespace mmkernels

@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "cross_attention/params.h"  // DType
+#include "common/dtype.h"
 
 namespace mmkernels {
 

@@ -4,7 +4,9 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <optional>
+#include <utility>
 
 #include "common/checks.h"
 #include "cross_attention/params.h"
@@ -95,6 +97,19 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
   p.scale = scale;
   p.dtype = to_dtype(q_in.scalar_type());
   return a;
+}
+
+// Allocates the forward's outputs (out (B, Lq, H, Dv), lse (B, H, Lq) filled with -inf) and points the
+// params at them.
+inline std::pair<at::Tensor, at::Tensor> allocate_cross_attention_outputs(CrossAttentionArgs& a) {
+  CrossAttentionParams& p = a.p;
+  at::Tensor out = at::empty({p.B, p.Lq, p.H, p.Dv}, a.q.options());
+  at::Tensor lse = at::full({p.B, p.H, p.Lq}, -std::numeric_limits<double>::infinity(),
+                            a.q.options().dtype(lse_dtype(a.q.scalar_type())));
+  p.out = out.data_ptr();
+  p.o_stride_b = out.stride(0); p.o_stride_l = out.stride(1); p.o_stride_h = out.stride(2);
+  p.lse = lse.data_ptr();
+  return {out, lse};
 }
 
 // Adds what the backward needs on top of the forward's params. dq/dk/dv are contiguous and zeroed

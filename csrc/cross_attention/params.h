@@ -4,9 +4,9 @@
 #pragma once
 #include <cstdint>
 
-namespace mmkernels {
+#include "common/dtype.h"
 
-enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
+namespace mmkernels {
 
 struct CrossAttentionParams {
   // Forward inputs / outputs.

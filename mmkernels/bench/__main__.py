@@ -147,6 +147,14 @@ def format_markdown(report: Dict) -> str:
     return "\n".join(out) + "\n"
 
 
+PLOT_PEERS = {  # one bar per family of peer, so the plot stays readable
+    "SDPA (default)": ("sdpa",),
+    "eager": ("eager_reference", "eager_cat_linear", "reference_ops"),
+    "torch.compile": ("compiled_reference", "compiled_cat_linear", "compiled_reference_ops"),
+    "FlexAttention": ("flex_attention",),
+}
+
+
 def write_plot(report: Dict, path: str) -> None:
     import matplotlib
 
@@ -154,22 +162,23 @@ def write_plot(report: Dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report["results"] if r["impl"] == OURS]
-    peers = sorted({p for r in rows for p in r["speedup_vs"]})
-    labels = [f"{r['case']}\n{r['dtype']} {r['mode']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(12, max(4, 0.45 * len(rows) * max(1, len(peers)) / 2)))
-    h = 0.8 / max(len(peers), 1)
-    for j, p in enumerate(peers):
-        ys = [i + j * h for i in range(len(rows))]
-        ax.barh(ys, [r["speedup_vs"].get(p, 0) for r in rows], height=h, label=p)
+    families = [f for f, names in PLOT_PEERS.items() if any(n in r["speedup_vs"] for r in rows for n in names)]
+    labels = [f"{r['case']} | {r['dtype']} {r['mode']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(11, 1.5 + 0.32 * len(rows)))
+    h = 0.8 / max(len(families), 1)
+    for j, fam in enumerate(families):
+        vals = [next((r["speedup_vs"][n] for n in PLOT_PEERS[fam] if n in r["speedup_vs"]), 0.0) for r in rows]
+        ax.barh([i + j * h for i in range(len(rows))], vals, height=h, label=fam)
     ax.axvline(1.0, color="k", lw=1)
     ax.set_yticks([i + 0.4 - h / 2 for i in range(len(rows))])
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("speed-up of mmkernels (peer time / mmkernels time; >1 = faster)")
-    ax.set_title(f"mmkernels vs peers: {report['device']}, torch {report['torch_version']}", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("speed-up of mmkernels (peer time / mmkernels time; > 1 = mmkernels faster)")
+    ax.set_title(f"mmkernels vs peers: {report['device']}, torch {report['torch_version']}, commit {report['commit']}",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -201,6 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", help="write a markdown table here")
     ap.add_argument("--plot", help="write a PNG of the speed-ups here")
     ap.add_argument("--compare", metavar="BASELINE.json", help="fail on regressions against this report")
+    ap.add_argument("--replot", metavar="REPORT.json", help="only redraw --plot/--markdown from a saved report")
     ap.add_argument("--max-regression", type=float, default=0.10, help="allowed slow-down vs baseline (0.10 = 10%%)")
     args = ap.parse_args(argv)
     for d in args.dtypes.split(","):
@@ -212,7 +222,11 @@ def main(argv=None) -> int:
         if args.device == "cuda" and not torch.cuda.is_available():
             ap.error("--device cuda: no CUDA device is available")
         device = torch.device(args.device)
-    report = run_suite(args, device)
+    if args.replot:
+        with open(args.replot) as f:
+            report = json.load(f)
+    else:
+        report = run_suite(args, device)
     print(format_table(report))
     for path, text in ((args.json, json.dumps(report, indent=1)), (args.markdown, format_markdown(report) if args.markdown else None)):
         if path:

@@ -96,14 +96,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cp
     bool has_bias, int64_t activation) {
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const auto st = inputs[0].scalar_type();
-  TORCH_CHECK_VALUE(grad_out.numel() == a.M * a.N, "grad_out must have shape (..., N) with N = ", a.N,
-                    ", got ", shape_str(grad_out));
-  at::Tensor dy = grad_out.to(st).reshape({a.M, a.N}).contiguous();
+  auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);
   at::Tensor dz = dy;
-  if (a.act != Activation::None && dy.numel() > 0) {
-    TORCH_CHECK_VALUE(z.numel() == a.M * a.N, "z must hold the forward's pre-activation (", a.M, " x ", a.N,
-                      " values), got ", shape_str(z));
-    at::Tensor zc = z.reshape({a.M, a.N}).contiguous();
+  if (zc.defined()) {
     dz = at::empty_like(dy);
     ConcatLinearGradParams p;
     p.dy = dy.data_ptr(); p.z = zc.data_ptr(); p.dz = dz.data_ptr();

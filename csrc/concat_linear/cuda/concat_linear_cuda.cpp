@@ -84,15 +84,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cu
   const c10::cuda::CUDAGuard guard(inputs[0].device());
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const auto st = inputs[0].scalar_type();
-  TORCH_CHECK_VALUE(grad_out.numel() == a.M * a.N, "grad_out must have shape (..., N) with N = ", a.N, ", got ",
-                    shape_str(grad_out));
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor dy = grad_out.to(st).reshape({a.M, a.N}).contiguous();
+  auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);
   at::Tensor dz = dy;
-  if (a.act != Activation::None && dy.numel() > 0) {
-    TORCH_CHECK_VALUE(z.numel() == a.M * a.N, "z must hold the forward's pre-activation (", a.M, " x ", a.N,
-                      " values), got ", shape_str(z));
-    at::Tensor zc = z.reshape({a.M, a.N}).contiguous();
+  if (zc.defined()) {
     dz = at::empty_like(dy);
     cudaError_t err = st == at::kFloat ? cuda::concat_linear_act_grad_f32(dy.data_ptr(), zc.data_ptr(), dz.data_ptr(), dz.numel(), a.act, stream)
                     : st == at::kHalf ? cuda::concat_linear_act_grad_f16(dy.data_ptr(), zc.data_ptr(), dz.data_ptr(), dz.numel(), a.act, stream)

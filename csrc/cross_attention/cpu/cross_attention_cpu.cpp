@@ -23,15 +23,9 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cpu(const at::Tensor& q, 
                                                            const std::optional<at::Tensor>& key_padding_mask,
                                                            double scale) {
   CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
-  CrossAttentionParams& p = a.p;
-  at::Tensor out = at::empty({p.B, p.Lq, p.H, p.Dv}, q.options());
-  at::Tensor lse = at::full({p.B, p.H, p.Lq}, -std::numeric_limits<double>::infinity(),
-                            q.options().dtype(lse_dtype(q.scalar_type())));
+  auto [out, lse] = allocate_cross_attention_outputs(a);
   if (out.numel() == 0) return {out, lse};
-  p.out = out.data_ptr();
-  p.o_stride_b = out.stride(0); p.o_stride_l = out.stride(1); p.o_stride_h = out.stride(2);
-  p.lse = lse.data_ptr();
-  run_forward(p);
+  run_forward(a.p);
   return {out, lse};
 }
 

@@ -21,6 +21,22 @@
 namespace mmkernels::cpu::CPU_CAPABILITY {
 namespace {
 
+// Per batch, one past the last key that can count: min(kv_lengths[b], last unmasked index + 1).
+// Keys past it are never touched (the "skip padded blocks" fast path).
+inline std::vector<int64_t> valid_key_bounds(const CrossAttentionParams& p) {
+  std::vector<int64_t> n(p.B, p.Lk);
+  for (int64_t b = 0; b < p.B; ++b) {
+    if (p.kv_lengths) n[b] = std::min<int64_t>(std::max<int64_t>(p.kv_lengths[b], 0), p.Lk);
+    if (p.key_padding_mask) {
+      const bool* m = p.key_padding_mask + b * p.mask_stride_b;
+      int64_t j = n[b];
+      while (j > 0 && m[j - 1]) --j;
+      n[b] = j;
+    }
+  }
+  return n;
+}
+
 // The B operand of C = A @ B for one (batch, head): row-major T (`data`, `ld`), or for bfloat16 on
 // CPUs with AVX512-BF16, packed bf16 pairs (`vnni`, `vld`; see common/cpu_bf16_gemm.h).
 template <typename T>

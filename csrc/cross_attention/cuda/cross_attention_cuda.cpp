@@ -38,13 +38,8 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cuda(const at::Tensor& q,
   CrossAttentionParams& p = a.p;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   check_lengths_on_device(a, stream);
-  at::Tensor out = at::empty({p.B, p.Lq, p.H, p.Dv}, q.options());
-  at::Tensor lse = at::full({p.B, p.H, p.Lq}, -std::numeric_limits<double>::infinity(),
-                            q.options().dtype(lse_dtype(q.scalar_type())));
+  auto [out, lse] = allocate_cross_attention_outputs(a);
   if (out.numel() == 0) return {out, lse};
-  p.out = out.data_ptr();
-  p.o_stride_b = out.stride(0); p.o_stride_l = out.stride(1); p.o_stride_h = out.stride(2);
-  p.lse = lse.data_ptr();
   switch (p.dtype) {
     case DType::Float32: check_cuda(cuda::cross_attention_forward_f32(p, stream), "cross_attention forward"); break;
     case DType::Float16: check_cuda(cuda::cross_attention_forward_f16(p, stream), "cross_attention forward"); break;
