@@ -11,6 +11,8 @@
 
 #include <c10/util/BFloat16.h>
 
+#include "common/cpu_kernel_utils.h"  // transpose16x16_32bit
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -56,24 +58,27 @@ MMK_BF16_TARGET inline void pack_vnni_rows(const c10::BFloat16* x, int64_t ldx, 
 }
 
 // B = X^T, X (N x K) with row stride ldx: word (kp, n) = (X[n][2kp], X[n][2kp+1]), i.e. X viewed as
-// 32-bit words and transposed (16 rows at a time with a gather); packed rows of ld words.
+// 32-bit words and transposed (16x16 word blocks in registers when the row stride is even); packed rows of
+// ld words.
 MMK_BF16_TARGET inline void pack_vnni_transposed(const c10::BFloat16* x, int64_t ldx, int64_t N, int64_t K,
                                                  uint32_t* bp, int64_t ld) {
   const int64_t KP = K / 2;
-  const char* base = reinterpret_cast<const char*>(x);
-  const __m512i row_offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                 _mm512_set1_epi32(static_cast<int32_t>(ldx * 2)));
-  const bool gather_ok = ldx * 2 * 16 < (int64_t(1) << 31);
-  int64_t n0 = 0;
-  for (; gather_ok && n0 + 16 <= N; n0 += 16) {
-    const char* rows = base + n0 * ldx * 2;
-    for (int64_t kp = 0; kp < KP; ++kp)
-      _mm512_storeu_si512(bp + kp * ld + n0, _mm512_i32gather_epi32(row_offsets, rows + 4 * kp, 1));
+  int64_t nfull = 0, kpfull = 0;
+  if (ldx % 2 == 0) {  // rows start on word boundaries: a plain 32-bit transpose
+    nfull = N / 16 * 16;
+    kpfull = KP / 16 * 16;
+    for (int64_t n0 = 0; n0 < nfull; n0 += 16)
+      for (int64_t kp0 = 0; kp0 < kpfull; kp0 += 16)
+        transpose16x16_32bit(x + n0 * ldx + 2 * kp0, ldx / 2, bp + kp0 * ld + n0, ld);
   }
-  for (int64_t n = n0; n < N; ++n) {
-    const c10::BFloat16* row = x + n * ldx;
-    for (int64_t kp = 0; kp < KP; ++kp) bp[kp * ld + n] = bf16_pair(row[2 * kp], row[2 * kp + 1]);
-  }
+  const auto scalar = [&](int64_t nb, int64_t ne, int64_t kb, int64_t ke) {
+    for (int64_t n = nb; n < ne; ++n) {
+      const c10::BFloat16* row = x + n * ldx;
+      for (int64_t kp = kb; kp < ke; ++kp) bp[kp * ld + n] = bf16_pair(row[2 * kp], row[2 * kp + 1]);
+    }
+  };
+  scalar(0, nfull, kpfull, KP);
+  scalar(nfull, N, 0, KP);
   if (K & 1)
     for (int64_t n = 0; n < N; ++n) bp[KP * ld + n] = bf16_pair(x[n * ldx + K - 1], c10::BFloat16(0.f));
   for (int64_t kp = 0; kp < (K + 1) / 2; ++kp) std::fill(bp + kp * ld + N, bp + (kp + 1) * ld, 0u);

@@ -3,6 +3,9 @@
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
+#if defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
 #include <ATen/native/CPUBlas.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -100,6 +103,67 @@ inline at::vec::Vectorized<A> vexp(const at::vec::Vectorized<A>& x) {
   } else {
     return x.exp();
   }
+}
+
+#if defined(CPU_CAPABILITY_AVX512)
+// In-register transpose of a 16x16 block of 32-bit values: src rows at stride lds, dst rows at ldd.
+// Three shuffle stages: 32-bit and 64-bit unpacks within 128-bit lanes, then 128-bit lane shuffles.
+inline void transpose16x16_32bit(const void* src, int64_t lds, void* dst, int64_t ldd) {
+  const float* s = static_cast<const float*>(src);
+  float* d = static_cast<float*>(dst);
+  __m512 r[16], t[16], u[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(s + i * lds);
+  for (int g = 0; g < 4; ++g) {
+    t[4 * g + 0] = _mm512_unpacklo_ps(r[4 * g], r[4 * g + 1]);
+    t[4 * g + 1] = _mm512_unpackhi_ps(r[4 * g], r[4 * g + 1]);
+    t[4 * g + 2] = _mm512_unpacklo_ps(r[4 * g + 2], r[4 * g + 3]);
+    t[4 * g + 3] = _mm512_unpackhi_ps(r[4 * g + 2], r[4 * g + 3]);
+  }
+  const auto lo = [](__m512 a, __m512 b) {
+    return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+  };
+  const auto hi = [](__m512 a, __m512 b) {
+    return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+  };
+  for (int g = 0; g < 4; ++g) {  // u[4g + j]: column j of each 128-bit lane, rows 4g..4g+3
+    u[4 * g + 0] = lo(t[4 * g + 0], t[4 * g + 2]);
+    u[4 * g + 1] = hi(t[4 * g + 0], t[4 * g + 2]);
+    u[4 * g + 2] = lo(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = hi(t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {  // output row 4l + j gathers lane l of u[j], u[4+j], u[8+j], u[12+j]
+    const __m512 v01 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44), w01 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 v23 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE), w23 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    _mm512_storeu_ps(d + (0 + j) * ldd, _mm512_shuffle_f32x4(v01, w01, 0x88));
+    _mm512_storeu_ps(d + (4 + j) * ldd, _mm512_shuffle_f32x4(v01, w01, 0xDD));
+    _mm512_storeu_ps(d + (8 + j) * ldd, _mm512_shuffle_f32x4(v23, w23, 0x88));
+    _mm512_storeu_ps(d + (12 + j) * ldd, _mm512_shuffle_f32x4(v23, w23, 0xDD));
+  }
+}
+#endif
+
+// dst (K x N, row stride ldd) = src (N x K, row stride lds)^T. 4-byte types on AVX-512 go through
+// 16x16 in-register blocks; the ragged edges (and other types) through 16x16 scalar tiles.
+template <typename T>
+inline void transpose_copy(const T* src, int64_t lds, int64_t N, int64_t K, T* dst, int64_t ldd) {
+  int64_t nfull = 0, kfull = 0;
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (sizeof(T) == 4) {
+    nfull = N / 16 * 16;
+    kfull = K / 16 * 16;
+    for (int64_t n0 = 0; n0 < nfull; n0 += 16)
+      for (int64_t k0 = 0; k0 < kfull; k0 += 16) transpose16x16_32bit(src + n0 * lds + k0, lds, dst + k0 * ldd + n0, ldd);
+  }
+#endif
+  constexpr int64_t kTile = 16;
+  const auto scalar = [&](int64_t nb, int64_t ne, int64_t kb, int64_t ke) {
+    for (int64_t a0 = nb; a0 < ne; a0 += kTile)
+      for (int64_t k0 = kb; k0 < ke; k0 += kTile)
+        for (int64_t n = a0; n < std::min(a0 + kTile, ne); ++n)
+          for (int64_t k = k0; k < std::min(k0 + kTile, ke); ++k) dst[k * ldd + n] = src[n * lds + k];
+  };
+  scalar(0, nfull, kfull, K);  // right edge of the full rows
+  scalar(nfull, N, 0, K);      // bottom rows
 }
 
 // Horizontal reductions of one vector register.

@@ -167,16 +167,6 @@ void epilogue_backward_impl(const ConcatLinearGradParams& p) {
   });
 }
 
-// Transposed copy: dst (K x N, row stride ldd) = src (N x K, row stride lds)^T.
-template <typename T>
-void transpose_into(const T* src, int64_t lds, int64_t N, int64_t K, T* dst, int64_t ldd) {
-  constexpr int64_t kTile = 16;
-  for (int64_t n0 = 0; n0 < N; n0 += kTile)
-    for (int64_t k0 = 0; k0 < K; k0 += kTile)
-      for (int64_t n = n0; n < std::min(n0 + kTile, N); ++n)
-        for (int64_t k = k0; k < std::min(k0 + kTile, K); ++k) dst[k * ldd + n] = src[n * lds + k];
-}
-
 // Tiled forward with the epilogue fused per tile, for float32 (brgemm) and bfloat16 (AVX512-BF16
 // micro-kernel, float32 accumulation across segments). Two orientations, so that only the small side
 // is packed: M > N: C = X_i @ W_i^T with W^T packed; M <= N: C^T = W_i @ X_i^T with X^T packed.
@@ -209,7 +199,7 @@ bool forward_tiled(const ConcatLinearForwardParams& p) {
       const T* src = rows_are_m ? w + off[i] : static_cast<const T*>(p.x[i]);
       const int64_t lds = rows_are_m ? K : p.x_ld[i];
       if constexpr (kBF16) pack_vnni_transposed(src, lds, cols, p.widths[i], packed_bf16.get() + poff[i], ldp);
-      else transpose_into(src, lds, cols, p.widths[i], packed_plain.get() + poff[i], ldp);
+      else transpose_copy(src, lds, cols, p.widths[i], packed_plain.get() + poff[i], ldp);
     }
   });
   constexpr int64_t kTile = 64;

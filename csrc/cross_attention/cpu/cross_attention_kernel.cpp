@@ -136,15 +136,7 @@ OperandSet<T> make_operands(const T* x, int64_t sb, int64_t sl, int64_t sh, int6
       const int64_t b = t / Hx, h = t % Hx;
       const T* src = x + b * sb + h * sh;
       T* dst = set.copy.get() + t * Dx * L;
-      constexpr int64_t kTile = 16;  // transpose in 16x16 tiles to stay in L1
-      for (int64_t j0 = 0; j0 < n_valid[b]; j0 += kTile) {
-        const int64_t j1 = std::min(j0 + kTile, n_valid[b]);
-        for (int64_t d0 = 0; d0 < Dx; d0 += kTile) {
-          const int64_t d1 = std::min(d0 + kTile, Dx);
-          for (int64_t j = j0; j < j1; ++j)
-            for (int64_t d = d0; d < d1; ++d) dst[d * L + j] = src[j * sl + d];
-        }
-      }
+      transpose_copy(src, sl, n_valid[b], Dx, dst, L);
       set.ops[t] = Operand<T>{dst, L};
     }
   });
