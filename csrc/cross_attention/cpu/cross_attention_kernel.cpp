@@ -90,58 +90,52 @@ inline void gemm_scores(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda
 template <typename T>
 constexpr bool packs_bf16() { return std::is_same_v<T, c10::BFloat16>; }
 
-// Operands for every (batch, head) of x (B, L, Hx, Dx), built once per call and read by all tasks.
-// rows:       B = x[b, :, h, :]    (L x Dx): plain strided view, or packed pairs of rows.
-// transposed: B = x[b, :, h, :]^T  (Dx x L): a transposed copy, or packed pairs of columns.
-// Only the first n_valid[b] positions are packed: padded keys are never read again.
+// The B operand of GEMMs against one (batch, head) of x (B, L, Hx, Dx), packed on demand by the thread
+// that needs it into a buffer that thread owns, and kept while its next tasks use the same head (tasks
+// come in contiguous chunks, so each thread packs each head about once and the packed copy is still in
+// its cache when the GEMMs read it).
+//   rows:       x[b, :, h, :]    (L x Dx): a strided view, or bf16 row pairs.
+//   transposed: x[b, :, h, :]^T  (Dx x L): a transposed copy, or bf16 column pairs.
+// Only the first n positions (the valid keys) are packed: padded keys are never read.
 template <typename T>
-struct OperandSet {
-  std::vector<Operand<T>> ops;
-  std::unique_ptr<T[]> copy;
-  std::unique_ptr<uint32_t[]> packed;
-  const Operand<T>& operator()(int64_t b, int64_t h, int64_t Hx) const { return ops[b * Hx + h]; }
-};
+class PackedOperand {
+ public:
+  PackedOperand(const T* x, int64_t sb, int64_t sl, int64_t sh, int64_t L, int64_t Dx, bool transposed, bool vnni)
+      : x_(x), sb_(sb), sl_(sl), sh_(sh), L_(L), Dx_(Dx), transposed_(transposed), vnni_(vnni) {
+    if (vnni_) packed_.resize(std::max<int64_t>(transposed ? vnni_words(Dx, L) : vnni_words(L, Dx), 1));
+    else if (transposed_) copy_.resize(std::max<int64_t>(Dx * L, 1));
+  }
 
-template <typename T>
-OperandSet<T> make_operands(const T* x, int64_t sb, int64_t sl, int64_t sh, int64_t B, int64_t L, int64_t Hx,
-                            int64_t Dx, const std::vector<int64_t>& n_valid, bool transposed, bool vnni) {
-  OperandSet<T> set;
-  set.ops.resize(B * Hx);
-  if (vnni) {
-    if constexpr (packs_bf16<T>()) {
-      const int64_t ld = transposed ? vnni_ld(L) : vnni_ld(Dx);
-      const int64_t words = transposed ? vnni_words(Dx, L) : vnni_words(L, Dx);
-      set.packed.reset(new uint32_t[std::max<int64_t>(B * Hx * words, 1)]);  // packers write every word read
-      at::parallel_for(0, B * Hx, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-          const int64_t b = t / Hx, h = t % Hx;
-          const T* src = x + b * sb + h * sh;
-          uint32_t* dst = set.packed.get() + t * words;
-          if (transposed) pack_vnni_transposed(src, sl, n_valid[b], Dx, dst, ld);
-          else pack_vnni_rows(src, sl, n_valid[b], Dx, dst, ld);
-          set.ops[t].vnni = dst;
-          set.ops[t].vld = ld;
-        }
-      });
+  const Operand<T>& get(int64_t b, int64_t h, int64_t n) {
+    if (b == b_ && h == h_) return op_;
+    b_ = b;
+    h_ = h;
+    const T* src = x_ + b * sb_ + h * sh_;
+    if (vnni_) {
+      if constexpr (packs_bf16<T>()) {
+        const int64_t ld = transposed_ ? vnni_ld(L_) : vnni_ld(Dx_);
+        if (transposed_) pack_vnni_transposed(src, sl_, n, Dx_, packed_.data(), ld);
+        else pack_vnni_rows(src, sl_, n, Dx_, packed_.data(), ld);
+        op_ = Operand<T>{nullptr, 0, packed_.data(), ld};
+      }
+    } else if (transposed_) {
+      transpose_copy(src, sl_, n, Dx_, copy_.data(), L_);
+      op_ = Operand<T>{copy_.data(), L_};
+    } else {
+      op_ = Operand<T>{src, sl_};
     }
-    return set;
+    return op_;
   }
-  if (!transposed) {
-    for (int64_t t = 0; t < B * Hx; ++t) set.ops[t] = Operand<T>{x + (t / Hx) * sb + (t % Hx) * sh, sl};
-    return set;
-  }
-  set.copy.reset(new T[std::max<int64_t>(B * Hx * Dx * L, 1)]);
-  at::parallel_for(0, B * Hx, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / Hx, h = t % Hx;
-      const T* src = x + b * sb + h * sh;
-      T* dst = set.copy.get() + t * Dx * L;
-      transpose_copy(src, sl, n_valid[b], Dx, dst, L);
-      set.ops[t] = Operand<T>{dst, L};
-    }
-  });
-  return set;
-}
+
+ private:
+  const T* x_;
+  int64_t sb_, sl_, sh_, L_, Dx_;
+  bool transposed_, vnni_;
+  std::vector<T> copy_;
+  std::vector<uint32_t> packed_;
+  Operand<T> op_;
+  int64_t b_ = -1, h_ = -1;
+};
 
 // Transpose a rows x cols block (row stride ld_src) into cols x rows (row stride ld_dst).
 template <typename T>
@@ -184,20 +178,20 @@ void forward_impl(const CrossAttentionParams& p) {
 
   const std::vector<int64_t> n_valid = valid_key_bounds(p);
   const bool vnni = packs_bf16<T>() && cpu_has_bf16_dot();
-  const auto KT = make_operands(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, true, vnni);
-  const auto V = make_operands(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, B, Lk, Hkv, Dv, n_valid, false, vnni);
 
   const int64_t BQ = fwd_block_q(Lq), BK = fwd_block_k(Lk);
   const int64_t nqb = (Lq + BQ - 1) / BQ;
   at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> S(BQ * BK), O(BQ * Dv), m(BQ), l(BQ), scratch;
+    PackedOperand<T> KT(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, Lk, D, /*transposed=*/true, vnni);
+    PackedOperand<T> V(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, Lk, Dv, /*transposed=*/false, vnni);
     std::vector<T> P(is_reduced_v<T> ? BQ * BK : 0);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / (H * nqb), h = (t / nqb) % H, q0 = (t % nqb) * BQ;
       const int64_t rows = std::min(BQ, Lq - q0), hk = h / group;
       const T* qp = q + b * p.q_stride_b + q0 * p.q_stride_l + h * p.q_stride_h;
-      const Operand<T>& kt = KT(b, hk, Hkv);
-      const Operand<T>& vb = V(b, hk, Hkv);
+      const Operand<T>& kt = KT.get(b, hk, n_valid[b]);
+      const Operand<T>& vb = V.get(b, hk, n_valid[b]);
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
       std::fill(m.begin(), m.end(), neg_inf);
       std::fill(l.begin(), l.end(), A(0));
@@ -289,9 +283,6 @@ void backward_impl(const CrossAttentionParams& p) {
 
   const std::vector<int64_t> n_valid = valid_key_bounds(p);
   const bool vnni = packs_bf16<T>() && cpu_has_bf16_dot();
-  const auto KT = make_operands(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, true, vnni);
-  const auto VT = make_operands(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, B, Lk, Hkv, Dv, n_valid, true, vnni);
-  const auto Krows = make_operands(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, B, Lk, Hkv, D, n_valid, false, vnni);
   // Q and dO rows are B operands too (for dK and dV); packed per task below when vnni.
 
   // With GQA several query heads share one K/V head: each query head writes its own float partial
@@ -310,13 +301,16 @@ void backward_impl(const CrossAttentionParams& p) {
     std::vector<A> S(BQ * BK), dP(BQ * BK), dQ(Lq * D), dK(BK * D), dV(BK * Dv), Di(Lq), scratch;
     std::vector<T> Pt(BQ * BK), dSt(BQ * BK), P(is_reduced_v<T> ? BQ * BK : 0), dS(is_reduced_v<T> ? BQ * BK : 0);
     std::vector<uint32_t> q_pack(vnni ? vnni_words(Lq, D) : 0), do_pack(vnni ? vnni_words(Lq, Dv) : 0);
+    PackedOperand<T> KT(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, Lk, D, /*transposed=*/true, vnni);
+    PackedOperand<T> VT(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, Lk, Dv, /*transposed=*/true, vnni);
+    PackedOperand<T> Krows(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, Lk, D, /*transposed=*/false, vnni);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / H, h = t % H, hk = h / group;
       const T* qbh = q + b * p.q_stride_b + h * p.q_stride_h;
       const T* dobh = dout + b * p.do_stride_b + h * p.do_stride_h;
-      const Operand<T>& kt = KT(b, hk, Hkv);
-      const Operand<T>& vt = VT(b, hk, Hkv);
-      const Operand<T>& krows = Krows(b, hk, Hkv);
+      const Operand<T>& kt = KT.get(b, hk, n_valid[b]);
+      const Operand<T>& vt = VT.get(b, hk, n_valid[b]);
+      const Operand<T>& krows = Krows.get(b, hk, n_valid[b]);
       Operand<T> qrows{qbh, p.q_stride_l}, dorows{dobh, p.do_stride_l};
       if constexpr (packs_bf16<T>()) {
         if (vnni) {
