@@ -1,0 +1,55 @@
+"""The benchmark tool's own logic (no timing): regression gate, reports, and a tiny real run."""
+import json
+
+import torch
+
+from mmkernels.bench import __main__ as bench
+from mmkernels.bench.timing import time_fn
+
+
+def _report(ms, device="cpu-test"):
+    rows = [dict(case="attn X", op="cross_attention", dtype="float32", mode="fwd", params={}, impl="mmkernels",
+                 median_ms=ms, iqr_ms=0.0, runs=10, gflops=1.0, pct_of_ceiling=10.0, speedup_vs={"sdpa": 1.5},
+                 skipped_peers={}),
+            dict(case="attn X", op="cross_attention", dtype="float32", mode="fwd", params={}, impl="sdpa",
+                 median_ms=ms * 1.5, iqr_ms=0.0, runs=10, gflops=0.7, pct_of_ceiling=7.0)]
+    return dict(device=device, torch_version="x", cuda_version=None, commit="abc", cpu_capability="avx512",
+                threads=2, date="d", ceiling_gflops={"float32": 10.0}, results=rows)
+
+
+def test_compare_flags_only_regressions_beyond_the_threshold(tmp_path):
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(_report(10.0)))
+    assert bench.compare(_report(10.9), str(base), 0.10) == []
+    failures = bench.compare(_report(11.5), str(base), 0.10)
+    assert len(failures) == 1 and "attn X float32 fwd" in failures[0] and "+15%" in failures[0]
+
+
+def test_table_markdown_and_plot(tmp_path):
+    rep = _report(2.0)
+    assert "sdpa 1.50x" in bench.format_table(rep)
+    assert "| attn X | float32 | fwd | sdpa | 3.000 |" in bench.format_markdown(rep)
+    png = tmp_path / "p.png"
+    bench.write_plot(rep, str(png))
+    assert png.stat().st_size > 1000
+
+
+def test_cli_end_to_end_quick_run_and_gate(tmp_path, monkeypatch):
+    # one tiny case through the real runner, then the gate against its own output
+    from mmkernels.bench import cases
+
+    monkeypatch.setattr(cases, "attention_shapes", lambda device, quick: [(1, 9, 13, 2, 8, False)])
+    monkeypatch.setattr(cases, "concat_linear_shapes", lambda device, quick: [(5, (3, 4), 6)])
+    out = tmp_path / "r.json"
+    assert bench.main(["--device", "cpu", "--quick", "--dtypes", "float32", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    ours = [r for r in rep["results"] if r["impl"] == "mmkernels"]
+    assert len(ours) == 4 and all(r["median_ms"] > 0 for r in ours)
+    assert any("sdpa" in r["speedup_vs"] for r in ours)
+    assert bench.main(["--device", "cpu", "--quick", "--dtypes", "float32", "--compare", str(out),
+                       "--max-regression", "100"]) == 0
+
+
+def test_time_fn_reports_a_positive_median():
+    t = time_fn(lambda i: torch.ones(8).sum(), torch.device("cpu"), warmup=1, min_runs=3, budget_s=0.01)
+    assert t.median_ms > 0 and t.runs >= 3
