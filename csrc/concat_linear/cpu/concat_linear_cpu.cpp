@@ -1,8 +1,9 @@
 // CPU implementation of mmkernels::concat_linear_{fwd,bwd}.
-// Forward: one GEMM per input segment accumulating into a single float32 (float64) accumulator,
-// each against a column slice of W (a strided view: no copy of W, no concatenation of the inputs);
-// then one fused pass for bias + activation. Backward: one fused pass dz = dy * act'(z); dX_i from
-// W's column slices; W's column-slice gradients written in place from X_i; bias gradient as a sum.
+// Forward: float32/bf16 through the tiled kernel (concat_linear_kernel.cpp: per-tile GEMMs over every
+// segment into one float32 accumulator, bias + activation fused per tile); otherwise one ATen GEMM per
+// segment against a column slice of W (a strided view) into one accumulator, then one fused epilogue
+// pass. The concatenation is never formed. Backward: one fused pass dz = dy * act'(z); dX_i from W's
+// column slices; W's column-slice gradients written in place from X_i; bias gradient as a sum.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -49,10 +50,10 @@ bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::
 
 at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
 
-// acc (M, N) = sum_i x_i @ W[:, off_i : off_i + d_i]^T, accumulated in acc's dtype.
-// Reduced-precision inputs are widened per segment: ATen's CPU GEMM cannot write a float32 result
-// from bf16/fp16 operands, and rounding each segment's partial sum to bf16 would break the error
-// budget. (A brgemm-based path with float32 accumulation is the next step; see benchmarks/NOTES.md.)
+// acc (M, N) = sum_i x_i @ W[:, off_i : off_i + d_i]^T, accumulated in acc's dtype. The fallback for
+// what the tiled kernel does not cover (float16, float64, bf16 without AVX512-BF16): reduced-precision
+// inputs are widened per segment, because ATen's CPU GEMM cannot write a float32 result from bf16/fp16
+// operands and rounding each segment's partial sum to 16 bits would break the error budget.
 void accumulate_segments(const ConcatLinearArgs& a, const at::Tensor& weight, at::Tensor& acc) {
   const bool widen = acc.scalar_type() != weight.scalar_type();
   for (size_t i = 0; i < a.x.size(); ++i) {
