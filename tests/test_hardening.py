@@ -143,3 +143,24 @@ def test_64bit_indexing_concat_linear():
     w = torch.ones(N, 2, dtype=torch.bfloat16)
     y = mmkernels.concat_linear([x], w)
     assert y.shape == (M, N) and y[-1, -1].item() == 2.0 and y[0, 0].item() == 2.0
+
+
+def test_torch_compile_inductor_fullgraph_both_ops_forward_backward():
+    g = torch.Generator().manual_seed(7)
+    q, k = torch.randn(2, 9, 4, 16, generator=g), torch.randn(2, 13, 2, 16, generator=g)
+    kl, m = torch.tensor([13, 5]), torch.rand(2, 13, generator=g) < 0.2
+    xs = [torch.randn(3, 5, generator=g), torch.randn(3, 7, generator=g)]
+    w, b = torch.randn(4, 12, generator=g), torch.randn(4, generator=g)
+
+    def f(q, k, x0, x1, w, b):
+        o = mmkernels.cross_attention(q, k, k, kv_lengths=kl, key_padding_mask=m)
+        return o.square().sum() + mmkernels.concat_linear([x0, x1], w, b, "gelu").sum()
+
+    compiled = torch.compile(f, fullgraph=True)  # default backend: inductor
+    results = []
+    for fn in (f, compiled):
+        args = [t.clone().requires_grad_() for t in (q, k, *xs, w, b)]
+        loss = fn(*args)
+        results.append([loss, *torch.autograd.grad(loss, args)])
+    for a, c in zip(*results):
+        torch.testing.assert_close(a, c)
