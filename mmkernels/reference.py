@@ -63,8 +63,6 @@ def cross_attention(
     if valid is not None:
         # rows whose keys are all masked: softmax gives NaN; the contract says zeros
         p = p.masked_fill(~valid.any(-1)[:, None, None, None], 0.0)
-    if Lk == 0:
-        p = s.new_zeros(s.shape)
     out = torch.matmul(p, vh)  # (B, H, Lq, Dv)
     return out.transpose(1, 2)
 

@@ -137,16 +137,6 @@ class PackedOperand {
   int64_t b_ = -1, h_ = -1;
 };
 
-// Transpose a rows x cols block (row stride ld_src) into cols x rows (row stride ld_dst).
-template <typename T>
-inline void transpose_block(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst) {
-  constexpr int64_t kTile = 16;
-  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
-    for (int64_t j0 = 0; j0 < cols; j0 += kTile)
-      for (int64_t j = j0; j < std::min(j0 + kTile, cols); ++j)
-        for (int64_t i = i0; i < std::min(i0 + kTile, rows); ++i) dst[j * ld_dst + i] = src[i * ld_src + j];
-}
-
 inline bool any_key_valid(const bool* mask_row, int64_t k0, int64_t cols) {
   if (!mask_row) return true;
   for (int64_t j = 0; j < cols; ++j)
@@ -394,8 +384,8 @@ void backward_impl(const CrossAttentionParams& p) {
           // float32/float64: S and dP already hold P and dS in the GEMM type
           const T* Pm = std::is_same_v<T, A> ? reinterpret_cast<const T*>(S.data()) : P.data();
           const T* dSm = std::is_same_v<T, A> ? reinterpret_cast<const T*>(dP.data()) : dS.data();
-          transpose_block(Pm, BK, rows, cols, Pt.data(), BQ);
-          transpose_block(dSm, BK, rows, cols, dSt.data(), BQ);
+          transpose_copy(Pm, BK, rows, cols, Pt.data(), BQ);
+          transpose_copy(dSm, BK, rows, cols, dSt.data(), BQ);
           gemm<T>(cols, Dv, rows, Pt.data(), BQ, dorows, q0, 0, dV.data(), Dv, true);
           gemm<T>(cols, D, rows, dSt.data(), BQ, qrows, q0, 0, dK.data(), D, true);
           gemm<T>(rows, D, cols, dSm, BK, krows, k0, 0, dQ.data() + q0 * D, D, true);
