@@ -2,9 +2,14 @@
 // TORCH_LIBRARY_IMPL in their own folders; the Python side (mmkernels/ops.py) adds fake (meta)
 // kernels, autograd and autocast rules.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <torch/library.h>
 
 #include "common/cpu_dispatch.h"
+#include "common/emulation.h"
+#if defined(MMK_WITH_EMULATION)
+#include "common/device/selftest/selftest.h"
+#endif
 
 TORCH_LIBRARY(mmkernels, m) {
   // Returns (out (B, Lq, H, Dv), lse (B, H, Lq)): lse is float64 for float32/float64 inputs, else float32.
@@ -29,5 +34,14 @@ PYBIND11_MODULE(_C, m) {
   m.attr("with_cuda") = true;
 #else
   m.attr("with_cuda") = false;
+#endif
+  m.attr("with_emulation") = mmkernels::emulation::kBuilt;
+  m.def("_set_emulated_cuda", &mmkernels::emulation::set_active,
+        "Switch the CPU implementations to the emulated CUDA kernels; returns the previous state");
+  m.def("_emulated_cuda_active", &mmkernels::emulation::active);
+#if defined(MMK_WITH_EMULATION)
+  m.def("_emulation_selftests", &mmkernels::emulation::selftest_names);
+  m.def("_emulation_selftest", &mmkernels::emulation::run_selftest,
+        "Run a deliberately broken (or fixed) kernel in the emulation; returns the checkers' report");
 #endif
 }

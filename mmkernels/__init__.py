@@ -9,7 +9,7 @@ a CUDA build), autograd, fake tensors for torch.compile, and plain-PyTorch refer
 """
 from __future__ import annotations
 
-from . import reference
+from . import reference, testing
 from .ops import concat_linear, cross_attention, cpu_capability, use_reference_ops, using_reference_ops
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ __all__ = [
     "cross_attention",
     "concat_linear",
     "reference",
+    "testing",
     "use_reference_ops",
     "using_reference_ops",
     "cpu_capability",

@@ -63,6 +63,7 @@ def _check_tensor(x, name: str) -> None:
 
 
 def _check_float(x: torch.Tensor, name: str) -> None:
+    # float64 is for the CPU kernels (gradcheck); under emulated_cuda() the C++ glue rejects it too.
     allowed = _FLOAT_DTYPES + ((torch.float64,) if x.device.type == "cpu" else ())
     if x.dtype not in allowed:
         extra = " (float64 is supported on CPU only)" if x.dtype == torch.float64 else ""

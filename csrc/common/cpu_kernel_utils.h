@@ -18,18 +18,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/dtype.h"
+
 
 namespace mmkernels::cpu::CPU_CAPABILITY {
 
 // Accumulation type: float32 for float32/float16/bfloat16, float64 for float64.
 template <typename T>
 using acc_type = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-// Type of the saved log-sum-exp: float64 for float32/float64 inputs. The backward recomputes
-// P = exp(s - lse); a float32 lse (|lse| ~ log Lk + max s) would put a relative error of ~eps*|lse| on
-// every P and break the float32 error budget for the gradients (plain softmax only pays eps*|s - max|).
-template <typename T>
-using lse_type = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, double, float>;
 
 template <typename T>
 constexpr bool is_reduced_v = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;

@@ -26,7 +26,7 @@ inline ConcatLinearArgs prepare_concat_linear(at::TensorList inputs, const at::T
   TORCH_CHECK_VALUE(activation >= 0 && activation <= 4, "activation code must be 0..4, got ", activation);
   const at::Tensor& x0 = inputs[0];
   TORCH_CHECK_VALUE(x0.dim() >= 1, "inputs[0] must have at least one dimension (..., d_0), got a 0-D tensor");
-  check_float_dtype(x0, "inputs[0]", x0.is_cpu());
+  check_float_dtype(x0, "inputs[0]", allows_float64(x0));
   ConcatLinearArgs a;
   a.act = static_cast<Activation>(activation);
   a.lead_shape.assign(x0.sizes().begin(), x0.sizes().end() - 1);

@@ -3,11 +3,10 @@
 #pragma once
 #include <cstdint>
 
+#include "common/activation.h"
 #include "common/dtype.h"
 
 namespace mmkernels {
-
-enum class Activation : int { None = 0, ReLU = 1, GELU = 2, GELUTanh = 3, SiLU = 4 };
 
 // Forward epilogue over an (M, N) accumulator: z = acc + b; y = act(z).
 // acc is float32 (float64 for float64 inputs); y and z are in the input dtype, contiguous (M, N).

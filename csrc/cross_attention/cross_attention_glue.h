@@ -13,12 +13,8 @@
 
 namespace mmkernels {
 
-// The saved log-sum-exp is float64 for float32/float64 inputs (the backward needs it to better than
-// float32 precision to meet the float32 error budget, see common/cpu_kernel_utils.h), float32 for
-// float16/bfloat16.
-inline at::ScalarType lse_dtype(at::ScalarType st) {
-  return (st == at::kDouble || st == at::kFloat) ? at::kDouble : at::kFloat;
-}
+// The saved log-sum-exp's dtype (the rule is in common/dtype.h).
+inline at::ScalarType lse_dtype(at::ScalarType st) { return to_scalar_type(lse_dtype(to_dtype(st))); }
 
 struct CrossAttentionArgs {
   at::Tensor q, k, v;             // inner dim contiguous
@@ -37,7 +33,7 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
   check_dim(v_in, 4, "v", "(B, Lk, Hkv, Dv)");
   check_same_device(k_in, q_in, "k", "q");
   check_same_device(v_in, q_in, "v", "q");
-  check_float_dtype(q_in, "q", q_in.is_cpu());
+  check_float_dtype(q_in, "q", allows_float64(q_in));
   TORCH_CHECK_TYPE(k_in.scalar_type() == q_in.scalar_type() && v_in.scalar_type() == q_in.scalar_type(),
                    "q, k and v must have the same dtype, got q ", q_in.scalar_type(), ", k ", k_in.scalar_type(),
                    ", v ", v_in.scalar_type());

@@ -8,6 +8,9 @@
 
 namespace mmkernels {
 
+// Largest head dim (D and Dv) the op takes on every device.
+constexpr int64_t kMaxHeadDim = 256;
+
 struct CrossAttentionParams {
   // Forward inputs / outputs.
   const void* q = nullptr;

@@ -10,6 +10,8 @@
 #include <tuple>
 
 #include "common/cpu_dispatch.h"
+#include "common/emulation.h"
+#include "concat_linear/concat_linear_emulated.h"
 #include "concat_linear/concat_linear_glue.h"
 
 MMK_CPU_DECLARE(void concat_linear_epilogue_forward(const ::mmkernels::ConcatLinearEpilogueParams& p))
@@ -70,6 +72,9 @@ void accumulate_segments(const ConcatLinearArgs& a, const at::Tensor& weight, at
 
 std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, const at::Tensor& weight,
                                                          const std::optional<at::Tensor>& bias, int64_t activation) {
+#if defined(MMK_WITH_EMULATION)
+  if (emulation::active()) return emulated::concat_linear_fwd(inputs, weight, bias, activation);
+#endif
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation);
   const auto opts = inputs[0].options();
   at::Tensor y = at::empty({a.M, a.N}, opts);
@@ -95,6 +100,9 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cpu(
     const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z,
     bool has_bias, int64_t activation) {
+#if defined(MMK_WITH_EMULATION)
+  if (emulation::active()) return emulated::concat_linear_bwd(grad_out, inputs, weight, z, has_bias, activation);
+#endif
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const auto st = inputs[0].scalar_type();
   auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);

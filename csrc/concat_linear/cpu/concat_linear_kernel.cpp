@@ -13,80 +13,25 @@
 namespace mmkernels::cpu::CPU_CAPABILITY {
 namespace {
 
-template <typename A>
-inline A act_fwd(A z, Activation act) {
-  switch (act) {
-    case Activation::ReLU: return z > A(0) ? z : A(0);
-    case Activation::GELU: return A(0.5) * z * (A(1) + std::erf(z * A(M_SQRT1_2)));
-    case Activation::GELUTanh: {
-      const A inner = A(M_2_SQRTPI * M_SQRT1_2) * (z + A(0.044715) * z * z * z);
-      return A(0.5) * z * (A(1) + std::tanh(inner));
-    }
-    case Activation::SiLU: return z / (A(1) + std::exp(-z));
-    default: return z;
-  }
-}
+// The activation math is common/activation.h's; here only the at::vec policy for the float path (the
+// hot one). Scalars use the default policy.
+struct VecMath {
+  using Vec = at::vec::Vectorized<float>;
+  static Vec erf(const Vec& x) { return x.erf(); }
+  static Vec tanh(const Vec& x) { return x.tanh(); }
+  static Vec exp(const Vec& x) { return x.exp(); }
+  static Vec relu(const Vec& x) { return at::vec::clamp_min(x, Vec(0.f)); }
+  static Vec step(const Vec& x) { return Vec::blendv(Vec(0.f), Vec(1.f), x > Vec(0.f)); }
+};
 
-template <typename A>
-inline A act_grad(A z, Activation act) {
-  switch (act) {
-    case Activation::ReLU: return z > A(0) ? A(1) : A(0);
-    case Activation::GELU: {
-      const A cdf = A(0.5) * (A(1) + std::erf(z * A(M_SQRT1_2)));
-      const A pdf = std::exp(A(-0.5) * z * z) * A(M_2_SQRTPI * M_SQRT1_2 * 0.5);
-      return cdf + z * pdf;
-    }
-    case Activation::GELUTanh: {
-      const A k = A(M_2_SQRTPI * M_SQRT1_2);
-      const A inner = k * (z + A(0.044715) * z * z * z);
-      const A th = std::tanh(inner);
-      return A(0.5) * (A(1) + th) + A(0.5) * z * (A(1) - th * th) * k * (A(1) + A(3 * 0.044715) * z * z);
-    }
-    case Activation::SiLU: {
-      const A s = A(1) / (A(1) + std::exp(-z));
-      return s * (A(1) + z * (A(1) - s));
-    }
-    default: return A(1);
-  }
-}
-
-// Vectorised activation for the float path (the hot one); other types use the scalar forms.
 inline at::vec::Vectorized<float> act_fwd_vec(const at::vec::Vectorized<float>& z, Activation act) {
-  using Vec = at::vec::Vectorized<float>;
-  switch (act) {
-    case Activation::ReLU: return at::vec::clamp_min(z, Vec(0.f));
-    case Activation::GELU: return Vec(0.5f) * z * (Vec(1.f) + (z * Vec(float(M_SQRT1_2))).erf());
-    case Activation::GELUTanh: {
-      const Vec inner = Vec(float(M_2_SQRTPI * M_SQRT1_2)) * (z + Vec(0.044715f) * z * z * z);
-      return Vec(0.5f) * z * (Vec(1.f) + inner.tanh());
-    }
-    case Activation::SiLU: return z / (Vec(1.f) + z.neg().exp());
-    default: return z;
-  }
+  return activation_forward<at::vec::Vectorized<float>, VecMath>(z, act);
 }
-
 inline at::vec::Vectorized<float> act_grad_vec(const at::vec::Vectorized<float>& z, Activation act) {
-  using Vec = at::vec::Vectorized<float>;
-  const Vec one(1.f), half(0.5f);
-  switch (act) {
-    case Activation::ReLU: return Vec::blendv(Vec(0.f), one, z > Vec(0.f));
-    case Activation::GELU: {
-      const Vec cdf = half * (one + (z * Vec(float(M_SQRT1_2))).erf());
-      const Vec pdf = (Vec(-0.5f) * z * z).exp() * Vec(float(M_2_SQRTPI * M_SQRT1_2 * 0.5));
-      return cdf + z * pdf;
-    }
-    case Activation::GELUTanh: {
-      const Vec k(float(M_2_SQRTPI * M_SQRT1_2));
-      const Vec th = (k * (z + Vec(0.044715f) * z * z * z)).tanh();
-      return half * (one + th) + half * z * (one - th * th) * k * (one + Vec(3 * 0.044715f) * z * z);
-    }
-    case Activation::SiLU: {
-      const Vec s = one / (one + z.neg().exp());
-      return s * (one + z * (one - s));
-    }
-    default: return one;
-  }
+  return activation_grad<at::vec::Vectorized<float>, VecMath>(z, act);
 }
+template <typename A> inline A act_fwd(A z, Activation act) { return activation_forward<A>(z, act); }
+template <typename A> inline A act_grad(A z, Activation act) { return activation_grad<A>(z, act); }
 
 // One output row segment: z = acc + b, y = act(z), in float32, written as T.
 template <typename T>

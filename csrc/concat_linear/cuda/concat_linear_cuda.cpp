@@ -1,127 +1,28 @@
-// CUDA implementation of mmkernels::concat_linear_{fwd,bwd}: thin glue around the torch-free kernels.
+// CUDA implementation of mmkernels::concat_linear_{fwd,bwd}: device guard and stream around the shared
+// device glue (concat_linear_device.h).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <tuple>
-
-#include "concat_linear/concat_linear_glue.h"
-#include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/concat_linear_device.h"
 
 namespace mmkernels {
 namespace {
 
-void check_cuda(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, "mmkernels: ", what, " failed: ", cudaGetErrorString(err));
-}
-
-void run_gemm(const cuda::GemmArgs& args, at::ScalarType st, cudaStream_t stream) {
-  switch (st) {
-    case at::kFloat: return check_cuda(cuda::concat_linear_gemm_f32(args, stream), "concat_linear GEMM");
-    case at::kHalf: return check_cuda(cuda::concat_linear_gemm_f16(args, stream), "concat_linear GEMM");
-    case at::kBFloat16: return check_cuda(cuda::concat_linear_gemm_bf16(args, stream), "concat_linear GEMM");
-    default: TORCH_CHECK_TYPE(false, "concat_linear on CUDA supports float32/float16/bfloat16, got ", st);
-  }
-}
-
-const char* elem_ptr(const at::Tensor& t, int64_t offset_elems) {
-  return static_cast<const char*>(t.data_ptr()) + offset_elems * static_cast<int64_t>(t.element_size());
-}
-
-// A(m, k) = x_i, B(k, n) = W[n, off_i + k]: the forward segment i.
-cuda::GemmSegment forward_segment(const at::Tensor& x, const at::Tensor& w, int64_t off) {
-  cuda::GemmSegment g;
-  g.a = x.data_ptr(); g.sam = x.stride(0); g.sak = x.stride(1);
-  g.b = elem_ptr(w, off * w.stride(1)); g.sbk = w.stride(1); g.sbn = w.stride(0);
-  g.K = x.size(1);
-  return g;
-}
-
 std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cuda(at::TensorList inputs, const at::Tensor& weight,
                                                           const std::optional<at::Tensor>& bias, int64_t activation) {
-  const c10::cuda::CUDAGuard guard(inputs[0].device());
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation);
-  const auto opts = inputs[0].options();
-  at::Tensor y = at::empty({a.M, a.N}, opts);
-  at::Tensor z = a.act == Activation::None ? at::empty({0}, opts) : at::empty({a.M, a.N}, opts);
-  const auto shape = out_shape(a);
-  if (a.M == 0 || a.N == 0) return {y.view(shape), a.act == Activation::None ? z : z.view(shape)};
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
-  // Up to kMaxSegments segments per launch; more are chained through a float32 accumulator.
-  const int64_t n = static_cast<int64_t>(a.x.size());
-  at::Tensor acc;
-  for (int64_t s0 = 0; s0 < std::max<int64_t>(n, 1); s0 += cuda::kMaxSegments) {
-    cuda::GemmArgs args;
-    args.M = a.M; args.N = a.N;
-    for (int64_t i = s0; i < std::min<int64_t>(n, s0 + cuda::kMaxSegments); ++i)
-      args.seg[args.n_seg++] = forward_segment(a.x[i], weight, a.offsets[i]);
-    args.scm = a.N; args.scn = 1;
-    args.acc_in = acc.defined() ? acc.data_ptr<float>() : nullptr;
-    const bool last = s0 + cuda::kMaxSegments >= n;
-    if (last) {
-      args.c = y.data_ptr();
-      args.bias = b.defined() ? b.data_ptr() : nullptr;
-      args.z = a.act == Activation::None ? nullptr : z.data_ptr();
-      args.act = a.act;
-    } else {
-      at::Tensor next = at::empty({a.M, a.N}, opts.dtype(at::kFloat));
-      args.c = next.data_ptr();
-      args.c_is_float = true;
-      run_gemm(args, opts.dtype().toScalarType(), stream);
-      acc = next;
-      continue;
-    }
-    run_gemm(args, opts.dtype().toScalarType(), stream);
-  }
-  return {y.view(shape), a.act == Activation::None ? z : z.view(shape)};
+  const c10::cuda::CUDAGuard guard(inputs[0].device());
+  return cuda::run_concat_linear_fwd(a, weight, bias, c10::cuda::getCurrentCUDAStream());
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cuda(
     const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z,
     bool has_bias, int64_t activation) {
-  const c10::cuda::CUDAGuard guard(inputs[0].device());
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
-  const auto st = inputs[0].scalar_type();
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);
-  at::Tensor dz = dy;
-  if (zc.defined()) {
-    dz = at::empty_like(dy);
-    cudaError_t err = st == at::kFloat ? cuda::concat_linear_act_grad_f32(dy.data_ptr(), zc.data_ptr(), dz.data_ptr(), dz.numel(), a.act, stream)
-                    : st == at::kHalf ? cuda::concat_linear_act_grad_f16(dy.data_ptr(), zc.data_ptr(), dz.data_ptr(), dz.numel(), a.act, stream)
-                                      : cuda::concat_linear_act_grad_bf16(dy.data_ptr(), zc.data_ptr(), dz.data_ptr(), dz.numel(), a.act, stream);
-    check_cuda(err, "concat_linear activation gradient");
-  }
-  std::vector<at::Tensor> dx;
-  at::Tensor dw = at::zeros({a.N, a.K}, weight.options());
-  for (size_t i = 0; i < a.x.size(); ++i) {
-    const at::Tensor& x = a.x[i];
-    const int64_t d = x.size(1), off = a.offsets[i];
-    at::Tensor dx_i = at::empty({a.M, d}, x.options());
-    if (a.M > 0 && d > 0) {
-      cuda::GemmArgs g;  // dX_i (M x d) = dz (M x N) @ W[:, off:off+d] (N x d)
-      g.M = a.M; g.N = d; g.n_seg = 1;
-      g.seg[0].a = dz.data_ptr(); g.seg[0].sam = a.N; g.seg[0].sak = 1;
-      g.seg[0].b = elem_ptr(weight, off * weight.stride(1)); g.seg[0].sbk = weight.stride(0); g.seg[0].sbn = weight.stride(1);
-      g.seg[0].K = a.N;
-      g.c = dx_i.data_ptr(); g.scm = d; g.scn = 1;
-      run_gemm(g, st, stream);
-    }
-    dx.push_back(dx_i.view(inputs[i].sizes()));
-    if (a.N > 0 && d > 0 && a.M > 0) {
-      cuda::GemmArgs g;  // dW[:, off:off+d] (N x d) = dz^T (N x M) @ X_i (M x d)
-      g.M = a.N; g.N = d; g.n_seg = 1;
-      g.seg[0].a = dz.data_ptr(); g.seg[0].sam = 1; g.seg[0].sak = a.N;
-      g.seg[0].b = x.data_ptr(); g.seg[0].sbk = x.stride(0); g.seg[0].sbn = x.stride(1);
-      g.seg[0].K = a.M;
-      g.c = const_cast<char*>(elem_ptr(dw, off)); g.scm = a.K; g.scn = 1;
-      run_gemm(g, st, stream);
-    }
-  }
-  at::Tensor db = has_bias ? dz.sum(0, /*keepdim=*/false, at::kFloat).to(st) : at::empty({0}, weight.options());
-  return {dx, dw, db};
+  const c10::cuda::CUDAGuard guard(inputs[0].device());
+  return cuda::run_concat_linear_bwd(a, grad_out, inputs, weight, z, has_bias, c10::cuda::getCurrentCUDAStream());
 }
 
 }  // namespace

@@ -1,15 +1,9 @@
-// Instantiation of the CUDA concat_linear kernels for float (torch-free: compiled by CI's CUDA check).
+// Instantiation of the CUDA concat_linear kernels for float (torch-free).
 #include "concat_linear/cuda/concat_linear_kernels.cuh"
 
 namespace mmkernels::cuda {
-
-cudaError_t concat_linear_gemm_f32(const GemmArgs& args, cudaStream_t stream) {
-  return launch_segmented_gemm<float>(args, stream);
-}
-
-cudaError_t concat_linear_act_grad_f32(const void* dy, const void* z, void* dz, int64_t n, Activation act,
-                                      cudaStream_t stream) {
-  return launch_activation_grad<float>(dy, z, dz, n, act, stream);
-}
-
+MMK_BACKEND_BEGIN
+template dev::Error concat_linear_gemm<float>(const GemmArgs&, dev::Stream);
+template dev::Error concat_linear_act_grad<float>(const void*, const void*, void*, int64_t, Activation, dev::Stream);
+MMK_BACKEND_END
 }  // namespace mmkernels::cuda

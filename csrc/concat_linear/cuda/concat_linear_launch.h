@@ -1,12 +1,14 @@
-// Torch-free entry points of the CUDA concat_linear kernels, one per dtype (concat_linear_kernel_*.cu).
+// Torch-free entry points of the CUDA concat_linear kernels, explicitly instantiated once per element
+// type (float, dev::half, dev::bf16) in concat_linear_kernel_<dtype>.cu.
 #pragma once
-#include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "common/device/types.h"
 #include "concat_linear/params.h"
 
 namespace mmkernels::cuda {
+MMK_BACKEND_BEGIN
 
 constexpr int kMaxSegments = 8;  // per launch; the glue chains launches through a float32 accumulator
 
@@ -35,15 +37,14 @@ struct GemmArgs {
   Activation act = Activation::None;
 };
 
+// C = sum over segments of A_s B_s (+ acc_in), then the epilogue.
+template <typename T>
+dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream);
 
-#define MMK_DECLARE_CONCAT_LINEAR(suffix)                                                              \
-  cudaError_t concat_linear_gemm_##suffix(const GemmArgs& args, cudaStream_t stream);                  \
-  cudaError_t concat_linear_act_grad_##suffix(const void* dy, const void* z, void* dz, int64_t n,      \
-                                              Activation act, cudaStream_t stream);
+// dz = dy * act'(z), n contiguous elements.
+template <typename T>
+dev::Error concat_linear_act_grad(const void* dy, const void* z, void* dz, int64_t n, Activation act,
+                                  dev::Stream stream);
 
-MMK_DECLARE_CONCAT_LINEAR(f32)
-MMK_DECLARE_CONCAT_LINEAR(f16)
-MMK_DECLARE_CONCAT_LINEAR(bf16)
-#undef MMK_DECLARE_CONCAT_LINEAR
-
+MMK_BACKEND_END
 }  // namespace mmkernels::cuda

@@ -245,7 +245,7 @@ void forward_impl(const CrossAttentionParams& p) {
         const A inv = l[i] > A(0) ? A(1) / l[i] : A(0);
         T* orow = out + b * p.o_stride_b + (q0 + i) * p.o_stride_l + h * p.o_stride_h;
         scale_convert_row(O.data() + i * Dv, inv, orow, Dv);
-        using L = lse_type<T>;
+        using L = lse_t<T>;
         static_cast<L*>(p.lse)[(b * H + h) * Lq + q0 + i] =
             l[i] > A(0) ? L(m[i]) + std::log(L(l[i])) : -std::numeric_limits<L>::infinity();
       }
@@ -310,7 +310,7 @@ void backward_impl(const CrossAttentionParams& p) {
           dorows = Operand<T>{nullptr, 0, do_pack.data(), vnni_ld(Dv)};
         }
       }
-      const lse_type<T>* lse = static_cast<const lse_type<T>*>(p.lse) + (b * H + h) * Lq;
+      const lse_t<T>* lse = static_cast<const lse_t<T>*>(p.lse) + (b * H + h) * Lq;
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
 
       // Di = rowsum(dO * O) = sum_j P_ij dP_ij: the softmax-backward correction term. When all valid

@@ -1,15 +1,9 @@
-// Instantiation of the CUDA cross_attention kernels for __half (torch-free: compiled by CI's CUDA check).
+// Instantiation of the CUDA cross_attention kernels for dev::half (torch-free).
 #include "cross_attention/cuda/cross_attention_kernels.cuh"
-#include "cross_attention/cuda/cross_attention_launch.h"
 
 namespace mmkernels::cuda {
-
-cudaError_t cross_attention_forward_f16(const CrossAttentionParams& p, cudaStream_t stream) {
-  return launch_forward<__half>(p, stream);
-}
-
-cudaError_t cross_attention_backward_f16(const CrossAttentionParams& p, float* Di, cudaStream_t stream) {
-  return launch_backward<__half>(p, Di, stream);
-}
-
+MMK_BACKEND_BEGIN
+template dev::Error cross_attention_forward<dev::half>(const CrossAttentionParams&, dev::Stream);
+template dev::Error cross_attention_backward<dev::half>(const CrossAttentionParams&, float*, dev::Stream);
+MMK_BACKEND_END
 }  // namespace mmkernels::cuda

@@ -1,15 +1,9 @@
-// Instantiation of the CUDA cross_attention kernels for float (torch-free: compiled by CI's CUDA check).
+// Instantiation of the CUDA cross_attention kernels for float (torch-free).
 #include "cross_attention/cuda/cross_attention_kernels.cuh"
-#include "cross_attention/cuda/cross_attention_launch.h"
 
 namespace mmkernels::cuda {
-
-cudaError_t cross_attention_forward_f32(const CrossAttentionParams& p, cudaStream_t stream) {
-  return launch_forward<float>(p, stream);
-}
-
-cudaError_t cross_attention_backward_f32(const CrossAttentionParams& p, float* Di, cudaStream_t stream) {
-  return launch_backward<float>(p, Di, stream);
-}
-
+MMK_BACKEND_BEGIN
+template dev::Error cross_attention_forward<float>(const CrossAttentionParams&, dev::Stream);
+template dev::Error cross_attention_backward<float>(const CrossAttentionParams&, float*, dev::Stream);
+MMK_BACKEND_END
 }  // namespace mmkernels::cuda

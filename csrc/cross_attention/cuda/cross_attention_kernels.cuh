@@ -1,62 +1,48 @@
-// CUDA kernels for cross_attention (torch-free; parameters in cross_attention/params.h).
+// CUDA kernels for cross_attention (torch-free; parameters in cross_attention/params.h), written on the
+// device-primitive layer so that the same source runs on the GPU and in the host emulation.
 //
-// STATUS: portable reference-grade kernels (SIMT, float32 accumulation), written to be obviously
-// correct for every case of the contract (any D/Dv in 1..256, GQA, kv_lengths, masks, strides, empty
-// rows) and deterministic. They have been compiled for sm_80 / sm_90a but NOT yet run on a GPU (see
-// benchmarks/NOTES.md). The tensor-core FlashAttention-2 path is the next step once a GPU is available.
+// STATUS: portable SIMT kernels (float32 accumulation), obviously correct for every case of the
+// contract (any D/Dv in 1..256, GQA, kv_lengths, masks, strides, empty rows) and deterministic.
 //
 // Forward: one warp per query row. Keys are processed 32 at a time: lane j computes the score of key
 // j0 + j (query row broadcast from shared memory), the warp does the online-softmax update, then every
 // lane accumulates its slice of the output (d = lane + 32 t) over the 32 keys.
-// Backward: Di = rowsum(dO * O); dQ with one warp per query row (same key loop); dK/dV with one warp
+// Backward: Di = sum_j P_ij dP_ij (recomputed); dQ with one warp per query row (same key loop); dK/dV with one warp
 // per key, looping over the group's query heads and all query rows in a fixed order (no atomics).
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
+#include "common/device/primitives.h"
+#include "common/dtype.h"
+#include "cross_attention/cuda/cross_attention_launch.h"
 #include "cross_attention/params.h"
 
 namespace mmkernels::cuda {
+MMK_BACKEND_BEGIN
+namespace simt {
 
-constexpr int kWarp = 32;
-constexpr int kMaxDimPerLane = 8;  // 256 / 32
-constexpr int kRowsPerBlock = 4;   // warps per block
+constexpr int kWarp = dev::kWarpSize;
+constexpr int kMaxDimPerLane = kMaxHeadDim / kWarp;
+constexpr int kRowsPerBlock = 4;  // warps per block
 
-template <typename T> __device__ __forceinline__ float to_f(T x);
-template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T> __device__ __forceinline__ T from_f(float x);
-template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
-// Saved log-sum-exp: float64 for float32 inputs (see common/cpu_kernel_utils.h), float32 otherwise.
-template <typename T> struct LseType { using type = float; };
-template <> struct LseType<float> { using type = double; };
-template <typename T> using lse_t = typename LseType<T>::type;
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+MMK_DEVICE float warp_max(float v) {
+  MMK_UNROLL
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, dev::shfl_xor(dev::kFullMask, v, o));
   return v;
 }
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+MMK_DEVICE float warp_sum(float v) {
+  MMK_UNROLL
+  for (int o = 16; o > 0; o >>= 1) v += dev::shfl_xor(dev::kFullMask, v, o);
   return v;
 }
 
 // One past the last key of batch b that can count (kv_lengths, then trailing masked keys trimmed).
-__device__ __forceinline__ int64_t valid_keys(const CrossAttentionParams& p, int64_t b) {
+MMK_DEVICE int64_t valid_keys(const CrossAttentionParams& p, int64_t b) {
   int64_t n = p.Lk;
-  if (p.kv_lengths) n = min(max(p.kv_lengths[b], int64_t(0)), p.Lk);
+  if (p.kv_lengths) n = dev::min(dev::max(p.kv_lengths[b], int64_t(0)), p.Lk);
   if (p.key_padding_mask) {
     const bool* m = p.key_padding_mask + b * p.mask_stride_b;
     while (n > 0 && m[n - 1]) --n;
@@ -64,114 +50,151 @@ __device__ __forceinline__ int64_t valid_keys(const CrossAttentionParams& p, int
   return n;
 }
 
-__device__ __forceinline__ bool key_ok(const CrossAttentionParams& p, int64_t b, int64_t j) {
+// P = exp(s - lse) with lse split into float hi + lo (exact for a float64 lse to ~2^-48): the float32
+// precision of the saved lse (see common/dtype.h) without double arithmetic in the key loop.
+struct Lse {
+  float hi = 0.f, lo = 0.f;
+  template <typename L> MMK_DEVICE explicit Lse(L full) : hi(static_cast<float>(full)), lo(static_cast<float>(full - L(hi))) {}
+  MMK_DEVICE bool empty() const { return hi == -INFINITY; }
+  MMK_DEVICE float prob(float s) const { return expf((s - hi) - lo); }
+};
+
+// Query heads per kv head. 32-bit division: a 64-bit one is a subroutine call on the GPU (heads and
+// block indices are far below 2^31).
+MMK_DEVICE int64_t gqa_group(const CrossAttentionParams& p) { return static_cast<int>(p.H) / static_cast<int>(p.Hkv); }
+
+MMK_DEVICE bool key_ok(const CrossAttentionParams& p, int64_t b, int64_t j) {
   return !p.key_padding_mask || !p.key_padding_mask[b * p.mask_stride_b + j];
 }
 
+// Blocked float32 dot product (chunks of 32 summed afterwards): one long chain accumulates rounding
+// error like its length, and attention amplifies score errors through exp; plain PyTorch's GEMMs
+// block their reduction too, and the float32 error budget is relative to them.
 template <typename T>
-__device__ __forceinline__ float dot_row(const float* s_vec, const T* row, int64_t n) {
-  float acc = 0.f;
-  for (int64_t d = 0; d < n; ++d) acc = fmaf(s_vec[d], to_f(row[d]), acc);
-  return acc;
+MMK_DEVICE float dot_row(dev::SmemPtr<const float> s_vec, const T* row, int n) {
+  float total = 0.f;
+  for (int d0 = 0; d0 < n; d0 += 32) {
+    float acc = 0.f;
+    for (int d = d0; d < dev::min(n, d0 + 32); ++d) acc = fmaf(s_vec[d], dev::to_float(row[d]), acc);
+    total += acc;
+  }
+  return total;
 }
 
 // grid (ceil(Lq / kRowsPerBlock), H, B), block kRowsPerBlock * 32 threads,
 // dynamic shared memory kRowsPerBlock * D floats.
 template <typename T>
-__global__ void __launch_bounds__(kRowsPerBlock * kWarp) forward_kernel(const CrossAttentionParams p) {
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t b = blockIdx.z, h = blockIdx.y, i = int64_t(blockIdx.x) * kRowsPerBlock + warp;
-  const bool active = i < p.Lq;  // inactive warps still take part in nothing but must not return early
-  const int64_t group = p.H / p.Hkv, hk = h / group;
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) forward_kernel(const CrossAttentionParams p) {
+  const int warp = dev::warp_id(), lane = dev::lane_id();
+  const int64_t b = dev::block_idx().z, h = dev::block_idx().y;
+  const int64_t i = int64_t(dev::block_idx().x) * kRowsPerBlock + warp;
+  if (i >= p.Lq) return;  // whole warps only
+  const int64_t group = gqa_group(p), hk = static_cast<int>(h) / static_cast<int>(group);
   const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + i * p.q_stride_l + h * p.q_stride_h;
   const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
   const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
-  float* qs = smem + warp * p.D;
-  if (active)
-    for (int64_t d = lane; d < p.D; d += kWarp) qs[d] = to_f(q[d]);
-  __syncwarp();
-  if (!active) return;
+  dev::SmemPtr<float> qs = dev::dynamic_smem<float>() + warp * p.D;
+  for (int d = lane; d < p.D; d += kWarp) qs[d] = dev::to_float(q[d]);
+  dev::sync_warp();
 
   const float scale = static_cast<float>(p.scale);
   const int64_t n_valid = valid_keys(p, b);
   float acc[kMaxDimPerLane];
-#pragma unroll
+  MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) acc[t] = 0.f;
   float m = -INFINITY, l = 0.f;
   for (int64_t j0 = 0; j0 < n_valid; j0 += kWarp) {
     const int64_t j = j0 + lane;
     float s = -INFINITY;
-    if (j < n_valid && key_ok(p, b, j)) s = dot_row(qs, k + j * p.k_stride_l, p.D) * scale;
+    if (j < n_valid && key_ok(p, b, j)) s = dot_row<T>(qs, k + j * p.k_stride_l, p.D) * scale;
     const float m_new = fmaxf(m, warp_max(s));
-    if (m_new == -INFINITY) continue;  // nothing valid yet for this row
+    if (m_new == -INFINITY) continue;  // nothing valid yet for this row (uniform across the warp)
     const float alpha = expf(m - m_new);
     const float pj = s == -INFINITY ? 0.f : expf(s - m_new);
     l = l * alpha + warp_sum(pj);
     m = m_new;
-    const int64_t nk = min(int64_t(kWarp), n_valid - j0);
-#pragma unroll
+    const int nk = static_cast<int>(dev::min(int64_t(kWarp), n_valid - j0));
+    MMK_UNROLL
     for (int t = 0; t < kMaxDimPerLane; ++t) acc[t] *= alpha;
-    for (int64_t jj = 0; jj < nk; ++jj) {
-      const float pb = __shfl_sync(0xffffffffu, pj, static_cast<int>(jj));
+    for (int jj = 0; jj < nk; ++jj) {
+      const float pb = dev::shfl(dev::kFullMask, pj, jj);
       if (pb == 0.f) continue;  // uniform across the warp
       const T* vrow = v + (j0 + jj) * p.v_stride_l;
-#pragma unroll
+      MMK_UNROLL
       for (int t = 0; t < kMaxDimPerLane; ++t) {
-        const int64_t d = lane + t * kWarp;
-        if (d < p.Dv) acc[t] = fmaf(pb, to_f(vrow[d]), acc[t]);
+        const int d = lane + t * kWarp;
+        if (d < p.Dv) acc[t] = fmaf(pb, dev::to_float(vrow[d]), acc[t]);
       }
     }
   }
   T* o = static_cast<T*>(p.out) + b * p.o_stride_b + i * p.o_stride_l + h * p.o_stride_h;
   const float inv = l > 0.f ? 1.f / l : 0.f;
-#pragma unroll
+  MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) {
-    const int64_t d = lane + t * kWarp;
-    if (d < p.Dv) o[d] = from_f<T>(acc[t] * inv);
+    const int d = lane + t * kWarp;
+    if (d < p.Dv) o[d] = dev::from_float<T>(acc[t] * inv);
   }
   using L = lse_t<T>;
-  if (lane == 0) static_cast<L*>(p.lse)[(b * p.H + h) * p.Lq + i] = l > 0.f ? L(m) + log(L(l)) : L(-INFINITY);
+  if (lane == 0) static_cast<L*>(p.lse)[(b * p.H + h) * p.Lq + i] = l > 0.f ? L(double(m) + log(double(l))) : L(-INFINITY);
 }
 
-// Di = rowsum(dO * O), float32 (B, H, Lq). grid (ceil(Lq / kRowsPerBlock), H, B).
+// Di = rowsum(dO * O) = sum_j P_ij dP_ij, the softmax-backward correction term, float32 (B, H, Lq).
+// Taken from the recomputed P and dP (as the CPU kernel does for short key sequences), so that
+// dS = P (dP - Di) is consistent with the P it multiplies: the O-based form cancels badly in float32.
+// grid (ceil(Lq / kRowsPerBlock), H, B); smem kRowsPerBlock * (D + Dv) floats.
 template <typename T>
-__global__ void __launch_bounds__(kRowsPerBlock * kWarp) softmax_grad_rowsum_kernel(const CrossAttentionParams p, float* Di) {
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t b = blockIdx.z, h = blockIdx.y, i = int64_t(blockIdx.x) * kRowsPerBlock + warp;
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) softmax_grad_rowsum_kernel(const CrossAttentionParams p,
+                                                                                    float* Di) {
+  const int warp = dev::warp_id(), lane = dev::lane_id();
+  const int64_t b = dev::block_idx().z, h = dev::block_idx().y;
+  const int64_t i = int64_t(dev::block_idx().x) * kRowsPerBlock + warp;
   if (i >= p.Lq) return;
-  const T* o = static_cast<const T*>(p.out) + b * p.o_stride_b + i * p.o_stride_l + h * p.o_stride_h;
+  const int64_t group = gqa_group(p), hk = static_cast<int>(h) / static_cast<int>(group);
+  dev::SmemPtr<float> qs = dev::dynamic_smem<float>() + warp * (p.D + p.Dv);
+  dev::SmemPtr<float> gs = qs + p.D;
+  const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + i * p.q_stride_l + h * p.q_stride_h;
   const T* g = static_cast<const T*>(p.grad_out) + b * p.do_stride_b + i * p.do_stride_l + h * p.do_stride_h;
+  for (int d = lane; d < p.D; d += kWarp) qs[d] = dev::to_float(q[d]);
+  for (int d = lane; d < p.Dv; d += kWarp) gs[d] = dev::to_float(g[d]);
+  dev::sync_warp();
+  const Lse lse(static_cast<const lse_t<T>*>(p.lse)[(b * p.H + h) * p.Lq + i]);
   float acc = 0.f;
-  for (int64_t d = lane; d < p.Dv; d += kWarp) acc = fmaf(to_f(o[d]), to_f(g[d]), acc);
+  if (!lse.empty()) {
+    const float scale = static_cast<float>(p.scale);
+    const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
+    const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
+    const int64_t n_valid = valid_keys(p, b);
+    for (int64_t j = lane; j < n_valid; j += kWarp) {
+      if (!key_ok(p, b, j)) continue;
+      const float pj = lse.prob(dot_row<T>(qs, k + j * p.k_stride_l, p.D) * scale);
+      acc = fmaf(pj, dot_row<T>(gs, v + j * p.v_stride_l, p.Dv), acc);
+    }
+  }
   acc = warp_sum(acc);
   if (lane == 0) Di[(b * p.H + h) * p.Lq + i] = acc;
 }
 
 // dQ: one warp per query row. grid (ceil(Lq / kRowsPerBlock), H, B); smem kRowsPerBlock * (D + Dv) floats.
 template <typename T>
-__global__ void __launch_bounds__(kRowsPerBlock * kWarp) dq_kernel(const CrossAttentionParams p, const float* Di) {
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t b = blockIdx.z, h = blockIdx.y, i = int64_t(blockIdx.x) * kRowsPerBlock + warp;
-  const bool active = i < p.Lq;
-  const int64_t group = p.H / p.Hkv, hk = h / group;
-  float* qs = smem + warp * (p.D + p.Dv);
-  float* gs = qs + p.D;
-  if (active) {
-    const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + i * p.q_stride_l + h * p.q_stride_h;
-    const T* g = static_cast<const T*>(p.grad_out) + b * p.do_stride_b + i * p.do_stride_l + h * p.do_stride_h;
-    for (int64_t d = lane; d < p.D; d += kWarp) qs[d] = to_f(q[d]);
-    for (int64_t d = lane; d < p.Dv; d += kWarp) gs[d] = to_f(g[d]);
-  }
-  __syncwarp();
-  if (!active) return;
-  const lse_t<T> lse = static_cast<const lse_t<T>*>(p.lse)[(b * p.H + h) * p.Lq + i];
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dq_kernel(const CrossAttentionParams p, const float* Di) {
+  const int warp = dev::warp_id(), lane = dev::lane_id();
+  const int64_t b = dev::block_idx().z, h = dev::block_idx().y;
+  const int64_t i = int64_t(dev::block_idx().x) * kRowsPerBlock + warp;
+  if (i >= p.Lq) return;
+  const int64_t group = gqa_group(p), hk = static_cast<int>(h) / static_cast<int>(group);
+  dev::SmemPtr<float> qs = dev::dynamic_smem<float>() + warp * (p.D + p.Dv);
+  dev::SmemPtr<float> gs = qs + p.D;
+  const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + i * p.q_stride_l + h * p.q_stride_h;
+  const T* g = static_cast<const T*>(p.grad_out) + b * p.do_stride_b + i * p.do_stride_l + h * p.do_stride_h;
+  for (int d = lane; d < p.D; d += kWarp) qs[d] = dev::to_float(q[d]);
+  for (int d = lane; d < p.Dv; d += kWarp) gs[d] = dev::to_float(g[d]);
+  dev::sync_warp();
+  const Lse lse(static_cast<const lse_t<T>*>(p.lse)[(b * p.H + h) * p.Lq + i]);
   T* dq = static_cast<T*>(p.dq) + ((b * p.Lq + i) * p.H + h) * p.D;
   float acc[kMaxDimPerLane];
-#pragma unroll
+  MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) acc[t] = 0.f;
-  if (lse != -INFINITY) {
+  if (!lse.empty()) {
     const float scale = static_cast<float>(p.scale), di = Di[(b * p.H + h) * p.Lq + i];
     const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
     const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
@@ -180,53 +203,50 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp) dq_kernel(const CrossAt
       const int64_t j = j0 + lane;
       float ds = 0.f;
       if (j < n_valid && key_ok(p, b, j)) {
-        const float pj = expf(static_cast<float>(lse_t<T>(dot_row(qs, k + j * p.k_stride_l, p.D) * scale) - lse));
-        const float dp = dot_row(gs, v + j * p.v_stride_l, p.Dv);
+        const float pj = lse.prob(dot_row<T>(qs, k + j * p.k_stride_l, p.D) * scale);
+        const float dp = dot_row<T>(gs, v + j * p.v_stride_l, p.Dv);
         ds = pj * (dp - di) * scale;
       }
-      const int64_t nk = min(int64_t(kWarp), n_valid - j0);
-      for (int64_t jj = 0; jj < nk; ++jj) {
-        const float dsb = __shfl_sync(0xffffffffu, ds, static_cast<int>(jj));
-        if (dsb == 0.f) continue;
+      const int nk = static_cast<int>(dev::min(int64_t(kWarp), n_valid - j0));
+      for (int jj = 0; jj < nk; ++jj) {
+        const float dsb = dev::shfl(dev::kFullMask, ds, jj);
+        if (dsb == 0.f) continue;  // uniform across the warp
         const T* krow = k + (j0 + jj) * p.k_stride_l;
-#pragma unroll
+        MMK_UNROLL
         for (int t = 0; t < kMaxDimPerLane; ++t) {
-          const int64_t d = lane + t * kWarp;
-          if (d < p.D) acc[t] = fmaf(dsb, to_f(krow[d]), acc[t]);
+          const int d = lane + t * kWarp;
+          if (d < p.D) acc[t] = fmaf(dsb, dev::to_float(krow[d]), acc[t]);
         }
       }
     }
   }
-#pragma unroll
+  MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) {
-    const int64_t d = lane + t * kWarp;
-    if (d < p.D) dq[d] = from_f<T>(acc[t]);
+    const int d = lane + t * kWarp;
+    if (d < p.D) dq[d] = dev::from_float<T>(acc[t]);
   }
 }
 
 // dK, dV: one warp per key j of kv head hk; loops over the group's query heads and all query rows in
 // order. grid (ceil(Lk / kRowsPerBlock), Hkv, B); smem kRowsPerBlock * (D + Dv) floats.
 template <typename T>
-__global__ void __launch_bounds__(kRowsPerBlock * kWarp) dkdv_kernel(const CrossAttentionParams p, const float* Di) {
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t b = blockIdx.z, hk = blockIdx.y, j = int64_t(blockIdx.x) * kRowsPerBlock + warp;
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dkdv_kernel(const CrossAttentionParams p, const float* Di) {
+  const int warp = dev::warp_id(), lane = dev::lane_id();
+  const int64_t b = dev::block_idx().z, hk = dev::block_idx().y;
+  const int64_t j = int64_t(dev::block_idx().x) * kRowsPerBlock + warp;
   const int64_t n_valid = valid_keys(p, b);
-  const bool active = j < n_valid && key_ok(p, b, j);  // other keys keep the zero gradient
-  float* ks = smem + warp * (p.D + p.Dv);
-  float* vs = ks + p.D;
-  if (active) {
-    const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + j * p.k_stride_l + hk * p.k_stride_h;
-    const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + j * p.v_stride_l + hk * p.v_stride_h;
-    for (int64_t d = lane; d < p.D; d += kWarp) ks[d] = to_f(k[d]);
-    for (int64_t d = lane; d < p.Dv; d += kWarp) vs[d] = to_f(v[d]);
-  }
-  __syncwarp();
-  if (!active) return;
+  if (j >= n_valid || !key_ok(p, b, j)) return;  // other keys keep the zero gradient (uniform per warp)
+  dev::SmemPtr<float> ks = dev::dynamic_smem<float>() + warp * (p.D + p.Dv);
+  dev::SmemPtr<float> vs = ks + p.D;
+  const T* kr = static_cast<const T*>(p.k) + b * p.k_stride_b + j * p.k_stride_l + hk * p.k_stride_h;
+  const T* vr = static_cast<const T*>(p.v) + b * p.v_stride_b + j * p.v_stride_l + hk * p.v_stride_h;
+  for (int d = lane; d < p.D; d += kWarp) ks[d] = dev::to_float(kr[d]);
+  for (int d = lane; d < p.Dv; d += kWarp) vs[d] = dev::to_float(vr[d]);
+  dev::sync_warp();
   const float scale = static_cast<float>(p.scale);
-  const int64_t group = p.H / p.Hkv;
+  const int64_t group = gqa_group(p);
   float dk[kMaxDimPerLane], dv[kMaxDimPerLane];
-#pragma unroll
+  MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) dk[t] = dv[t] = 0.f;
   for (int64_t g = 0; g < group; ++g) {
     const int64_t h = hk * group + g;
@@ -237,36 +257,39 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarp) dkdv_kernel(const Cross
     for (int64_t i0 = 0; i0 < p.Lq; i0 += kWarp) {
       const int64_t i = i0 + lane;
       float pij = 0.f, ds = 0.f;
-      if (i < p.Lq && lse[i] != -INFINITY) {
-        pij = expf(static_cast<float>(lse_t<T>(dot_row(ks, q + i * p.q_stride_l, p.D) * scale) - lse[i]));
-        const float dp = dot_row(vs, go + i * p.do_stride_l, p.Dv);
+      const Lse lse_i(i < p.Lq ? lse[i] : lse_t<T>(-INFINITY));
+      if (!lse_i.empty()) {
+        pij = lse_i.prob(dot_row<T>(ks, q + i * p.q_stride_l, p.D) * scale);
+        const float dp = dot_row<T>(vs, go + i * p.do_stride_l, p.Dv);
         ds = pij * (dp - di[i]) * scale;
       }
-      const int64_t nq = min(int64_t(kWarp), p.Lq - i0);
-      for (int64_t ii = 0; ii < nq; ++ii) {
-        const float pb = __shfl_sync(0xffffffffu, pij, static_cast<int>(ii));
-        const float db = __shfl_sync(0xffffffffu, ds, static_cast<int>(ii));
+      const int nq = static_cast<int>(dev::min(int64_t(kWarp), p.Lq - i0));
+      for (int ii = 0; ii < nq; ++ii) {
+        const float pb = dev::shfl(dev::kFullMask, pij, ii);
+        const float db = dev::shfl(dev::kFullMask, ds, ii);
         if (pb == 0.f && db == 0.f) continue;
         const T* qrow = q + (i0 + ii) * p.q_stride_l;
         const T* grow = go + (i0 + ii) * p.do_stride_l;
-#pragma unroll
+        MMK_UNROLL
         for (int t = 0; t < kMaxDimPerLane; ++t) {
-          const int64_t d = lane + t * kWarp;
-          if (d < p.D) dk[t] = fmaf(db, to_f(qrow[d]), dk[t]);
-          if (d < p.Dv) dv[t] = fmaf(pb, to_f(grow[d]), dv[t]);
+          const int d = lane + t * kWarp;
+          if (d < p.D) dk[t] = fmaf(db, dev::to_float(qrow[d]), dk[t]);
+          if (d < p.Dv) dv[t] = fmaf(pb, dev::to_float(grow[d]), dv[t]);
         }
       }
     }
   }
   T* dkp = static_cast<T*>(p.dk) + ((b * p.Lk + j) * p.Hkv + hk) * p.D;
   T* dvp = static_cast<T*>(p.dv) + ((b * p.Lk + j) * p.Hkv + hk) * p.Dv;
-#pragma unroll
+  MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) {
-    const int64_t d = lane + t * kWarp;
-    if (d < p.D) dkp[d] = from_f<T>(dk[t]);
-    if (d < p.Dv) dvp[d] = from_f<T>(dv[t]);
+    const int d = lane + t * kWarp;
+    if (d < p.D) dkp[d] = dev::from_float<T>(dk[t]);
+    if (d < p.Dv) dvp[d] = dev::from_float<T>(dv[t]);
   }
 }
+
+}  // namespace simt
 
 // Params restricted to batches [b0, b0 + nb) (grid.z is limited to 65535).
 inline CrossAttentionParams batch_slice(const CrossAttentionParams& p, int64_t b0, int64_t nb) {
@@ -274,8 +297,7 @@ inline CrossAttentionParams batch_slice(const CrossAttentionParams& p, int64_t b
   const auto shift = [](const void* ptr, int64_t elems, size_t bytes) -> const char* {
     return ptr ? static_cast<const char*>(ptr) + elems * static_cast<int64_t>(bytes) : nullptr;
   };
-  const size_t es = p.dtype == DType::Float32 ? 4 : 2;
-  const size_t ls = p.dtype == DType::Float32 ? sizeof(double) : sizeof(float);
+  const size_t es = dtype_size(p.dtype), ls = dtype_size(lse_dtype(p.dtype));
   s.B = nb;
   s.q = shift(p.q, b0 * p.q_stride_b, es);
   s.k = shift(p.k, b0 * p.k_stride_b, es);
@@ -291,42 +313,43 @@ inline CrossAttentionParams batch_slice(const CrossAttentionParams& p, int64_t b
   return s;
 }
 
-constexpr int64_t kMaxGridZ = 65535;
+constexpr int64_t kMaxGridYZ = 65535;
 
-// Host-side launchers (one instantiation per dtype in the .cu files). Return the first CUDA error.
 template <typename T>
-cudaError_t launch_forward(const CrossAttentionParams& p_all, cudaStream_t stream) {
-  if (p_all.Lq == 0 || p_all.H == 0) return cudaSuccess;
-  for (int64_t b0 = 0; b0 < p_all.B; b0 += kMaxGridZ) {
-    const CrossAttentionParams p = batch_slice(p_all, b0, std::min<int64_t>(kMaxGridZ, p_all.B - b0));
-    const dim3 grid((p.Lq + kRowsPerBlock - 1) / kRowsPerBlock, p.H, p.B), block(kRowsPerBlock * kWarp);
-    forward_kernel<T><<<grid, block, kRowsPerBlock * p.D * sizeof(float), stream>>>(p);
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
+dev::Error cross_attention_forward(const CrossAttentionParams& p_all, dev::Stream stream) {
+  using namespace simt;
+  if (p_all.Lq == 0 || p_all.H == 0 || p_all.B == 0) return dev::kSuccess;
+  for (int64_t b0 = 0; b0 < p_all.B; b0 += kMaxGridYZ) {
+    const CrossAttentionParams p = batch_slice(p_all, b0, std::min<int64_t>(kMaxGridYZ, p_all.B - b0));
+    const dev::Dim3 grid{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, kRowsPerBlock)),
+                         static_cast<uint32_t>(p.H), static_cast<uint32_t>(p.B)};
+    const dev::Dim3 block{kRowsPerBlock * kWarp, 1, 1};
+    const dev::Error err = MMK_LAUNCH(forward_kernel<T>, grid, block, kRowsPerBlock * p.D * sizeof(float), stream, p);
+    if (err != dev::kSuccess) return err;
   }
-  return cudaSuccess;
+  return dev::kSuccess;
 }
 
-// `Di` is a float32 workspace of B * H * Lq elements.
 template <typename T>
-cudaError_t launch_backward(const CrossAttentionParams& p_all, float* Di_all, cudaStream_t stream) {
-  if (p_all.Lq == 0 || p_all.H == 0 || p_all.Lk == 0) return cudaSuccess;
-  for (int64_t b0 = 0; b0 < p_all.B; b0 += kMaxGridZ) {
-    const CrossAttentionParams p = batch_slice(p_all, b0, std::min<int64_t>(kMaxGridZ, p_all.B - b0));
+dev::Error cross_attention_backward(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream) {
+  using namespace simt;
+  if (p_all.Lq == 0 || p_all.H == 0 || p_all.Lk == 0 || p_all.B == 0) return dev::kSuccess;
+  for (int64_t b0 = 0; b0 < p_all.B; b0 += kMaxGridYZ) {
+    const CrossAttentionParams p = batch_slice(p_all, b0, std::min<int64_t>(kMaxGridYZ, p_all.B - b0));
     float* Di = Di_all + b0 * p.H * p.Lq;
-    const dim3 block(kRowsPerBlock * kWarp);
-    const dim3 grid_q((p.Lq + kRowsPerBlock - 1) / kRowsPerBlock, p.H, p.B);
+    const dev::Dim3 block{kRowsPerBlock * kWarp, 1, 1};
+    const dev::Dim3 grid_q{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, kRowsPerBlock)),
+                           static_cast<uint32_t>(p.H), static_cast<uint32_t>(p.B)};
     const size_t smem = kRowsPerBlock * (p.D + p.Dv) * sizeof(float);
-    softmax_grad_rowsum_kernel<T><<<grid_q, block, 0, stream>>>(p, Di);
-    cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-    dq_kernel<T><<<grid_q, block, smem, stream>>>(p, Di);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
-    const dim3 grid_k((p.Lk + kRowsPerBlock - 1) / kRowsPerBlock, p.Hkv, p.B);
-    dkdv_kernel<T><<<grid_k, block, smem, stream>>>(p, Di);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    dev::Error err = MMK_LAUNCH(softmax_grad_rowsum_kernel<T>, grid_q, block, smem, stream, p, Di);
+    if (err != dev::kSuccess) return err;
+    if ((err = MMK_LAUNCH(dq_kernel<T>, grid_q, block, smem, stream, p, Di)) != dev::kSuccess) return err;
+    const dev::Dim3 grid_k{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lk, kRowsPerBlock)),
+                           static_cast<uint32_t>(p.Hkv), static_cast<uint32_t>(p.B)};
+    if ((err = MMK_LAUNCH(dkdv_kernel<T>, grid_k, block, smem, stream, p, Di)) != dev::kSuccess) return err;
   }
-  return cudaSuccess;
+  return dev::kSuccess;
 }
 
+MMK_BACKEND_END
 }  // namespace mmkernels::cuda

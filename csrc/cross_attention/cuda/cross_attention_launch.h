@@ -1,19 +1,20 @@
-// Torch-free entry points of the CUDA cross_attention kernels, one per dtype (defined in the
-// cross_attention_kernel_*.cu translation units). Each returns the first CUDA error it met.
+// Torch-free entry points of the CUDA cross_attention kernels, explicitly instantiated once per element
+// type (float, dev::half, dev::bf16) in cross_attention_kernel_<dtype>.cu. Each returns the first error
+// of its launches.
 #pragma once
-#include <cuda_runtime.h>
 
+#include "common/device/types.h"
 #include "cross_attention/params.h"
 
 namespace mmkernels::cuda {
+MMK_BACKEND_BEGIN
 
-#define MMK_DECLARE_CROSS_ATTENTION(suffix)                                                              \
-  cudaError_t cross_attention_forward_##suffix(const CrossAttentionParams& p, cudaStream_t stream);       \
-  cudaError_t cross_attention_backward_##suffix(const CrossAttentionParams& p, float* Di, cudaStream_t stream);
+template <typename T>
+dev::Error cross_attention_forward(const CrossAttentionParams& p, dev::Stream stream);
 
-MMK_DECLARE_CROSS_ATTENTION(f32)
-MMK_DECLARE_CROSS_ATTENTION(f16)
-MMK_DECLARE_CROSS_ATTENTION(bf16)
-#undef MMK_DECLARE_CROSS_ATTENTION
+// `Di` is a float32 workspace of B * H * Lq elements.
+template <typename T>
+dev::Error cross_attention_backward(const CrossAttentionParams& p, float* Di, dev::Stream stream);
 
+MMK_BACKEND_END
 }  // namespace mmkernels::cuda

@@ -1,0 +1,34 @@
+// Primitive conformance kernels: one warp runs one primitive on register/shared-memory contents given
+// per lane, and writes what each lane received. Python (tests/test_device_primitives.py) compares the
+// result with the PTX ISA's documented semantics; on a GPU it also compares hardware with the
+// emulation. Torch-free.
+#pragma once
+
+#include <cstdint>
+
+
+namespace mmkernels::conformance {
+
+enum class Primitive : int {
+  MmaBF16 = 0,   // in0 A regs u32[32][4], in1 B regs u32[32][2], in2 C f32[32][4] -> out D f32[32][4]
+  MmaF16 = 1,
+  MmaTF32 = 2,
+  Ldmatrix = 3,  // in0 tile bytes (n), in1 row byte offsets i32[32]; mode = num (1|2|4), arg = trans -> out u32[32][4]
+  Shfl = 4,      // in0 values u32[32], in1 args i32[32]; mode = 0 idx 1 up 2 down 3 xor, arg = width -> out u32[32]
+  Vote = 5,      // in0 predicates i32[32]; mode = 0 ballot 1 any 2 all -> out u32[32]
+  CpAsync = 6,   // in0 source bytes (n), in1 i32[32][2] (source byte offset, source bytes) -> out the 512-byte tile
+  Convert = 7,   // in0 f32[n]; mode 0 -> out u32[n] = half bits << 16 | bf16 bits; mode 1 -> out u32[n] = tf32 bits
+};
+
+struct Args {
+  Primitive primitive = Primitive::MmaBF16;
+  const void* in0 = nullptr;
+  const void* in1 = nullptr;
+  const void* in2 = nullptr;
+  void* out = nullptr;
+  int64_t n = 0;
+  int mode = 0, arg = 0;
+};
+
+
+}  // namespace mmkernels::conformance

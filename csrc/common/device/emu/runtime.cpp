@@ -1,0 +1,813 @@
+// Host SIMT emulation runtime (see runtime.h, and csrc/README.md for what it can and cannot see).
+//
+// Semantics follow the PTX ISA 9.0 / CUDA Programming Guide text collected in
+// shared/research/cuda-host-emulation.md: shuffle source lanes (section 1.5), ldmatrix row-address
+// lanes and per-lane fragments (PTX 9.7.14.5.15), mma m16n8k16 / m16n8k8 fragments (9.7.14.5.8,
+// 9.7.14.5.7), cp.async zero-fill and group completion (9.7.9.25.3).
+//
+// Checkers, each reported with kernel, block, thread, shared-memory offset and call site:
+//  - shared-memory out-of-bounds accesses (the access is redirected to a scratch sink);
+//  - shared-memory data races: two threads, at least one writing, the same byte, with no barrier
+//    (__syncthreads, or a __syncwarp naming both) in between; cp.async writes count from their issue
+//    and become visible to the issuing thread at its wait;
+//  - reads of shared memory never written in this block;
+//  - barrier divergence: threads at different barriers, or at a barrier while others exited;
+//  - warp operations whose mask names absent/exited lanes, or whose lanes disagree on the operation;
+//  - cp.async misuse: misaligned addresses, reads before the wait, copies never waited for.
+// Global-memory bounds are left to AddressSanitizer (the emulation objects are built with it in CI).
+#include "common/device/emu/runtime.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/device/emu/fiber.h"
+
+namespace mmkernels::dev {
+MMK_BACKEND_BEGIN
+const char* error_string(Error e);
+MMK_BACKEND_END
+}  // namespace mmkernels::dev
+
+namespace mmkernels::dev::emu {
+namespace {
+
+constexpr int kWarp = kWarpSize;
+constexpr size_t kMaxReports = 12;
+// A100 limits: what fits the emulated device fits both targets (sm_80, sm_90a).
+constexpr int kDefaultDynamicSmem = 48 * 1024;
+constexpr int kMaxDynamicSmemOptin = 163 * 1024;
+constexpr int kMultiprocessors = 108;
+
+enum class State : uint8_t { Ready, AtBarrier, AtWarpOp, Exited };
+enum class OpKind : uint8_t { SyncWarp, Shfl, Vote, Ldmatrix, Mma };
+
+const char* op_name(OpKind k) {
+  switch (k) {
+    case OpKind::SyncWarp: return "__syncwarp";
+    case OpKind::Shfl: return "shfl";
+    case OpKind::Vote: return "vote";
+    case OpKind::Ldmatrix: return "ldmatrix";
+    case OpKind::Mma: return "mma";
+  }
+  return "?";
+}
+
+struct AsyncCopy {
+  uint8_t* dst;
+  const uint8_t* src;
+  int cp_size, src_size;
+};
+
+struct ThreadState {
+  int tid = 0;
+  Dim3 idx;
+  int warp = 0, lane = 0;
+  State state = State::Ready;
+  Site wait_site;
+  Fiber fiber;
+  std::vector<AsyncCopy> uncommitted;
+  std::deque<std::vector<AsyncCopy>> groups;
+  uint64_t result = 0;  // a shuffle's or vote's value for this lane
+};
+
+// One warp-synchronous operation waiting for its lanes. Payloads point into the lanes' own stacks,
+// which stay alive while they wait.
+struct WarpOp {
+  OpKind kind;
+  int mode = 0;
+  uint32_t mask = 0;
+  Site site;
+  uint32_t arrived = 0;
+  int width = 0, num = 0;
+  bool trans = false;
+  uint64_t value[kWarp] = {};
+  int arg[kWarp] = {};
+  const void* addr[kWarp] = {};
+  uint32_t* regs[kWarp] = {};
+  float* d[kWarp] = {};
+  const uint32_t* a[kWarp] = {};
+  const uint32_t* b[kWarp] = {};
+  const float* c[kWarp] = {};
+};
+
+struct WarpState {
+  uint32_t present = 0, exited = 0;
+  std::vector<std::unique_ptr<WarpOp>> pending;
+  std::vector<uint32_t> sync_log;  // masks of the __syncwarps completed since the last block barrier
+};
+
+// Per shared-memory byte: the last write and the reads since the last barrier. Epochs advance at each
+// block barrier and each new block, so a record from an older epoch is ordered before everything now.
+struct Shadow {
+  uint32_t w_epoch = 0, r_epoch = 0, init_block = 0;
+  uint16_t w_tid = 0, r_tid = 0;
+  uint16_t w_gen = 0, r_gen = 0;  // warp __syncwarp count at the access
+  uint8_t flags = 0;
+};
+constexpr uint8_t kReadMulti = 1, kReadMultiWarp = 2, kPending = 4;
+
+struct Launch {
+  std::string name;
+  Dim3 grid, block, block_idx;
+  size_t smem_bytes = 0;
+  uint32_t block_serial = 0, epoch = 0;
+  std::vector<std::unique_ptr<ThreadState>> threads;
+  std::vector<WarpState> warps;
+  std::vector<uint8_t> arena;  // shared memory (+ alignment slack)
+  uint8_t* smem = nullptr;
+  std::vector<Shadow> shadow;
+  alignas(16) uint8_t sink[64] = {};
+  int barrier_arrived = 0, exited = 0;
+  Site barrier_site;
+  const std::function<void()>* body = nullptr;
+  ThreadState* current = nullptr;
+  bool fatal = false;
+  std::vector<std::string> reports;
+  size_t report_count = 0;
+};
+
+thread_local Launch* g_launch = nullptr;
+thread_local std::string g_last_error;
+
+std::mutex g_limits_mutex;
+std::map<const void*, int> g_smem_limits;
+
+// Fibers are kept per host thread and reused across launches.
+thread_local std::vector<std::unique_ptr<ThreadState>> g_pool;
+
+Launch& L() { return *g_launch; }
+ThreadState& cur() { return *L().current; }
+
+std::string dim_str(Dim3 d) {
+  return "(" + std::to_string(d.x) + "," + std::to_string(d.y) + "," + std::to_string(d.z) + ")";
+}
+std::string site_str(Site s) {
+  if (!s.file_name() || !*s.file_name()) return "";
+  const char* f = std::strrchr(s.file_name(), '/');
+  return std::string(" at ") + (f ? f + 1 : s.file_name()) + ":" + std::to_string(s.line());
+}
+std::string thread_str(int tid) { return "thread " + dim_str(L().threads[tid]->idx); }
+bool same_site(Site a, Site b) {
+  return a.line() == b.line() && a.column() == b.column() &&
+         (a.file_name() == b.file_name() || std::strcmp(a.file_name(), b.file_name()) == 0);
+}
+// Where in the kernel's machine code an element access was made (for `addr2line -e <module>`).
+std::string pc_str(const void* pc) {
+  Dl_info info;
+  if (pc && dladdr(pc, &info) && info.dli_fname) {
+    const char* f = std::strrchr(info.dli_fname, '/');
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "+0x%zx", static_cast<size_t>(static_cast<const char*>(pc) - static_cast<const char*>(info.dli_fbase)));
+    return std::string(" (code ") + (f ? f + 1 : info.dli_fname) + buf + ")";
+  }
+  return "";
+}
+
+void report(const std::string& what) {
+  Launch& l = L();
+  if (l.report_count++ < kMaxReports)
+    l.reports.push_back(what + " [kernel " + l.name + ", block " + dim_str(l.block_idx) + "]");
+}
+
+// A problem after which the block cannot go on (a deadlock, a mismatched collective): report it and
+// leave the fiber for good; the scheduler abandons the launch.
+[[noreturn]] void fatal(const std::string& what) {
+  report(what);
+  L().fatal = true;
+  ThreadState& t = cur();
+  t.fiber.finish();
+  std::abort();
+}
+
+void yield(State s, Site site) {
+  ThreadState& t = cur();
+  t.state = s;
+  t.wait_site = site;
+  t.fiber.switch_out();
+}
+
+// ---- shared-memory checks -------------------------------------------------------------------------
+
+bool ordered(int prev_tid, uint16_t prev_gen, int tid) {
+  if (prev_tid == tid) return true;
+  const Launch& l = L();
+  const ThreadState &p = *l.threads[prev_tid], &t = *l.threads[tid];
+  if (p.warp != t.warp) return false;
+  const uint32_t need = (1u << p.lane) | (1u << t.lane);
+  const auto& log = l.warps[t.warp].sync_log;
+  for (size_t k = prev_gen; k < log.size(); ++k)
+    if ((log[k] & need) == need) return true;
+  return false;
+}
+
+bool full_warp_sync_since(int warp, uint16_t gen) {
+  const WarpState& w = L().warps[warp];
+  for (size_t k = gen; k < w.sync_log.size(); ++k)
+    if ((w.sync_log[k] & w.present) == w.present) return true;
+  return false;
+}
+
+enum class Access { Read, Write, AsyncIssue, AsyncComplete };
+
+enum class Hazard { None, ReadPending, Uninit, RAW, WAWPending, WAW, WAR };
+
+// Checks and records one access of `n` bytes at `p` by thread `tid`; at most one report per access
+// (strings are built only then: this runs for every shared-memory access). Returns false when the
+// access is out of bounds.
+bool check(int tid, const void* p, size_t n, Access kind, const void* pc = nullptr) {
+  Launch& l = L();
+  const auto off = static_cast<int64_t>(static_cast<const uint8_t*>(p) - l.smem);
+  const char* verb = kind == Access::Read ? "reads" : "writes";
+  if (off < 0 || off + static_cast<int64_t>(n) > static_cast<int64_t>(l.smem_bytes)) {
+    report("shared-memory out of bounds: " + thread_str(tid) + " " + verb + " " + std::to_string(n) +
+           " bytes at offset " + std::to_string(off) + " of a " + std::to_string(l.smem_bytes) + "-byte block" +
+           pc_str(pc));
+    return false;
+  }
+  const ThreadState& t = *l.threads[tid];
+  const auto gen = static_cast<uint16_t>(l.warps[t.warp].sync_log.size());
+  Hazard hazard = Hazard::None;
+  int64_t h_off = 0;
+  int other = 0;
+  bool other_multi = false;
+  auto flag = [&](Hazard h, int64_t at, int who, bool multi = false) {
+    if (hazard != Hazard::None) return;
+    hazard = h;
+    h_off = at;
+    other = who;
+    other_multi = multi;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    Shadow& s = l.shadow[off + i];
+    if (kind == Access::Read) {
+      if (s.flags & kPending) flag(Hazard::ReadPending, off + i, s.w_tid);
+      else if (s.init_block != l.block_serial) flag(Hazard::Uninit, off + i, tid);
+      else if (s.w_epoch == l.epoch && !ordered(s.w_tid, s.w_gen, tid)) flag(Hazard::RAW, off + i, s.w_tid);
+      if (s.r_epoch != l.epoch) {
+        s.r_epoch = l.epoch;
+        s.r_tid = static_cast<uint16_t>(tid);
+        s.r_gen = gen;
+        s.flags &= ~(kReadMulti | kReadMultiWarp);
+      } else if (s.r_tid != tid) {
+        s.flags |= kReadMulti;
+        if (l.threads[s.r_tid]->warp != t.warp) s.flags |= kReadMultiWarp;
+        s.r_gen = std::min(s.r_gen, gen);
+      }
+      continue;
+    }
+    if (kind == Access::AsyncComplete) {  // the issue already checked the hazards
+      s.flags &= ~kPending;
+      s.w_epoch = l.epoch;
+      s.w_tid = static_cast<uint16_t>(tid);
+      s.w_gen = gen;
+      s.init_block = l.block_serial;
+      continue;
+    }
+    if ((s.flags & kPending) && s.w_tid != tid) flag(Hazard::WAWPending, off + i, s.w_tid);
+    else if (s.w_epoch == l.epoch && !ordered(s.w_tid, s.w_gen, tid)) flag(Hazard::WAW, off + i, s.w_tid);
+    if (s.r_epoch == l.epoch) {
+      const bool multi = s.flags & kReadMulti;
+      const bool ok = multi ? !(s.flags & kReadMultiWarp) && l.threads[s.r_tid]->warp == t.warp &&
+                                  full_warp_sync_since(t.warp, s.r_gen)
+                            : ordered(s.r_tid, s.r_gen, tid);
+      if (!ok) flag(Hazard::WAR, off + i, s.r_tid, multi);
+    }
+    s.w_epoch = l.epoch;
+    s.w_tid = static_cast<uint16_t>(tid);
+    s.w_gen = gen;
+    if (kind == Access::AsyncIssue) s.flags |= kPending;
+    else s.init_block = l.block_serial;
+  }
+  if (hazard == Hazard::None) return true;
+  const std::string me = thread_str(tid) + " " + verb + " shared offset " + std::to_string(h_off);
+  const std::string them = thread_str(other) + (other_multi ? " and others" : "");
+  switch (hazard) {
+    case Hazard::ReadPending:
+      report("shared-memory race (read before cp.async completed): " + me + ", the destination of a cp.async by " +
+             them + " not yet waited for" + pc_str(pc));
+      break;
+    case Hazard::Uninit:
+      report("uninitialized shared-memory read: " + me + ", never written in this block" + pc_str(pc));
+      break;
+    case Hazard::RAW:
+      report("shared-memory race (read after write): " + me + " written by " + them + " with no barrier in between" +
+             pc_str(pc));
+      break;
+    case Hazard::WAWPending:
+      report("shared-memory race (write after write): " + me + ", the destination of a pending cp.async by " + them +
+             pc_str(pc));
+      break;
+    case Hazard::WAW:
+      report("shared-memory race (write after write): " + me + " written by " + them + " with no barrier in between" +
+             pc_str(pc));
+      break;
+    case Hazard::WAR:
+      report("shared-memory race (write after read): " + me + " read by " + them + " with no barrier in between" +
+             pc_str(pc));
+      break;
+    case Hazard::None: break;
+  }
+  return true;
+}
+
+// ---- warp operations ------------------------------------------------------------------------------
+
+std::string mask_str(uint32_t m) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", m);
+  return buf;
+}
+
+void execute(WarpOp& op);
+
+// The calling lane arrives at a warp operation; `fill` stores its operands. Returns once the operation
+// has been performed (by the last lane to arrive).
+template <typename Fill>
+void arrive(OpKind kind, int mode, uint32_t mask, Site site, Fill&& fill) {
+  Launch& l = L();
+  ThreadState& t = cur();
+  WarpState& w = l.warps[t.warp];
+  const uint32_t bit = 1u << t.lane;
+  auto who = [&] { return thread_str(t.tid) + " at " + op_name(kind) + site_str(site); };
+  if (!(mask & bit)) fatal("warp operation with a mask that excludes the calling lane: " + who() + ", mask " + mask_str(mask));
+  if (mask & ~w.present)
+    fatal("warp operation names lanes that do not exist: " + who() + ", mask " + mask_str(mask) + ", warp " +
+          std::to_string(t.warp) + " has lanes " + mask_str(w.present) + " (block of " +
+          std::to_string(l.threads.size()) + " threads)");
+  if (mask & w.exited)
+    fatal("warp operation names lanes that have exited: " + who() + ", mask " + mask_str(mask) + ", exited " +
+          mask_str(mask & w.exited));
+  WarpOp* op = nullptr;
+  for (auto& p : w.pending)
+    if ((p->mask & bit) && !(p->arrived & bit)) {
+      op = p.get();
+      break;
+    }
+  if (op) {
+    if (op->kind != kind || op->mode != mode || op->mask != mask || !same_site(op->site, site))
+      fatal("lanes of a warp disagree on a warp-synchronous operation: " + who() + " with mask " + mask_str(mask) +
+            ", while lanes " + mask_str(op->arrived) + " wait at " + op_name(op->kind) + site_str(op->site) +
+            " with mask " + mask_str(op->mask));
+  } else {
+    w.pending.push_back(std::make_unique<WarpOp>());
+    op = w.pending.back().get();
+    op->kind = kind;
+    op->mode = mode;
+    op->mask = mask;
+    op->site = site;
+  }
+  fill(*op, t.lane);
+  op->arrived |= bit;
+  if (op->arrived != op->mask) {
+    yield(State::AtWarpOp, site);
+    return;
+  }
+  execute(*op);
+  for (int lane = 0; lane < kWarp; ++lane)
+    if ((mask >> lane) & 1u) l.threads[t.warp * kWarp + lane]->state = State::Ready;
+  for (auto it = w.pending.begin(); it != w.pending.end(); ++it)
+    if (it->get() == op) {
+      w.pending.erase(it);
+      break;
+    }
+}
+
+void execute_shfl(WarpOp& op) {
+  Launch& l = L();
+  const int warp = cur().warp;
+  for (int lane = 0; lane < kWarp; ++lane) {
+    if (!((op.mask >> lane) & 1u)) continue;
+    const int width = op.width, s = lane & ~(width - 1), e = s + width - 1;
+    const int arg = op.arg[lane];
+    int src = lane;
+    switch (static_cast<ShflMode>(op.mode)) {
+      case ShflMode::Idx: src = s + (arg & (width - 1)); break;
+      case ShflMode::Up: src = lane - (arg & 31); if (src < s) src = lane; break;
+      case ShflMode::Down: src = lane + (arg & 31); if (src > e) src = lane; break;
+      case ShflMode::Xor: src = lane ^ (arg & 31); if (src > e) src = lane; break;
+    }
+    if (!((op.mask >> src) & 1u))
+      report("shuffle reads a lane outside its mask (undefined value): " + thread_str(warp * kWarp + lane) +
+             " reads lane " + std::to_string(src) + site_str(op.site) + ", mask " + mask_str(op.mask));
+    l.threads[warp * kWarp + lane]->result = op.value[src];
+  }
+}
+
+void execute_vote(WarpOp& op) {
+  Launch& l = L();
+  const int warp = cur().warp;
+  uint32_t ballot = 0;
+  for (int lane = 0; lane < kWarp; ++lane)
+    if (((op.mask >> lane) & 1u) && op.value[lane]) ballot |= 1u << lane;
+  uint64_t r = ballot;
+  if (op.mode == static_cast<int>(VoteMode::Any)) r = ballot != 0;
+  if (op.mode == static_cast<int>(VoteMode::All)) r = ballot == op.mask;
+  for (int lane = 0; lane < kWarp; ++lane)
+    if ((op.mask >> lane) & 1u) l.threads[warp * kWarp + lane]->result = r;
+}
+
+void execute_ldmatrix(WarpOp& op) {
+  const int warp = cur().warp;
+  uint16_t m[4][8][8];  // [matrix][row][column]
+  for (int j = 0; j < op.num; ++j)
+    for (int r = 0; r < 8; ++r) {
+      const int lane = 8 * j + r, tid = warp * kWarp + lane;
+      const auto* row = static_cast<const uint8_t*>(op.addr[lane]);
+      if (reinterpret_cast<uintptr_t>(row) % 16 != 0)
+        report("ldmatrix row address not 16-byte aligned: " + thread_str(tid) + " gives shared offset " +
+               std::to_string(row - L().smem) + site_str(op.site));
+      if (!check(tid, row, 16, Access::Read)) {
+        std::memset(m[j][r], 0, 16);
+        continue;
+      }
+      std::memcpy(m[j][r], row, 16);
+    }
+  for (int lane = 0; lane < kWarp; ++lane) {
+    const int g = lane / 4, c = 2 * (lane % 4);
+    for (int j = 0; j < op.num; ++j) {
+      const uint16_t lo = op.trans ? m[j][c][g] : m[j][g][c];
+      const uint16_t hi = op.trans ? m[j][c + 1][g] : m[j][g][c + 1];
+      op.regs[lane][j] = uint32_t(lo) | (uint32_t(hi) << 16);
+    }
+  }
+}
+
+float operand(uint32_t reg, int half, MmaKind kind) {
+  const auto bits = static_cast<uint16_t>(half ? reg >> 16 : reg & 0xffffu);
+  return kind == MmaKind::BF16_M16N8K16 ? bf16_bits_to_float(bits) : half_bits_to_float(bits);
+}
+
+// D = A B + C for one warp. Products of 16-bit (and tf32) operands are exact in double and the sum of
+// 17 terms loses nothing that matters; the hardware's order and rounding of the accumulation are
+// unspecified (PTX 9.7.14.5.14), so the GPU may differ by a few float ulps.
+void execute_mma(WarpOp& op) {
+  const auto kind = static_cast<MmaKind>(op.mode);
+  const int K = kind == MmaKind::TF32_M16N8K8 ? 8 : 16;
+  double A[16][16], B[16][8], C[16][8];
+  for (int lane = 0; lane < kWarp; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    const uint32_t* a = op.a[lane];
+    const uint32_t* b = op.b[lane];
+    if (kind == MmaKind::TF32_M16N8K8) {
+      auto tf32 = [](uint32_t r) { return static_cast<double>(bits_float(r & 0xffffe000u)); };
+      A[g][t] = tf32(a[0]);
+      A[g + 8][t] = tf32(a[1]);
+      A[g][t + 4] = tf32(a[2]);
+      A[g + 8][t + 4] = tf32(a[3]);
+      B[t][g] = tf32(b[0]);
+      B[t + 4][g] = tf32(b[1]);
+    } else {
+      for (int h = 0; h < 2; ++h) {
+        A[g][2 * t + h] = operand(a[0], h, kind);
+        A[g + 8][2 * t + h] = operand(a[1], h, kind);
+        A[g][2 * t + 8 + h] = operand(a[2], h, kind);
+        A[g + 8][2 * t + 8 + h] = operand(a[3], h, kind);
+        B[2 * t + h][g] = operand(b[0], h, kind);
+        B[2 * t + 8 + h][g] = operand(b[1], h, kind);
+      }
+    }
+    const float* c = op.c[lane];
+    C[g][2 * t] = c[0];
+    C[g][2 * t + 1] = c[1];
+    C[g + 8][2 * t] = c[2];
+    C[g + 8][2 * t + 1] = c[3];
+  }
+  float D[16][8];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 8; ++j) {
+      double s = C[i][j];
+      for (int k = 0; k < K; ++k) s += A[i][k] * B[k][j];
+      D[i][j] = static_cast<float>(s);
+    }
+  for (int lane = 0; lane < kWarp; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    float* d = op.d[lane];
+    d[0] = D[g][2 * t];
+    d[1] = D[g][2 * t + 1];
+    d[2] = D[g + 8][2 * t];
+    d[3] = D[g + 8][2 * t + 1];
+  }
+}
+
+void execute(WarpOp& op) {
+  switch (op.kind) {
+    case OpKind::SyncWarp: L().warps[cur().warp].sync_log.push_back(op.mask); break;
+    case OpKind::Shfl: execute_shfl(op); break;
+    case OpKind::Vote: execute_vote(op); break;
+    case OpKind::Ldmatrix: execute_ldmatrix(op); break;
+    case OpKind::Mma: execute_mma(op); break;
+  }
+}
+
+// ---- cp.async ---------------------------------------------------------------------------------------
+
+void complete(ThreadState& t, const std::vector<AsyncCopy>& group) {
+  for (const AsyncCopy& c : group) {
+    if (c.src_size > 0) std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_size));
+    if (c.src_size < c.cp_size) std::memset(c.dst + c.src_size, 0, static_cast<size_t>(c.cp_size - c.src_size));
+    check(t.tid, c.dst, static_cast<size_t>(c.cp_size), Access::AsyncComplete);
+  }
+}
+
+// ---- the block scheduler --------------------------------------------------------------------------
+
+void fiber_main(void* arg) {
+  auto* t = static_cast<ThreadState*>(arg);
+  t->fiber.started();
+  (*L().body)();
+  Launch& l = L();
+  if (!t->uncommitted.empty() || !t->groups.empty())
+    report("cp.async copies never waited for: " + thread_str(t->tid) + " exits with " +
+           std::to_string(t->groups.size()) + " committed group(s) and " + std::to_string(t->uncommitted.size()) +
+           " uncommitted copy(ies) in flight");
+  t->state = State::Exited;
+  l.exited++;
+  WarpState& w = l.warps[t->warp];
+  w.exited |= 1u << t->lane;
+  if (l.barrier_arrived > 0)
+    fatal("barrier divergence: " + thread_str(t->tid) + " exits while " + std::to_string(l.barrier_arrived) +
+          " thread(s) wait at __syncthreads" + site_str(l.barrier_site));
+  for (auto& op : w.pending)
+    if (op->mask & (1u << t->lane))
+      fatal("warp operation never completes: " + thread_str(t->tid) + " exits while lanes " + mask_str(op->arrived) +
+            " wait for it at " + op_name(op->kind) + site_str(op->site) + " with mask " + mask_str(op->mask));
+  t->fiber.finish();
+}
+
+void diagnose_deadlock() {
+  Launch& l = L();
+  std::ostringstream s;
+  s << "deadlock (barrier divergence): no thread can proceed;";
+  int shown = 0;
+  for (auto& tp : l.threads) {
+    const ThreadState& t = *tp;
+    if (t.state == State::Exited || shown >= 6) continue;
+    s << " " << thread_str(t.tid) << " waits at "
+      << (t.state == State::AtBarrier ? std::string("__syncthreads") : std::string("a warp operation"))
+      << site_str(t.wait_site) << ";";
+    ++shown;
+  }
+  report(s.str());
+  l.fatal = true;
+}
+
+void run_block(Launch& l) {
+  l.block_serial++;
+  l.epoch++;
+  l.barrier_arrived = 0;
+  l.exited = 0;
+  for (auto& w : l.warps) {
+    w.exited = 0;
+    w.pending.clear();
+    w.sync_log.clear();
+  }
+  for (auto& tp : l.threads) {
+    ThreadState& t = *tp;
+    t.state = State::Ready;
+    t.uncommitted.clear();
+    t.groups.clear();
+    t.fiber.reset(&fiber_main, &t);
+  }
+  for (;;) {
+    bool progressed = false, all_exited = true;
+    for (auto& tp : l.threads) {
+      if (l.fatal) return;
+      ThreadState& t = *tp;
+      if (t.state == State::Ready) {
+        l.current = &t;
+        t.fiber.switch_to();
+        l.current = nullptr;
+        progressed = true;
+      }
+      if (t.state != State::Exited) all_exited = false;
+    }
+    if (l.fatal || all_exited) return;
+    if (!progressed) {
+      diagnose_deadlock();
+      return;
+    }
+  }
+}
+
+int smem_limit(const void* kernel) {
+  std::lock_guard<std::mutex> lock(g_limits_mutex);
+  auto it = g_smem_limits.find(kernel);
+  return it == g_smem_limits.end() ? kDefaultDynamicSmem : it->second;
+}
+
+Error config_error(const std::string& what) {
+  g_last_error = "invalid launch configuration (emulated CUDA): " + what;
+  return kErrorInvalidConfiguration;
+}
+
+}  // namespace
+
+// ---- the interface ----------------------------------------------------------------------------------
+
+Dim3 thread_idx() { return cur().idx; }
+Dim3 block_idx() { return L().block_idx; }
+Dim3 block_dim() { return L().block; }
+Dim3 grid_dim() { return L().grid; }
+
+void sync_threads(Site site) {
+  Launch& l = L();
+  ThreadState& t = cur();
+  if (l.exited > 0)
+    for (auto& tp : l.threads)
+      if (tp->state == State::Exited)
+        fatal("barrier divergence: " + thread_str(t.tid) + " reaches __syncthreads" + site_str(site) + " after " +
+              thread_str(tp->tid) + " exited");
+  if (l.barrier_arrived == 0) {
+    l.barrier_site = site;
+  } else if (!same_site(site, l.barrier_site)) {
+    fatal("barrier divergence: " + thread_str(t.tid) + " waits at __syncthreads" + site_str(site) + " while " +
+          std::to_string(l.barrier_arrived) + " thread(s) wait at __syncthreads" + site_str(l.barrier_site));
+  }
+  if (++l.barrier_arrived < static_cast<int>(l.threads.size())) {
+    yield(State::AtBarrier, site);
+    return;
+  }
+  l.barrier_arrived = 0;
+  l.epoch++;
+  for (auto& w : l.warps) w.sync_log.clear();
+  for (auto& tp : l.threads) tp->state = State::Ready;
+}
+
+void sync_warp(uint32_t mask, Site site) {
+  arrive(OpKind::SyncWarp, 0, mask, site, [](WarpOp&, int) {});
+}
+
+uint64_t shfl(ShflMode mode, uint32_t mask, uint64_t value, int arg, int width, Site site) {
+  if (width < 1 || width > kWarp || (width & (width - 1)))
+    fatal("shuffle width must be a power of two in [1, 32]: " + thread_str(cur().tid) + " passes " +
+          std::to_string(width) + site_str(site));
+  arrive(OpKind::Shfl, static_cast<int>(mode), mask, site, [&](WarpOp& op, int lane) {
+    if (op.arrived == 0) op.width = width;
+    else if (op.width != width)
+      fatal("lanes of a shuffle disagree on its width" + site_str(site));
+    op.value[lane] = value;
+    op.arg[lane] = arg;
+  });
+  return cur().result;
+}
+
+uint32_t vote(VoteMode mode, uint32_t mask, bool pred, Site site) {
+  arrive(OpKind::Vote, static_cast<int>(mode), mask, site, [&](WarpOp& op, int lane) { op.value[lane] = pred; });
+  return static_cast<uint32_t>(cur().result);
+}
+
+void* smem_base() { return L().smem; }
+
+void* smem_access(const void* p, size_t bytes, bool write) {
+  Launch& l = L();
+  if (!check(cur().tid, p, bytes, write ? Access::Write : Access::Read, __builtin_return_address(0))) {
+    std::memset(l.sink, 0, sizeof l.sink);
+    return l.sink;
+  }
+  return const_cast<void*>(p);
+}
+
+void cp_async(void* dst, const void* src, int cp_size, int src_size, Site site) {
+  ThreadState& t = cur();
+  auto who = [&] { return thread_str(t.tid) + site_str(site); };
+  if (src_size < 0 || src_size > cp_size)
+    fatal("cp.async source size " + std::to_string(src_size) + " outside [0, " + std::to_string(cp_size) + "]: " + who());
+  if (reinterpret_cast<uintptr_t>(dst) % cp_size)
+    report("cp.async shared destination not aligned to " + std::to_string(cp_size) + " bytes: " + who());
+  if (src_size > 0 && reinterpret_cast<uintptr_t>(src) % cp_size)
+    report("cp.async global source not aligned to " + std::to_string(cp_size) + " bytes: " + who());
+  if (!check(t.tid, dst, static_cast<size_t>(cp_size), Access::AsyncIssue)) return;
+  t.uncommitted.push_back({static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), cp_size, src_size});
+}
+
+void cp_async_commit(Site) {
+  ThreadState& t = cur();
+  t.groups.push_back(std::move(t.uncommitted));
+  t.uncommitted.clear();
+}
+
+void cp_async_wait(int n, Site) {
+  ThreadState& t = cur();
+  while (static_cast<int>(t.groups.size()) > n) {
+    complete(t, t.groups.front());
+    t.groups.pop_front();
+  }
+}
+
+void ldmatrix(uint32_t* regs, int num, bool trans, const void* row_addr, Site site) {
+  arrive(OpKind::Ldmatrix, num * 2 + (trans ? 1 : 0), kFullMask, site, [&](WarpOp& op, int lane) {
+    op.num = num;
+    op.trans = trans;
+    op.addr[lane] = row_addr;
+    op.regs[lane] = regs;
+  });
+}
+
+void mma(MmaKind kind, float* d, const uint32_t* a, const uint32_t* b, const float* c, Site site) {
+  arrive(OpKind::Mma, static_cast<int>(kind), kFullMask, site, [&](WarpOp& op, int lane) {
+    op.d[lane] = d;
+    op.a[lane] = a;
+    op.b[lane] = b;
+    op.c[lane] = c;
+  });
+}
+
+Error set_max_dynamic_smem(const void* kernel, int bytes) {
+  if (bytes < 0 || bytes > kMaxDynamicSmemOptin) {
+    g_last_error = "invalid argument (emulated CUDA): dynamic shared memory limit " + std::to_string(bytes) +
+                   " exceeds the device's " + std::to_string(kMaxDynamicSmemOptin) + " bytes";
+    return kErrorInvalidValue;
+  }
+  std::lock_guard<std::mutex> lock(g_limits_mutex);
+  g_smem_limits[kernel] = bytes;
+  return kSuccess;
+}
+
+int max_dynamic_smem_optin() { return kMaxDynamicSmemOptin; }
+int multiprocessor_count() { return kMultiprocessors; }
+
+Error launch(const char* name, const void* kernel, const std::function<void()>& body, Dim3 grid, Dim3 block,
+             size_t dynamic_smem) {
+  if (g_launch) {
+    g_last_error = "a kernel launched from inside an emulated kernel (dynamic parallelism is not emulated)";
+    return kErrorLaunchFailure;
+  }
+  const uint64_t nthreads = uint64_t(block.x) * block.y * block.z;
+  if (nthreads == 0 || nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64)
+    return config_error(std::string(name) + ": block " + dim_str(block) + " (at most 1024 threads; x, y <= 1024, z <= 64)");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
+    return config_error(std::string(name) + ": grid " + dim_str(grid) + " (x in [1, 2^31-1], y and z in [1, 65535])");
+  const int limit = smem_limit(kernel);
+  if (dynamic_smem > static_cast<size_t>(limit))
+    return config_error(std::string(name) + ": " + std::to_string(dynamic_smem) +
+                        " bytes of dynamic shared memory exceed the kernel's limit of " + std::to_string(limit) +
+                        " (raise it with set_max_dynamic_smem, at most " + std::to_string(kMaxDynamicSmemOptin) + ")");
+
+  Launch l;
+  l.name = name;
+  l.grid = grid;
+  l.block = block;
+  l.body = &body;
+  l.smem_bytes = dynamic_smem;
+  l.arena.assign(dynamic_smem + 1024, 0xcd);  // garbage, as real shared memory holds
+  l.smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(l.arena.data()) + 1023) & ~uintptr_t(1023));
+  l.shadow.assign(dynamic_smem, Shadow{});
+  // Take nthreads fibers from the pool (their stacks are reused), give them back afterwards.
+  while (g_pool.size() < nthreads) g_pool.push_back(std::make_unique<ThreadState>());
+  l.threads.assign(std::make_move_iterator(g_pool.end() - nthreads), std::make_move_iterator(g_pool.end()));
+  g_pool.resize(g_pool.size() - nthreads);
+  l.warps.clear();
+  l.warps.resize((nthreads + kWarp - 1) / kWarp);
+  for (uint32_t z = 0, tid = 0; z < block.z; ++z)
+    for (uint32_t y = 0; y < block.y; ++y)
+      for (uint32_t x = 0; x < block.x; ++x, ++tid) {
+        ThreadState& t = *l.threads[tid];
+        t.tid = static_cast<int>(tid);
+        t.idx = {x, y, z};
+        t.warp = static_cast<int>(tid / kWarp);
+        t.lane = static_cast<int>(tid % kWarp);
+        l.warps[t.warp].present |= 1u << t.lane;
+      }
+
+  g_launch = &l;
+  for (uint32_t bz = 0; bz < grid.z && !l.fatal; ++bz)
+    for (uint32_t by = 0; by < grid.y && !l.fatal; ++by)
+      for (uint32_t bx = 0; bx < grid.x && !l.fatal; ++bx) {
+        l.block_idx = {bx, by, bz};
+        run_block(l);
+      }
+  g_launch = nullptr;
+
+  for (auto& t : l.threads) g_pool.push_back(std::move(t));
+  if (l.report_count == 0) return kSuccess;
+  std::ostringstream msg;
+  msg << "emulated CUDA kernel failed its checks (" << l.report_count << " problem(s)"
+      << (l.fatal ? ", launch abandoned" : "") << "; grid " << dim_str(grid) << ", block " << dim_str(block) << ", "
+      << dynamic_smem << " bytes of dynamic shared memory):";
+  for (const auto& r : l.reports) msg << "\n  - " << r;
+  if (l.report_count > l.reports.size()) msg << "\n  - ... and " << (l.report_count - l.reports.size()) << " more";
+  g_last_error = msg.str();
+  return kErrorCheckFailed;
+}
+
+}  // namespace mmkernels::dev::emu
+
+namespace mmkernels::dev {
+MMK_BACKEND_BEGIN
+const char* error_string(Error e) {
+  if (e == kSuccess) return "no error";
+  return emu::g_last_error.empty() ? "unknown emulated CUDA error" : emu::g_last_error.c_str();
+}
+MMK_BACKEND_END
+}  // namespace mmkernels::dev

@@ -1,0 +1,16 @@
+// Deliberately broken kernels (and their fixed versions) that prove the emulation's checkers work.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mmkernels::emulation {
+
+// Names of the self-test kernels.
+std::vector<std::string> selftest_names();
+// Runs one (the broken version, or the fixed one) in the emulation and returns the checkers' report:
+// empty when the run was clean. "global_oob" is caught only by AddressSanitizer (a build with
+// MMKERNELS_EMULATION_SANITIZE=address), which then aborts the process.
+std::string run_selftest(const std::string& name, bool fixed);
+
+}  // namespace mmkernels::emulation

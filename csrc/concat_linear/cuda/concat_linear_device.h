@@ -1,0 +1,145 @@
+// Torch glue of the CUDA concat_linear kernels, shared by the GPU build (concat_linear_cuda.cpp) and
+// the host emulation (concat_linear_emulated.cpp). Compiled once per backend, hence the namespace.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "common/device/torch_check.h"
+#include "common/dispatch.h"
+#include "concat_linear/concat_linear_glue.h"
+#include "concat_linear/cuda/concat_linear_launch.h"
+
+namespace mmkernels::cuda {
+MMK_BACKEND_BEGIN
+
+inline void run_gemm(const GemmArgs& args, DType dtype, dev::Stream stream) {
+  dispatch_dtype<float, dev::half, dev::bf16, void>(dtype, "concat_linear on CUDA", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dev::check(concat_linear_gemm<T>(args, stream), "concat_linear GEMM kernel");
+  });
+}
+
+inline const char* elem_ptr(const at::Tensor& t, int64_t offset_elems) {
+  return static_cast<const char*>(t.data_ptr()) + offset_elems * static_cast<int64_t>(t.element_size());
+}
+
+// A(m, k) = x_i, B(k, n) = W[n, off_i + k]: the forward segment i.
+inline GemmSegment forward_segment(const at::Tensor& x, const at::Tensor& w, int64_t off) {
+  GemmSegment g;
+  g.a = x.data_ptr();
+  g.sam = x.stride(0);
+  g.sak = x.stride(1);
+  g.b = elem_ptr(w, off * w.stride(1));
+  g.sbk = w.stride(1);
+  g.sbn = w.stride(0);
+  g.K = x.size(1);
+  return g;
+}
+
+inline std::tuple<at::Tensor, at::Tensor> run_concat_linear_fwd(ConcatLinearArgs& a, const at::Tensor& weight,
+                                                                const std::optional<at::Tensor>& bias,
+                                                                dev::Stream stream) {
+  const auto opts = a.x[0].options();
+  const DType dtype = to_dtype(opts.dtype().toScalarType());
+  at::Tensor y = at::empty({a.M, a.N}, opts);
+  at::Tensor z = a.act == Activation::None ? at::empty({0}, opts) : at::empty({a.M, a.N}, opts);
+  const auto shape = out_shape(a);
+  auto result = [&] { return std::make_tuple(y.view(shape), a.act == Activation::None ? z : z.view(shape)); };
+  if (a.M == 0 || a.N == 0) return result();
+  at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  // Up to kMaxSegments segments per launch; more are chained through a float32 accumulator.
+  const int64_t n = static_cast<int64_t>(a.x.size());
+  at::Tensor acc;
+  for (int64_t s0 = 0; s0 < std::max<int64_t>(n, 1); s0 += kMaxSegments) {
+    GemmArgs args;
+    args.M = a.M;
+    args.N = a.N;
+    for (int64_t i = s0; i < std::min<int64_t>(n, s0 + kMaxSegments); ++i)
+      args.seg[args.n_seg++] = forward_segment(a.x[i], weight, a.offsets[i]);
+    args.scm = a.N;
+    args.scn = 1;
+    args.acc_in = acc.defined() ? acc.data_ptr<float>() : nullptr;
+    if (s0 + kMaxSegments >= n) {  // the last launch applies the epilogue
+      args.c = y.data_ptr();
+      args.bias = b.defined() ? b.data_ptr() : nullptr;
+      args.z = a.act == Activation::None ? nullptr : z.data_ptr();
+      args.act = a.act;
+      run_gemm(args, dtype, stream);
+    } else {
+      at::Tensor next = at::empty({a.M, a.N}, opts.dtype(at::kFloat));
+      args.c = next.data_ptr();
+      args.c_is_float = true;
+      run_gemm(args, dtype, stream);
+      acc = next;
+    }
+  }
+  return result();
+}
+
+inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_linear_bwd(
+    ConcatLinearArgs& a, const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight,
+    const at::Tensor& z, bool has_bias, dev::Stream stream) {
+  const auto st = inputs[0].scalar_type();
+  const DType dtype = to_dtype(st);
+  auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);
+  at::Tensor dz = dy;
+  if (zc.defined()) {
+    dz = at::empty_like(dy);
+    dispatch_dtype<float, dev::half, dev::bf16, void>(dtype, "concat_linear on CUDA", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      dev::check(concat_linear_act_grad<T>(dy.data_ptr(), zc.data_ptr(), dz.data_ptr(), dz.numel(), a.act, stream),
+                 "concat_linear activation-gradient kernel");
+    });
+  }
+  std::vector<at::Tensor> dx;
+  at::Tensor dw = at::zeros({a.N, a.K}, weight.options());
+  for (size_t i = 0; i < a.x.size(); ++i) {
+    const at::Tensor& x = a.x[i];
+    const int64_t d = x.size(1), off = a.offsets[i];
+    at::Tensor dx_i = at::empty({a.M, d}, x.options());
+    if (a.M > 0 && d > 0) {
+      GemmArgs g;  // dX_i (M x d) = dz (M x N) @ W[:, off:off+d] (N x d)
+      g.M = a.M;
+      g.N = d;
+      g.n_seg = 1;
+      g.seg[0].a = dz.data_ptr();
+      g.seg[0].sam = a.N;
+      g.seg[0].sak = 1;
+      g.seg[0].b = elem_ptr(weight, off * weight.stride(1));
+      g.seg[0].sbk = weight.stride(0);
+      g.seg[0].sbn = weight.stride(1);
+      g.seg[0].K = a.N;
+      g.c = dx_i.data_ptr();
+      g.scm = d;
+      g.scn = 1;
+      run_gemm(g, dtype, stream);
+    }
+    dx.push_back(dx_i.view(inputs[i].sizes()));
+    if (a.N > 0 && d > 0 && a.M > 0) {
+      GemmArgs g;  // dW[:, off:off+d] (N x d) = dz^T (N x M) @ X_i (M x d)
+      g.M = a.N;
+      g.N = d;
+      g.n_seg = 1;
+      g.seg[0].a = dz.data_ptr();
+      g.seg[0].sam = 1;
+      g.seg[0].sak = a.N;
+      g.seg[0].b = x.data_ptr();
+      g.seg[0].sbk = x.stride(0);
+      g.seg[0].sbn = x.stride(1);
+      g.seg[0].K = a.M;
+      g.c = const_cast<char*>(elem_ptr(dw, off));
+      g.scm = a.K;
+      g.scn = 1;
+      run_gemm(g, dtype, stream);
+    }
+  }
+  at::Tensor db = has_bias ? dz.sum(0, /*keepdim=*/false, at::kFloat).to(st) : at::empty({0}, weight.options());
+  return {dx, dw, db};
+}
+
+MMK_BACKEND_END
+}  // namespace mmkernels::cuda

@@ -1,0 +1,25 @@
+// cross_attention's CUDA kernels in the host SIMT emulation (compiled with MMK_EMULATION): the same
+// glue as the GPU build, on CPU tensors, with no stream.
+#include "cross_attention/cross_attention_emulated.h"
+
+#include "cross_attention/cuda/cross_attention_device.h"
+
+namespace mmkernels::emulated {
+
+std::tuple<at::Tensor, at::Tensor> cross_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                       const std::optional<at::Tensor>& kv_lengths,
+                                                       const std::optional<at::Tensor>& key_padding_mask,
+                                                       double scale) {
+  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
+  return cuda::run_cross_attention_fwd(a, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
+    const std::optional<at::Tensor>& key_padding_mask, double scale) {
+  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
+  return cuda::run_cross_attention_bwd(a, grad_out, out, lse, nullptr);
+}
+
+}  // namespace mmkernels::emulated

@@ -1,0 +1,53 @@
+"""Testing helpers: run mmkernels' CUDA kernels without a GPU.
+
+``emulated_cuda()`` is a context manager under which ``mmkernels.cross_attention`` and
+``mmkernels.concat_linear`` (forward and backward, float32/float16/bfloat16), called on CPU tensors,
+execute the project's CUDA kernels in a host SIMT emulation instead of the CPU kernels: every CUDA
+thread is a fiber, warp and tensor-core primitives follow the PTX ISA's documented semantics, and
+checkers report shared-memory races, out-of-bounds shared accesses, reads of never-written shared
+memory, barrier divergence and misuse of warp operations and async copies as a ``RuntimeError``. Tensors
+stay on the CPU; only the code path changes. It needs a build with ``MMKERNELS_CUDA_EMULATION=ON``::
+
+    MMKERNELS_CUDA_EMULATION=ON pip install --no-build-isolation .
+
+    with mmkernels.testing.emulated_cuda():
+        out = mmkernels.cross_attention(q, k, v)   # the CUDA kernels, run on the CPU
+
+The emulation proves what the kernels compute and how they use shared memory and warps; it cannot see
+timing, the GPU's memory model beyond barriers, or the hardware's accumulation order inside an MMA (see
+csrc/README.md). It is slow (thousands of times slower than the GPU): use small shapes.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from . import _C
+
+__all__ = ["emulated_cuda", "emulation_available", "emulated_cuda_active"]
+
+
+def emulation_available() -> bool:
+    """True when this build holds the emulated CUDA kernels (``MMKERNELS_CUDA_EMULATION=ON``)."""
+    return bool(_C.with_emulation)
+
+
+def emulated_cuda_active() -> bool:
+    """True inside ``emulated_cuda()``."""
+    return bool(_C._emulated_cuda_active())
+
+
+@contextlib.contextmanager
+def emulated_cuda() -> Iterator[None]:
+    """Within this context the ops run their CUDA kernels in the host emulation (process-wide, so a
+    backward run by autograd on another thread takes the same path)."""
+    if not emulation_available():
+        raise RuntimeError(
+            "mmkernels was built without the CUDA emulation: rebuild with MMKERNELS_CUDA_EMULATION=ON "
+            "(e.g. `MMKERNELS_CUDA_EMULATION=ON pip install --no-build-isolation .`) to run the CUDA kernels on the CPU"
+        )
+    previous = _C._set_emulated_cuda(True)
+    try:
+        yield
+    finally:
+        _C._set_emulated_cuda(previous)

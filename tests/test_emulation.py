@@ -1,0 +1,121 @@
+"""The host SIMT emulation's checkers and its Python interface (mmkernels.testing).
+
+Deliberately broken kernels (csrc/common/device/selftest/) must each be reported, with the kind of
+problem, the kernel, the block and the thread; their fixed versions must run clean. The op-level
+emulated suite is the "emulated" device of test_cross_attention.py / test_concat_linear.py.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import mmkernels
+from mmkernels.testing import emulated_cuda
+
+C = mmkernels.ops._C
+needs_emulation = pytest.mark.skipif(not C.with_emulation, reason="needs MMKERNELS_CUDA_EMULATION=ON")
+
+# Self-test kernel -> words its report must contain.
+BROKEN = {
+    "missing_barrier": ["shared-memory race", "no barrier in between"],
+    "smem_off_by_one": ["shared-memory out of bounds", "thread (63,0,0)", "offset 256 of a 256-byte block"],
+    "divergent_barrier": ["barrier divergence", "__syncthreads"],
+    "uninitialized_read": ["uninitialized shared-memory read", "thread (63,0,0)", "offset 252"],
+    "absent_lanes": ["names lanes that do not exist", "mask 0xffffffff", "has lanes 0x0000ffff"],
+    "mismatched_shuffle": ["lanes of a warp disagree", "shfl"],
+    "cp_async_no_wait": ["read before cp.async completed"],
+    "missing_syncwarp": ["shared-memory race", "no barrier in between"],
+}
+ASAN = os.environ.get("MMKERNELS_EMULATION_SANITIZE") == "address"
+
+
+@needs_emulation
+def test_every_selftest_is_covered():
+    assert set(C._emulation_selftests()) == set(BROKEN) | {"global_oob"}
+
+
+@needs_emulation
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_checker_reports_the_broken_kernel(name):
+    report = C._emulation_selftest(name, False)
+    assert report, f"{name}: the broken kernel ran clean"
+    for words in BROKEN[name] + [f"kernel {name}", "block (", "thread ("]:
+        assert words in report, f"{name}: {words!r} not in report:\n{report}"
+
+
+@needs_emulation
+@pytest.mark.parametrize("name", sorted(BROKEN) + ["global_oob"])
+def test_fixed_kernel_runs_clean(name):
+    assert C._emulation_selftest(name, True) == ""
+
+
+@needs_emulation
+@pytest.mark.skipif(not ASAN, reason="global bounds are checked by AddressSanitizer (MMKERNELS_EMULATION_SANITIZE=address)")
+def test_global_out_of_bounds_read_is_caught_by_asan(tmp_path):
+    code = "import mmkernels; mmkernels.ops._C._emulation_selftest('global_oob', False)"
+    # cwd away from the source tree, so the installed package is the one imported
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ,
+                       cwd=tmp_path)
+    assert r.returncode != 0
+    # The kernel's own frames are unnamed (internal symbols); the report says what and where.
+    assert "AddressSanitizer: heap-buffer-overflow" in r.stderr, r.stderr[-3000:]
+    assert "READ of size 4" in r.stderr and "0 bytes to the right of 256-byte region" in r.stderr, r.stderr[-3000:]
+
+
+@needs_emulation
+def test_checker_failure_in_a_launch_is_a_runtime_error_naming_the_call():
+    # ldmatrix row addresses past the end of a 64-byte shared tile: reported, raised, no crash.
+    tile = torch.zeros(16, dtype=torch.int32)
+    rows = torch.full((32,), 4096, dtype=torch.int32)
+    out = torch.zeros(32, 4, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"(?s)emulated conformance kernel failed.*shared-memory out of bounds"):
+        torch.ops.mmkernels_testing.conformance(3, tile, rows, None, out, 64, 4, 0)
+
+
+@needs_emulation
+def test_emulated_cuda_switch_is_scoped_and_restores():
+    assert not mmkernels.testing.emulated_cuda_active()
+    with emulated_cuda():
+        assert mmkernels.testing.emulated_cuda_active()
+        with emulated_cuda():
+            assert mmkernels.testing.emulated_cuda_active()
+        assert mmkernels.testing.emulated_cuda_active()
+    assert not mmkernels.testing.emulated_cuda_active()
+    with pytest.raises(ZeroDivisionError):
+        with emulated_cuda():
+            1 / 0
+    assert not mmkernels.testing.emulated_cuda_active()
+
+
+@needs_emulation
+def test_emulated_path_takes_cuda_dtypes_only():
+    x = torch.randn(1, 2, 1, 8, dtype=torch.float64)
+    with emulated_cuda():
+        with pytest.raises(TypeError, match="float64"):
+            mmkernels.cross_attention(x, x, x)
+        with pytest.raises(TypeError, match="float64"):
+            mmkernels.concat_linear([x[0, 0]], torch.randn(3, 8, dtype=torch.float64))
+        with pytest.raises(TypeError, match="float64"):  # direct op calls too
+            torch.ops.mmkernels.cross_attention_fwd(x, x, x, None, None, 0.5)
+
+
+@needs_emulation
+def test_emulation_runs_the_cuda_kernels_not_the_cpu_ones():
+    # The CUDA kernels are not bitwise the CPU kernels: same inputs, different rounding somewhere.
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 33, 4, 40, generator=g) for _ in range(3))
+    cpu = mmkernels.cross_attention(q, k, v)
+    with emulated_cuda():
+        emu = mmkernels.cross_attention(q, k, v)
+    assert not torch.equal(cpu, emu)
+    torch.testing.assert_close(cpu, emu, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(C.with_emulation, reason="this build has the emulation")
+def test_emulated_cuda_without_the_build_raises_a_clear_error():
+    with pytest.raises(RuntimeError, match="MMKERNELS_CUDA_EMULATION=ON"):
+        with emulated_cuda():
+            pass
