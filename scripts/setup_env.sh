@@ -17,5 +17,6 @@ fi
   pytest hypothesis pytest-benchmark matplotlib scikit-learn
 echo "[setup] building mmkernels (torch $("$VENV/bin/python" -c 'import torch;print(torch.__version__)'))"
 ( cd "$ROOT" && CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+    MMKERNELS_CUDA_EMULATION="${MMKERNELS_CUDA_EMULATION:-ON}" \
     "$VENV/bin/pip" install -q --no-build-isolation --no-deps -e . )
 export VENV

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Kernel audit of a CUDA build of mmkernels: for every kernel in the extension and every architecture,
+registers, stack/local memory (spills), static shared memory, and counts of tensor-core MMA (HMMA),
+ldmatrix (LDSM) and async-copy (LDGSTS) instructions, read from the machine code with cuobjdump.
+
+    python scripts/kernel_audit.py [path/to/_C.so] [--markdown out.md]
+
+Exits 1 when a kernel on the hot path (mmkernels::cuda::*) spills: any local-memory load/store
+(LDL/STL) in its machine code, which is where ptxas puts spilled registers (and dynamically indexed
+register arrays, just as slow). A small stack frame alone (a call's frame) is reported, not failed. The dynamic shared memory of each launch is chosen at run time and is listed by the
+kernels' launch code (see benchmarks/NOTES.md). Needs cuobjdump (CUDA toolkit, or the
+nvidia-cuda-cuobjdump wheel) and c++filt.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+COUNTED = ("HMMA", "LDSM", "LDGSTS", "LDL", "STL")
+
+
+def find_tool(name: str) -> str:
+    for d in [os.path.dirname(sys.executable)] + glob.glob(os.path.join(sys.prefix, "lib", "python*", "site-packages",
+                                                                       "nvidia", "cu*", "bin")):
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            os.chmod(p, os.stat(p).st_mode | 0o111)
+            return p
+    p = shutil.which(name)
+    if not p:
+        sys.exit(f"kernel_audit: {name} not found (install the CUDA toolkit or `pip install nvidia-cuda-{name}`)")
+    return p
+
+
+def default_module() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("mmkernels._C")
+    if spec is None or not spec.origin:
+        sys.exit("kernel_audit: mmkernels._C not importable; pass the module path")
+    return spec.origin
+
+
+def demangle(names):
+    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True).stdout
+    return dict(zip(names, out.splitlines()))
+
+
+def short(name: str) -> str:
+    name = re.sub(r"\((.*)\)$", "", name)  # drop the parameter list
+    name = re.sub(r"^void ", "", name)
+    name = name.replace("mmkernels::", "").replace("(anonymous namespace)::", "").replace("gpu::", "")
+    return name.replace("__nv_bfloat16", "bf16").replace("__half", "half")
+
+
+def audit(module: str):
+    cuobjdump = find_tool("cuobjdump")
+    res = subprocess.run([cuobjdump, "-res-usage", module], capture_output=True, text=True, check=True).stdout
+    rows = collections.OrderedDict()
+    arch = None
+    for line in res.splitlines():
+        m = re.match(r"\s*arch = (sm_\w+)", line)
+        if m:
+            arch = m.group(1)
+            continue
+        m = re.match(r"\s*Function (\S+):", line)
+        if m:
+            fn = m.group(1)
+            continue
+        m = re.match(r"\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line)
+        if m:
+            rows[(fn, arch)] = dict(reg=int(m.group(1)), stack=int(m.group(2)), shared=int(m.group(3)),
+                                    local=int(m.group(4)), **{k: 0 for k in COUNTED})
+    sass = subprocess.run([cuobjdump, "-sass", module], capture_output=True, text=True, check=True).stdout
+    arch = fn = None
+    for line in sass.splitlines():
+        m = re.match(r"\s*code for (sm_\w+)", line)
+        if m:
+            arch = m.group(1)
+            continue
+        m = re.match(r"\s*Function : (\S+)", line)
+        if m:
+            fn = m.group(1)
+            continue
+        m = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
+        if m and (fn, arch) in rows:
+            op = m.group(1)
+            for k in COUNTED:
+                if op == k:
+                    rows[(fn, arch)][k] += 1
+    names = demangle([fn for fn, _ in rows])
+    return [dict(kernel=short(names[fn]), mangled=fn, arch=arch, **v) for (fn, arch), v in rows.items()]
+
+
+def hot(row) -> bool:
+    return row["kernel"].startswith("cuda::")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("module", nargs="?", help="the built extension (default: the importable mmkernels._C)")
+    ap.add_argument("--markdown", help="also write the table to this file")
+    args = ap.parse_args()
+    rows = sorted(audit(args.module or default_module()), key=lambda r: (r["kernel"], r["arch"]))
+    header = "| kernel | arch | regs | stack B | static smem B | HMMA | LDSM | LDGSTS | local ld/st (spills) |"
+    lines = [header, "|" + "---|" * 9]
+    bad = []
+    for r in rows:
+        spill = r["LDL"] + r["STL"]
+        if spill and hot(r):
+            bad.append(r)
+        lines.append(f"| {r['kernel']} | {r['arch']} | {r['reg']} | {r['stack']} | {r['shared']} | "
+                     f"{r['HMMA']} | {r['LDSM']} | {r['LDGSTS']} | {spill if spill else 'none'} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+    if not rows:
+        print("kernel_audit: no device code found in the module (was it built with MMKERNELS_CUDA=ON?)")
+        return 1
+    if bad:
+        print(f"kernel_audit: {len(bad)} hot-path kernel(s) spill to local memory:")
+        for r in bad:
+            print(f"  {r['kernel']} [{r['arch']}]: {r['LDL']} LDL, {r['STL']} STL, stack {r['stack']} B")
+        return 1
+    print(f"kernel_audit: {len(rows)} kernel images, no spills on the hot path")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
