@@ -22,9 +22,10 @@ start=$(date +%s)
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null \
   || "$VENV/bin/pip" install -q "$TORCH_SPEC"
-# cuobjdump for the audit: the local toolkit has none; the wheel's (newer) one reads CUDA 13.0 code.
+# cuobjdump (+ nvdisasm, which its -sass runs) for the audit: the local toolkit has neither; the wheels'
+# (newer) tools read CUDA 13.0 code.
 "$VENV/bin/pip" install -q numpy "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.26" pytest \
-  nvidia-cuda-cuobjdump
+  nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 echo "[cuda-build] torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)'), $("$NVCC" --version | tail -1)"
 build_dir="${MMKERNELS_CUDA_BUILD_DIR:-$(mktemp -d)}"
 if ! ( cd "$ROOT" && MMKERNELS_CUDA=ON MMKERNELS_CUDA_ARCHS="${MMKERNELS_CUDA_ARCHS:-80;90a}" MMKERNELS_CUDA_EMULATION=OFF \
@@ -56,7 +57,6 @@ except RuntimeError as e:
 print(f"[cuda-build] import ok; CUDA kernels registered for {len(ops)} ops: {', '.join(ops)}")
 PY
 )
-"$VENV/bin/python" "$ROOT/scripts/kernel_audit.py" \
-  "$("$VENV/bin/python" -c 'import importlib.util as u; print(u.find_spec("mmkernels._C").origin)')" \
-  ${AUDIT_MARKDOWN:+--markdown "$AUDIT_MARKDOWN"}
+module="$(cd "$build_dir" && "$VENV/bin/python" -c 'import importlib.util as u; print(u.find_spec("mmkernels._C").origin)')"
+"$VENV/bin/python" "$ROOT/scripts/kernel_audit.py" "$module" ${AUDIT_MARKDOWN:+--markdown "$AUDIT_MARKDOWN"}
 echo "[cuda-build] done in $(( $(date +%s) - start ))s"

@@ -8,8 +8,8 @@ ldmatrix (LDSM) and async-copy (LDGSTS) instructions, read from the machine code
 Exits 1 when a kernel on the hot path (mmkernels::cuda::*) spills: any local-memory load/store
 (LDL/STL) in its machine code, which is where ptxas puts spilled registers (and dynamically indexed
 register arrays, just as slow). A small stack frame alone (a call's frame) is reported, not failed. The dynamic shared memory of each launch is chosen at run time and is listed by the
-kernels' launch code (see benchmarks/NOTES.md). Needs cuobjdump (CUDA toolkit, or the
-nvidia-cuda-cuobjdump wheel) and c++filt.
+kernels' launch code (see benchmarks/NOTES.md). Needs cuobjdump and nvdisasm (CUDA toolkit, or the
+nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm wheels) and c++filt.
 """
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ import subprocess
 import sys
 
 COUNTED = ("HMMA", "LDSM", "LDGSTS", "LDL", "STL")
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"kernel_audit: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    return r.stdout
 
 
 def find_tool(name: str) -> str:
@@ -61,7 +68,7 @@ def short(name: str) -> str:
 
 def audit(module: str):
     cuobjdump = find_tool("cuobjdump")
-    res = subprocess.run([cuobjdump, "-res-usage", module], capture_output=True, text=True, check=True).stdout
+    res = run([cuobjdump, "-res-usage", module])
     rows = collections.OrderedDict()
     arch = None
     for line in res.splitlines():
@@ -77,7 +84,12 @@ def audit(module: str):
         if m:
             rows[(fn, arch)] = dict(reg=int(m.group(1)), stack=int(m.group(2)), shared=int(m.group(3)),
                                     local=int(m.group(4)), **{k: 0 for k in COUNTED})
-    sass = subprocess.run([cuobjdump, "-sass", module], capture_output=True, text=True, check=True).stdout
+    find_tool("nvdisasm")  # cuobjdump -sass runs it; found next to cuobjdump or on PATH
+    env_path = os.path.dirname(cuobjdump) + os.pathsep + os.environ.get("PATH", "")
+    r = subprocess.run([cuobjdump, "-sass", module], capture_output=True, text=True, env={**os.environ, "PATH": env_path})
+    if r.returncode != 0:
+        sys.exit(f"kernel_audit: cuobjdump -sass failed:\n{r.stderr[-2000:]}")
+    sass = r.stdout
     arch = fn = None
     for line in sass.splitlines():
         m = re.match(r"\s*code for (sm_\w+)", line)
