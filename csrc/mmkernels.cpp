@@ -7,6 +7,9 @@
 
 #include "common/cpu_dispatch.h"
 #include "common/emulation.h"
+#if defined(MMK_WITH_CUDA)
+#include "cross_attention/cuda/flash_info.h"
+#endif
 #if defined(MMK_WITH_EMULATION)
 #include "common/device/selftest/selftest.h"
 #endif
@@ -32,6 +35,8 @@ PYBIND11_MODULE(_C, m) {
         "Instruction set of the CPU kernels chosen on this machine");
 #ifdef MMK_WITH_CUDA
   m.attr("with_cuda") = true;
+  m.def("_cuda_kernel_dynamic_smem", &mmkernels::cuda::flash_dynamic_smem,
+        "(kernel, dynamic shared memory bytes) of the tensor-core kernels, for the kernel audit");
 #else
   m.attr("with_cuda") = false;
 #endif
@@ -41,6 +46,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("_emulated_cuda_active", &mmkernels::emulation::active);
 #if defined(MMK_WITH_EMULATION)
   m.def("_emulation_selftests", &mmkernels::emulation::selftest_names);
+  m.def("_emulation_take_launch_log", &mmkernels::emulation::launch_log,
+        "Names of the kernels the emulation ran since the last call");
   m.def("_emulation_selftest", &mmkernels::emulation::run_selftest,
         "Run a deliberately broken (or fixed) kernel in the emulation; returns the checkers' report");
 #endif

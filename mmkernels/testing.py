@@ -24,7 +24,7 @@ from typing import Iterator
 
 from . import _C
 
-__all__ = ["emulated_cuda", "emulation_available", "emulated_cuda_active"]
+__all__ = ["emulated_cuda", "emulation_available", "emulated_cuda_active", "emulated_kernel_launches"]
 
 
 def emulation_available() -> bool:
@@ -51,3 +51,11 @@ def emulated_cuda() -> Iterator[None]:
         yield
     finally:
         _C._set_emulated_cuda(previous)
+
+
+def emulated_kernel_launches() -> list:
+    """Names of the CUDA kernels the emulation has run since the previous call (as launched, e.g.
+    ``"(flash_fwd_kernel<T, kD>)"``): lets a test check which kernels an op used."""
+    if not emulation_available():
+        raise RuntimeError("mmkernels was built without the CUDA emulation (MMKERNELS_CUDA_EMULATION=ON)")
+    return list(_C._emulation_take_launch_log())

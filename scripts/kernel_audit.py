@@ -5,10 +5,12 @@ ldmatrix (LDSM) and async-copy (LDGSTS) instructions, read from the machine code
 
     python scripts/kernel_audit.py [path/to/_C.so] [--markdown out.md]
 
+The dynamic shared memory of each launch comes from the
+kernels' traits through the built module (mmkernels._C._cuda_kernel_dynamic_smem), when importable.
+
 Exits 1 when a kernel on the hot path (mmkernels::cuda::*) spills: any local-memory load/store
 (LDL/STL) in its machine code, which is where ptxas puts spilled registers (and dynamically indexed
-register arrays, just as slow). A small stack frame alone (a call's frame) is reported, not failed. The dynamic shared memory of each launch is chosen at run time and is listed by the
-kernels' launch code (see benchmarks/NOTES.md). Needs cuobjdump and nvdisasm (CUDA toolkit, or the
+register arrays, just as slow). A small stack frame alone (a call's frame) is reported, not failed. Needs cuobjdump and nvdisasm (CUDA toolkit, or the
 nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm wheels) and c++filt.
 """
 from __future__ import annotations
@@ -110,6 +112,15 @@ def audit(module: str):
     return [dict(kernel=short(names[fn]), mangled=fn, arch=arch, **v) for (fn, arch), v in rows.items()]
 
 
+def dynamic_smem() -> dict:
+    try:
+        import mmkernels._C as C  # noqa: the module of this environment (the audited one in CI)
+
+        return dict(C._cuda_kernel_dynamic_smem())
+    except (ImportError, AttributeError):
+        return {}
+
+
 def hot(row) -> bool:
     return row["kernel"].startswith("cuda::")
 
@@ -120,14 +131,17 @@ def main() -> int:
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args()
     rows = sorted(audit(args.module or default_module()), key=lambda r: (r["kernel"], r["arch"]))
-    header = "| kernel | arch | regs | stack B | static smem B | HMMA | LDSM | LDGSTS | local ld/st (spills) |"
-    lines = [header, "|" + "---|" * 9]
+    dyn = dynamic_smem()
+    header = ("| kernel | arch | regs | stack B | static smem B | dynamic smem B | HMMA | LDSM | LDGSTS "
+              "| local ld/st (spills) |")
+    lines = [header, "|" + "---|" * 10]
     bad = []
     for r in rows:
         spill = r["LDL"] + r["STL"]
         if spill and hot(r):
             bad.append(r)
         lines.append(f"| {r['kernel']} | {r['arch']} | {r['reg']} | {r['stack']} | {r['shared']} | "
+                     f"{dyn.get(r['kernel'], '-')} | "
                      f"{r['HMMA']} | {r['LDSM']} | {r['LDGSTS']} | {spill if spill else 'none'} |")
     table = "\n".join(lines)
     print(table)

@@ -86,6 +86,26 @@ def test_noncontiguous_inputs(dtype, device):
         assert_within_budget(o, p, r, name, dtype)
 
 
+# Every head dim with its own tensor-core kernel (32, 64, 96, 128, 192, 256), odd ones that go through
+# the next one up with zero padding (40, 200, 7), and Dv != D across buckets; GQA, lengths and a mask.
+HEAD_DIMS = [(32, 32), (64, 64), (96, 96), (128, 128), (192, 192), (256, 256), (40, 40), (200, 72), (7, 130)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("dims", HEAD_DIMS, ids=lambda d: f"D{d[0]}-Dv{d[1]}")
+def test_head_dims_within_budget(dims, dtype, device):
+    D, Dv = dims
+    shape = (2, 70, 97, 4, 2, D, Dv)
+    q, k, v, kl, m = make_inputs(shape, "both", device, seed=D * 1000 + Dv)
+    g_out = torch.randn(2, 70, 4, Dv, dtype=torch.float64, generator=torch.Generator().manual_seed(D)).to(device)
+    ref = grads_of(R.cross_attention, q, k, v, kl, m, torch.float64, g_out)
+    plain = grads_of(R.cross_attention, q, k, v, kl, m, dtype, g_out)
+    ours = grads_of(mmkernels.cross_attention, q, k, v, kl, m, dtype, g_out)
+    for name, o, p, r in zip(("out", "dq", "dk", "dv"), ours, plain, ref):
+        assert_within_budget(o, p, r, name, dtype)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_rows_without_keys_are_zero_with_zero_grad(device):
     B, Lq, Lk, H, D = 3, 5, 9, 2, 8

@@ -119,3 +119,32 @@ def test_emulated_cuda_without_the_build_raises_a_clear_error():
     with pytest.raises(RuntimeError, match="MMKERNELS_CUDA_EMULATION=ON"):
         with emulated_cuda():
             pass
+
+
+@needs_emulation
+@pytest.mark.parametrize("dims,kd", [((1, 1), 32), ((33, 17), 64), ((64, 96), 96), ((128, 8), 128),
+                                     ((150, 192), 192), ((256, 255), 256)])
+def test_16bit_attention_runs_the_tensor_core_kernels(dims, kd):
+    D, Dv = dims
+    q = torch.randn(1, 20, 2, D, dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(1, 30, 1, D, dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(1, 30, 1, Dv, dtype=torch.bfloat16, requires_grad=True)
+    with emulated_cuda():
+        mmkernels.testing.emulated_kernel_launches()
+        out = mmkernels.cross_attention(q, k, v)
+        fwd = mmkernels.testing.emulated_kernel_launches()
+        out.float().sum().backward()
+        bwd = mmkernels.testing.emulated_kernel_launches()
+    assert fwd == [f"flash_fwd_kernel<T, kD> [T = bf16; int kD = {kd}]"]
+    names = " ".join(bwd)
+    assert "flash_di_kernel" in names and "flash_dq_kernel" in names and f"kD = {kd}" in names
+    assert names.count("flash_dkdv_kernel") == (2 if kd > 128 else 1)  # split dV / dK passes above 128
+
+
+@needs_emulation
+def test_float32_attention_runs_the_simt_kernels():
+    q = torch.randn(1, 5, 1, 16)
+    with emulated_cuda():
+        mmkernels.testing.emulated_kernel_launches()
+        mmkernels.cross_attention(q, q, q)
+        assert mmkernels.testing.emulated_kernel_launches() == ["forward_kernel<T> [T = float]"]

@@ -46,6 +46,13 @@ MMK_BACKEND_END
 }  // namespace mmkernels::dev
 #endif
 
-// Launch `kernel` (a MMK_GLOBAL function; template arguments allowed) with its name for reports.
+// Launch `kernel` (a MMK_GLOBAL function; parenthesise template arguments with commas). The emulation
+// names it in reports as `kernel [template arguments of the launching function]`.
+#if defined(MMK_EMULATION)
+#define MMK_LAUNCH(kernel, grid, block, smem, stream, ...)                                                     \
+  ::mmkernels::dev::launch(::mmkernels::dev::emu::launch_name(#kernel, __PRETTY_FUNCTION__).c_str(), kernel, grid, \
+                           block, smem, stream, __VA_ARGS__)
+#else
 #define MMK_LAUNCH(kernel, grid, block, smem, stream, ...) \
   ::mmkernels::dev::launch(#kernel, kernel, grid, block, smem, stream, __VA_ARGS__)
+#endif

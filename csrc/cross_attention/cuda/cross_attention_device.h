@@ -15,6 +15,34 @@
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
 
+// The tensor-core kernels read rows in 16-byte chunks (cp.async): each row must start 16-byte aligned
+// and the head dim be a multiple of 8. A 16-bit input that is not so is copied once into a contiguous
+// buffer with zero columns up to the next multiple of 8 (as FlashAttention pads head dims); the
+// kernels never write beyond the real D/Dv.
+inline at::Tensor chunk_ready(const at::Tensor& t) {
+  const auto es = static_cast<int64_t>(t.element_size());
+  const bool ok = t.scalar_type() == at::kFloat ||
+                  (reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.size(3) % 8 == 0 &&
+                   t.stride(0) * es % 16 == 0 && t.stride(1) * es % 16 == 0 && t.stride(2) * es % 16 == 0);
+  if (ok) return t;
+  at::Tensor padded = at::zeros({t.size(0), t.size(1), t.size(2), (t.size(3) + 7) / 8 * 8}, t.options());
+  padded.narrow(3, 0, t.size(3)).copy_(t);
+  return padded;
+}
+
+inline void make_chunk_ready(CrossAttentionArgs& a) {
+  CrossAttentionParams& p = a.p;
+  a.q = chunk_ready(a.q);
+  a.k = chunk_ready(a.k);
+  a.v = chunk_ready(a.v);
+  p.q = a.q.data_ptr();
+  p.k = a.k.data_ptr();
+  p.v = a.v.data_ptr();
+  p.q_stride_b = a.q.stride(0); p.q_stride_l = a.q.stride(1); p.q_stride_h = a.q.stride(2);
+  p.k_stride_b = a.k.stride(0); p.k_stride_l = a.k.stride(1); p.k_stride_h = a.k.stride(2);
+  p.v_stride_b = a.v.stride(0); p.v_stride_l = a.v.stride(1); p.v_stride_h = a.v.stride(2);
+}
+
 template <typename Fn>
 decltype(auto) dispatch_device_dtype(DType d, Fn&& fn) {
   return dispatch_dtype<float, dev::half, dev::bf16, void>(d, "cross_attention on CUDA", std::forward<Fn>(fn));
@@ -23,6 +51,7 @@ decltype(auto) dispatch_device_dtype(DType d, Fn&& fn) {
 inline std::tuple<at::Tensor, at::Tensor> run_cross_attention_fwd(CrossAttentionArgs& a, dev::Stream stream) {
   auto [out, lse] = allocate_cross_attention_outputs(a);
   if (out.numel() == 0) return {out, lse};
+  make_chunk_ready(a);
   dispatch_device_dtype(a.p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     dev::check(cross_attention_forward<T>(a.p, stream), "cross_attention forward kernel");
@@ -36,8 +65,12 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> run_cross_attention_bwd(Cr
                                                                                const at::Tensor& lse,
                                                                                dev::Stream stream) {
   CrossAttentionGrads g = prepare_cross_attention_backward(a, grad_out, out, lse);
-  const CrossAttentionParams& p = a.p;
+  CrossAttentionParams& p = a.p;
   if (g.dq.numel() == 0 || g.dk.numel() == 0) return {g.dq, g.dk, g.dv};
+  make_chunk_ready(a);
+  g.grad_out = chunk_ready(g.grad_out);
+  p.grad_out = g.grad_out.data_ptr();
+  p.do_stride_b = g.grad_out.stride(0); p.do_stride_l = g.grad_out.stride(1); p.do_stride_h = g.grad_out.stride(2);
   at::Tensor Di = at::empty({p.B, p.H, p.Lq}, a.q.options().dtype(at::kFloat));
   dispatch_device_dtype(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;

@@ -1,8 +1,10 @@
 // CUDA kernels for cross_attention (torch-free; parameters in cross_attention/params.h), written on the
 // device-primitive layer so that the same source runs on the GPU and in the host emulation.
 //
-// STATUS: portable SIMT kernels (float32 accumulation), obviously correct for every case of the
-// contract (any D/Dv in 1..256, GQA, kv_lengths, masks, strides, empty rows) and deterministic.
+// This file: the portable SIMT kernels (float32 accumulation), correct for every case of the contract
+// (any D/Dv in 1..256, GQA, kv_lengths, masks, strides, empty rows) and deterministic: the float32
+// path, and the fallback for head dims whose tensor-core kernels a trimmed build left out. At the end,
+// the entry points that choose between them and the tensor-core kernels (flash_kernels.cuh).
 //
 // Forward: one warp per query row. Keys are processed 32 at a time: lane j computes the score of key
 // j0 + j (query row broadcast from shared memory), the warp does the online-softmax update, then every
@@ -17,7 +19,9 @@
 
 #include "common/device/primitives.h"
 #include "common/dtype.h"
+#include "cross_attention/cuda/attention_common.cuh"
 #include "cross_attention/cuda/cross_attention_launch.h"
+#include "cross_attention/cuda/flash_launch.h"
 #include "cross_attention/params.h"
 
 namespace mmkernels::cuda {
@@ -37,34 +41,6 @@ MMK_DEVICE float warp_sum(float v) {
   MMK_UNROLL
   for (int o = 16; o > 0; o >>= 1) v += dev::shfl_xor(dev::kFullMask, v, o);
   return v;
-}
-
-// One past the last key of batch b that can count (kv_lengths, then trailing masked keys trimmed).
-MMK_DEVICE int64_t valid_keys(const CrossAttentionParams& p, int64_t b) {
-  int64_t n = p.Lk;
-  if (p.kv_lengths) n = dev::min(dev::max(p.kv_lengths[b], int64_t(0)), p.Lk);
-  if (p.key_padding_mask) {
-    const bool* m = p.key_padding_mask + b * p.mask_stride_b;
-    while (n > 0 && m[n - 1]) --n;
-  }
-  return n;
-}
-
-// P = exp(s - lse) with lse split into float hi + lo (exact for a float64 lse to ~2^-48): the float32
-// precision of the saved lse (see common/dtype.h) without double arithmetic in the key loop.
-struct Lse {
-  float hi = 0.f, lo = 0.f;
-  template <typename L> MMK_DEVICE explicit Lse(L full) : hi(static_cast<float>(full)), lo(static_cast<float>(full - L(hi))) {}
-  MMK_DEVICE bool empty() const { return hi == -INFINITY; }
-  MMK_DEVICE float prob(float s) const { return expf((s - hi) - lo); }
-};
-
-// Query heads per kv head. 32-bit division: a 64-bit one is a subroutine call on the GPU (heads and
-// block indices are far below 2^31).
-MMK_DEVICE int64_t gqa_group(const CrossAttentionParams& p) { return static_cast<int>(p.H) / static_cast<int>(p.Hkv); }
-
-MMK_DEVICE bool key_ok(const CrossAttentionParams& p, int64_t b, int64_t j) {
-  return !p.key_padding_mask || !p.key_padding_mask[b * p.mask_stride_b + j];
 }
 
 // Blocked float32 dot product (chunks of 32 summed afterwards): one long chain accumulates rounding
@@ -291,32 +267,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dkdv_kernel(const Cross
 
 }  // namespace simt
 
-// Params restricted to batches [b0, b0 + nb) (grid.z is limited to 65535).
-inline CrossAttentionParams batch_slice(const CrossAttentionParams& p, int64_t b0, int64_t nb) {
-  CrossAttentionParams s = p;
-  const auto shift = [](const void* ptr, int64_t elems, size_t bytes) -> const char* {
-    return ptr ? static_cast<const char*>(ptr) + elems * static_cast<int64_t>(bytes) : nullptr;
-  };
-  const size_t es = dtype_size(p.dtype), ls = dtype_size(lse_dtype(p.dtype));
-  s.B = nb;
-  s.q = shift(p.q, b0 * p.q_stride_b, es);
-  s.k = shift(p.k, b0 * p.k_stride_b, es);
-  s.v = shift(p.v, b0 * p.v_stride_b, es);
-  s.out = const_cast<char*>(shift(p.out, b0 * p.o_stride_b, es));
-  s.grad_out = shift(p.grad_out, b0 * p.do_stride_b, es);
-  s.lse = const_cast<char*>(shift(p.lse, b0 * p.H * p.Lq, ls));
-  s.dq = const_cast<char*>(shift(p.dq, b0 * p.Lq * p.H * p.D, es));
-  s.dk = const_cast<char*>(shift(p.dk, b0 * p.Lk * p.Hkv * p.D, es));
-  s.dv = const_cast<char*>(shift(p.dv, b0 * p.Lk * p.Hkv * p.Dv, es));
-  s.kv_lengths = p.kv_lengths ? p.kv_lengths + b0 : nullptr;
-  s.key_padding_mask = p.key_padding_mask ? p.key_padding_mask + b0 * p.mask_stride_b : nullptr;
-  return s;
-}
-
-constexpr int64_t kMaxGridYZ = 65535;
-
 template <typename T>
-dev::Error cross_attention_forward(const CrossAttentionParams& p_all, dev::Stream stream) {
+dev::Error simt_forward(const CrossAttentionParams& p_all, dev::Stream stream) {
   using namespace simt;
   if (p_all.Lq == 0 || p_all.H == 0 || p_all.B == 0) return dev::kSuccess;
   for (int64_t b0 = 0; b0 < p_all.B; b0 += kMaxGridYZ) {
@@ -331,7 +283,7 @@ dev::Error cross_attention_forward(const CrossAttentionParams& p_all, dev::Strea
 }
 
 template <typename T>
-dev::Error cross_attention_backward(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream) {
+dev::Error simt_backward(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream) {
   using namespace simt;
   if (p_all.Lq == 0 || p_all.H == 0 || p_all.Lk == 0 || p_all.B == 0) return dev::kSuccess;
   for (int64_t b0 = 0; b0 < p_all.B; b0 += kMaxGridYZ) {
@@ -349,6 +301,30 @@ dev::Error cross_attention_backward(const CrossAttentionParams& p_all, float* Di
     if ((err = MMK_LAUNCH(dkdv_kernel<T>, grid_k, block, smem, stream, p, Di)) != dev::kSuccess) return err;
   }
   return dev::kSuccess;
+}
+
+// 16-bit inputs take the tensor-core kernels (flash_kernels.cuh) for every head dim up to 256 whose
+// kernels are compiled; float32 (and anything else) the SIMT kernels above.
+template <typename T>
+dev::Error cross_attention_forward(const CrossAttentionParams& p, dev::Stream stream) {
+  auto simt = [&] { return simt_forward<T>(p, stream); };
+  if constexpr (!std::is_same_v<T, float>) {
+    if (flash::inputs_aligned(p, /*backward=*/false))
+      return flash::head_dim_switch(
+          dev::max(p.D, p.Dv), [&](auto kd) { return flash::forward<T, decltype(kd)::value>(p, stream); }, simt);
+  }
+  return simt();
+}
+
+template <typename T>
+dev::Error cross_attention_backward(const CrossAttentionParams& p, float* Di, dev::Stream stream) {
+  auto simt = [&] { return simt_backward<T>(p, Di, stream); };
+  if constexpr (!std::is_same_v<T, float>) {
+    if (flash::inputs_aligned(p, /*backward=*/true))
+      return flash::head_dim_switch(
+          dev::max(p.D, p.Dv), [&](auto kd) { return flash::backward<T, decltype(kd)::value>(p, Di, stream); }, simt);
+  }
+  return simt();
 }
 
 MMK_BACKEND_END

@@ -29,6 +29,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/device/emu/fiber.h"
@@ -139,6 +140,9 @@ struct Launch {
 
 thread_local Launch* g_launch = nullptr;
 thread_local std::string g_last_error;
+
+std::mutex g_log_mutex;
+std::vector<std::string> g_launch_log;
 
 std::mutex g_limits_mutex;
 std::map<const void*, int> g_smem_limits;
@@ -734,6 +738,27 @@ Error set_max_dynamic_smem(const void* kernel, int bytes) {
   return kSuccess;
 }
 
+std::string launch_name(const char* kernel, const char* pretty_function) {
+  std::string name = kernel;
+  if (name.size() > 2 && name.front() == '(' && name.back() == ')') name = name.substr(1, name.size() - 2);
+  const std::string pf = pretty_function;
+  const size_t with = pf.find("[with ");
+  if (with != std::string::npos) {
+    std::string args = pf.substr(with + 6, pf.rfind(']') - with - 6);
+    for (const char* ns : {"mmkernels::dev::emulated::", "mmkernels::"})
+      for (size_t pos; (pos = args.find(ns)) != std::string::npos;) args.erase(pos, std::strlen(ns));
+    const size_t stream = args.find("; Stream = ");  // a type alias of the launcher, not a template argument
+    if (stream != std::string::npos) args.erase(stream, args.find(';', stream + 1) - stream);
+    name += " [" + args + "]";
+  }
+  return name;
+}
+
+std::vector<std::string> take_launch_log() {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  return std::exchange(g_launch_log, {});
+}
+
 int max_dynamic_smem_optin() { return kMaxDynamicSmemOptin; }
 int multiprocessor_count() { return kMultiprocessors; }
 
@@ -754,6 +779,10 @@ Error launch(const char* name, const void* kernel, const std::function<void()>& 
                         " bytes of dynamic shared memory exceed the kernel's limit of " + std::to_string(limit) +
                         " (raise it with set_max_dynamic_smem, at most " + std::to_string(kMaxDynamicSmemOptin) + ")");
 
+  {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    if (g_launch_log.size() < 10000) g_launch_log.emplace_back(name);
+  }
   Launch l;
   l.name = name;
   l.grid = grid;

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <functional>
 #include <source_location>
+#include <string>
+#include <vector>
 
 #include "common/device/types.h"
 
@@ -52,6 +54,13 @@ void mma(MmaKind kind, float* d, const uint32_t* a, const uint32_t* b, const flo
 Error launch(const char* name, const void* kernel, const std::function<void()>& body, Dim3 grid, Dim3 block,
              size_t dynamic_smem);
 Error set_max_dynamic_smem(const void* kernel, int bytes);
+
+// "kernel [T = ..., kD = ...]" from the launch expression and the launching function's pretty name.
+std::string launch_name(const char* kernel, const char* pretty_function);
+
+// Names of the kernels launched since the last call (at most 10000 kept): lets tests check which
+// kernels a call ran.
+std::vector<std::string> take_launch_log();
 
 // The emulated device's limits (an A100's: the smaller of the targets, so what fits here fits both).
 int max_dynamic_smem_optin();

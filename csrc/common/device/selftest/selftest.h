@@ -13,4 +13,7 @@ std::vector<std::string> selftest_names();
 // MMKERNELS_EMULATION_SANITIZE=address), which then aborts the process.
 std::string run_selftest(const std::string& name, bool fixed);
 
+// Names of the kernels the emulation ran since the last call (dev::emu::take_launch_log).
+std::vector<std::string> launch_log();
+
 }  // namespace mmkernels::emulation

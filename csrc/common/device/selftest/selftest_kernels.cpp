@@ -93,6 +93,8 @@ MMK_GLOBAL void missing_syncwarp(float* out, bool fixed) {
 
 }  // namespace
 
+std::vector<std::string> launch_log() { return emu::take_launch_log(); }
+
 std::vector<std::string> selftest_names() {
   return {"missing_barrier",    "smem_off_by_one",  "divergent_barrier", "global_oob",      "uninitialized_read",
           "absent_lanes",       "mismatched_shuffle", "cp_async_no_wait", "missing_syncwarp"};

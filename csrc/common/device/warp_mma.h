@@ -1,0 +1,124 @@
+// Tile building blocks on the device-primitive layer, shared by the tensor-core kernels of both ops:
+// cooperative cp.async tile loads into padded shared-memory tiles, and warp-level GEMMs on
+// mma.sync m16n8k16 with ldmatrix operand loads (16-bit inputs, float32 accumulators).
+//
+// Shared tiles are row-major with a pitch of (cols + 8) elements: a row is then an odd number of
+// 16-byte chunks, so the 8 row addresses of one ldmatrix phase (8 consecutive rows, same column)
+// fall in 8 different 16-byte bank groups - conflict-free for every head dim, including 96 and 192
+// where an XOR swizzle over 2^k chunks does not fit the row.
+//
+// Fragment conventions (PTX ISA 9.0 9.7.14.5.8): lane = 4 g + t. An accumulator tile acc[j][4] holds
+// rows g, g + 8 and columns 8 j + 2 t, + 1 of a 16 x 8 tile: acc[j][0..1] row g, acc[j][2..3] row g + 8.
+#pragma once
+
+#include "common/device/primitives.h"
+
+namespace mmkernels::dev {
+MMK_BACKEND_BEGIN
+
+template <int kCols> constexpr int tile_pitch() { return kCols + 8; }
+
+// Copies rows [0, kRows) x columns [0, kCols) of a row-major global tile (row stride `ld` elements,
+// 16-byte aligned rows) into `dst` (pitch tile_pitch<kCols>()), with all kThreads threads issuing
+// 16-byte cp.async copies; rows >= valid_rows and columns >= valid_cols (a multiple of 8) are
+// zero-filled. The caller commits and waits.
+template <int kRows, int kCols, int kThreads, typename T>
+MMK_DEVICE void load_tile_async(SmemPtr<T> dst, const T* src, int64_t ld, int valid_rows, int valid_cols) {
+  static_assert(kCols % 8 == 0, "tiles are whole 16-byte chunks wide");
+  constexpr int kChunks = kCols / 8, kTotal = kRows * kChunks, kPitch = tile_pitch<kCols>();
+  const int tid = thread_rank();
+  MMK_UNROLL
+  for (int i = 0; i < (kTotal + kThreads - 1) / kThreads; ++i) {
+    const int idx = tid + i * kThreads;
+    if (kTotal % kThreads != 0 && idx >= kTotal) break;
+    const int row = idx / kChunks, col = (idx % kChunks) * 8;
+    const bool valid = row < valid_rows && col < valid_cols;
+    // A zero-byte copy reads nothing; it still names a valid address.
+    cp_async<16>(dst + row * kPitch + col, valid ? src + row * ld + col : src, valid ? 16 : 0);
+  }
+}
+
+// The A operand of one 16 x 16 k-step: rows row0 .. row0 + 15, columns col0 .. col0 + 15 of a shared
+// tile (pitch `pitch`), one ldmatrix.x4 (lane l gives row l % 16, column half l / 16).
+template <typename T>
+MMK_DEVICE void load_a(uint32_t (&a)[4], SmemPtr<const T> A, int pitch, int row0, int col0) {
+  const int lane = lane_id();
+  ldmatrix<4, false>(a, A + (row0 + lane % 16) * pitch + col0 + (lane / 16) * 8);
+}
+
+// A operand of a 16 x 16 k-step from two float accumulator n-tiles (the k-step's columns 0..7 and
+// 8..15), rounded to T: the FlashAttention-2 reuse of S/P registers as the next GEMM's A operand.
+template <typename T>
+MMK_DEVICE void accum_to_a(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4]) {
+  a[0] = pack2<T>(lo[0], lo[1]);
+  a[1] = pack2<T>(lo[2], lo[3]);
+  a[2] = pack2<T>(hi[0], hi[1]);
+  a[3] = pack2<T>(hi[2], hi[3]);
+}
+
+// acc[j] += A . B_j for one 16 x 16 k-step and j < kNT, where B is stored n-major in shared memory:
+// B_j's columns are rows n_row0 + 8 j .. + 7 of the tile, its k rows are columns k_col0 .. + 15
+// (the mma's column-major B; ldmatrix without .trans). Used for X . Y^T with both stored row-major.
+template <int kNT, typename T>
+MMK_DEVICE void mma_b_nmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemPtr<const T> B, int pitch, int n_row0,
+                             int k_col0) {
+  static_assert(kNT % 2 == 0, "n-tiles are loaded in pairs");
+  const int lane = lane_id();
+  MMK_UNROLL
+  for (int j = 0; j < kNT; j += 2) {
+    uint32_t b[4];
+    ldmatrix<4, false>(b, B + (n_row0 + j * 8 + lane % 8 + 8 * (lane / 16)) * pitch + k_col0 + 8 * ((lane / 8) % 2));
+    const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+    mma_m16n8k16<T>(acc[j], a, b0, acc[j]);
+    mma_m16n8k16<T>(acc[j + 1], a, b1, acc[j + 1]);
+  }
+}
+
+// acc[j] += A . B_j for one 16 x 16 k-step and j < kNT, where B is stored k-major: its k rows are
+// rows k_row0 .. + 15 of the tile, B_j's columns are columns n_col0 + 8 j .. + 7 (ldmatrix .trans).
+// Used for X . Y with Y stored row-major (P V, dS K, ...).
+template <int kNT, typename T>
+MMK_DEVICE void mma_b_kmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemPtr<const T> B, int pitch, int k_row0,
+                             int n_col0) {
+  static_assert(kNT % 2 == 0, "n-tiles are loaded in pairs");
+  const int lane = lane_id();
+  MMK_UNROLL
+  for (int j = 0; j < kNT; j += 2) {
+    uint32_t b[4];
+    ldmatrix<4, true>(b, B + (k_row0 + lane % 8 + 8 * ((lane / 8) % 2)) * pitch + n_col0 + j * 8 + 8 * (lane / 16));
+    const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+    mma_m16n8k16<T>(acc[j], a, b0, acc[j]);
+    mma_m16n8k16<T>(acc[j + 1], a, b1, acc[j + 1]);
+  }
+}
+
+// acc[j] += A . B^T over kSteps k-steps with both operands row-major in shared memory: A rows
+// a_row0 .. + 15, B rows n_row0 + 8 j .. (columns 0 .. 16 kSteps of both).
+template <int kNT, int kSteps, typename T>
+MMK_DEVICE void warp_gemm_nt(float (&acc)[kNT][4], SmemPtr<const T> A, int a_pitch, int a_row0, SmemPtr<const T> B,
+                             int b_pitch, int n_row0) {
+  MMK_UNROLL
+  for (int ks = 0; ks < kSteps; ++ks) {
+    uint32_t a[4];
+    load_a<T>(a, A, a_pitch, a_row0, ks * 16);
+    mma_b_nmajor<kNT, T>(acc, a, B, b_pitch, n_row0, ks * 16);
+  }
+}
+
+template <int kNT> MMK_DEVICE void zero(float (&acc)[kNT][4]) {
+  MMK_UNROLL
+  for (int j = 0; j < kNT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+}
+
+// Max / sum over the 4 lanes of a quad (the lanes holding one accumulator row).
+MMK_DEVICE float quad_max(float v) {
+  v = fmaxf(v, shfl_xor(kFullMask, v, 1));
+  return fmaxf(v, shfl_xor(kFullMask, v, 2));
+}
+MMK_DEVICE float quad_sum(float v) {
+  v += shfl_xor(kFullMask, v, 1);
+  return v + shfl_xor(kFullMask, v, 2);
+}
+
+MMK_BACKEND_END
+}  // namespace mmkernels::dev

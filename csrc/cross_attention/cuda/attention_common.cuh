@@ -1,0 +1,73 @@
+// Device helpers shared by the CUDA attention kernels (SIMT and tensor-core): which keys count, the GQA
+// head mapping, the saved log-sum-exp, and batch slicing for the grid limits. Torch-free.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/device/primitives.h"
+#include "common/dtype.h"
+#include "cross_attention/params.h"
+
+namespace mmkernels::cuda {
+MMK_BACKEND_BEGIN
+
+// One past the last key of batch b that can count (kv_lengths, then trailing masked keys trimmed).
+MMK_DEVICE int64_t valid_keys(const CrossAttentionParams& p, int64_t b) {
+  int64_t n = p.Lk;
+  if (p.kv_lengths) n = dev::min(dev::max(p.kv_lengths[b], int64_t(0)), p.Lk);
+  if (p.key_padding_mask) {
+    const bool* m = p.key_padding_mask + b * p.mask_stride_b;
+    while (n > 0 && m[n - 1]) --n;
+  }
+  return n;
+}
+
+// P = exp(s - lse) with lse split into float hi + lo (exact for a float64 lse to ~2^-48): the float32
+// precision of the saved lse (see common/dtype.h) without double arithmetic in the key loop.
+struct Lse {
+  float hi = 0.f, lo = 0.f;
+  template <typename L> MMK_DEVICE explicit Lse(L full) : hi(static_cast<float>(full)), lo(static_cast<float>(full - L(hi))) {}
+  MMK_DEVICE bool empty() const { return hi == -INFINITY; }
+  MMK_DEVICE float prob(float s) const { return expf((s - hi) - lo); }
+};
+
+// Query heads per kv head. 32-bit division: a 64-bit one is a subroutine call on the GPU (heads and
+// block indices are far below 2^31).
+MMK_DEVICE int64_t gqa_group(const CrossAttentionParams& p) { return static_cast<int>(p.H) / static_cast<int>(p.Hkv); }
+
+MMK_DEVICE bool key_ok(const CrossAttentionParams& p, int64_t b, int64_t j) {
+  return !p.key_padding_mask || !p.key_padding_mask[b * p.mask_stride_b + j];
+}
+
+// A key counts iff j < n_valid (valid_keys) and key_ok(j).
+MMK_DEVICE bool key_counts(const CrossAttentionParams& p, int64_t b, int64_t j, int64_t n_valid) {
+  return j < n_valid && key_ok(p, b, j);
+}
+
+// Params restricted to batches [b0, b0 + nb) (grid.z is limited to 65535).
+inline CrossAttentionParams batch_slice(const CrossAttentionParams& p, int64_t b0, int64_t nb) {
+  CrossAttentionParams s = p;
+  const auto shift = [](const void* ptr, int64_t elems, size_t bytes) -> const char* {
+    return ptr ? static_cast<const char*>(ptr) + elems * static_cast<int64_t>(bytes) : nullptr;
+  };
+  const size_t es = dtype_size(p.dtype), ls = dtype_size(lse_dtype(p.dtype));
+  s.B = nb;
+  s.q = shift(p.q, b0 * p.q_stride_b, es);
+  s.k = shift(p.k, b0 * p.k_stride_b, es);
+  s.v = shift(p.v, b0 * p.v_stride_b, es);
+  s.out = const_cast<char*>(shift(p.out, b0 * p.o_stride_b, es));
+  s.grad_out = shift(p.grad_out, b0 * p.do_stride_b, es);
+  s.lse = const_cast<char*>(shift(p.lse, b0 * p.H * p.Lq, ls));
+  s.dq = const_cast<char*>(shift(p.dq, b0 * p.Lq * p.H * p.D, es));
+  s.dk = const_cast<char*>(shift(p.dk, b0 * p.Lk * p.Hkv * p.D, es));
+  s.dv = const_cast<char*>(shift(p.dv, b0 * p.Lk * p.Hkv * p.Dv, es));
+  s.kv_lengths = p.kv_lengths ? p.kv_lengths + b0 : nullptr;
+  s.key_padding_mask = p.key_padding_mask ? p.key_padding_mask + b0 * p.mask_stride_b : nullptr;
+  return s;
+}
+
+constexpr int64_t kMaxGridYZ = 65535;
+
+MMK_BACKEND_END
+}  // namespace mmkernels::cuda

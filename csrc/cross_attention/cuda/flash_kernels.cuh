@@ -1,0 +1,505 @@
+// Tensor-core cross_attention for 16-bit inputs, FlashAttention-2 structure (our own code; see
+// Dao 2023 and csrc/flash_attn in the FlashAttention repository for the idea), on the device-primitive
+// layer so that the emulation runs every line of it.
+//
+// Forward (flash_fwd_kernel): a CTA owns kBlockM = 64 query rows of one (batch, head), 4 warps of 16
+// rows each. K/V tiles of kBlockN keys stream through shared memory with cp.async, double-buffered
+// (tile t + 1 loads while tile t computes). S = Q K^T and O += P V on mma.sync m16n8k16 with float32
+// accumulators, operands by ldmatrix from padded (bank-conflict-free) tiles; online softmax in
+// registers with exp2 and the scale folded into log2(e); P is rounded to 16 bits in registers and
+// used as the A operand of the PV MMA directly. Q fragments stay in registers for head dims <= 128.
+// Only the valid key tiles are visited (kv_lengths, trailing masked keys); the last one is masked in
+// registers, as is key_padding_mask.
+//
+// Backward: flash_di_kernel computes D_i = rowsum(dO * O); flash_dkdv_kernel owns kBlockN = 64 keys
+// of one (batch, kv head) and loops over the GQA group's query heads and all query tiles in a fixed
+// order, recomputing P^T from the log-sum-exp (S^T = K Q^T, so each warp's 16 keys are the rows of
+// its dK/dV accumulators); flash_dq_kernel is a separate pass over key tiles per query tile. No
+// atomics: the results are deterministic.
+//
+// Head dims: one instantiation per kD in {32, 64, 96, 128, 192, 256} >= max(D, Dv); the glue pads
+// any other D/Dv with zero columns to a multiple of 8 and the loads zero-fill up to kD.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/device/warp_mma.h"
+#include "cross_attention/cuda/attention_common.cuh"
+
+namespace mmkernels::cuda {
+MMK_BACKEND_BEGIN
+namespace flash {
+
+constexpr int kWarps = 4, kThreads = kWarps * dev::kWarpSize;
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+// Columns of a row that the loads must read (the glue pads D to a multiple of 8 with zeros).
+MMK_DEVICE int load_cols(int64_t d) { return static_cast<int>((d + 7) / 8 * 8); }
+
+template <typename T, int kD>
+struct FwdTraits {
+  static constexpr int kBlockM = 16 * kWarps;
+  static constexpr int kBlockN = kD <= 128 ? 64 : 32;  // D > 128: a 16 x kD float accumulator per warp
+  static constexpr bool kQInRegs = kD <= 128;         // else Q fragments are re-read per k-step
+  static constexpr int kPitch = dev::tile_pitch<kD>();
+  static constexpr int kQElems = kBlockM * kPitch, kKVElems = kBlockN * kPitch;
+  static constexpr size_t kSmemBytes = sizeof(T) * (kQElems + 4 * kKVElems);  // Q, K[2], V[2]
+};
+
+template <typename T, int kD>
+struct BwdTraits {
+  static constexpr int kBlockN = 16 * kWarps;          // dK/dV kernel: keys per CTA
+  // dK/dV kernel: query rows per step. The per-warp register file holds dK and dV (16 x kD floats
+  // each, or one of them when split) plus S^T and dP^T (16 x kBlockM): smaller steps for wider heads
+  // keep it within 255 registers without spills (kernel audit).
+  static constexpr int kBlockM = kD <= 64 ? 64 : (kD <= 96 ? 32 : 16);
+  static constexpr int kPitch = dev::tile_pitch<kD>();
+  // dK and dV accumulators together (2 x 16 x kD floats per warp) would spill above 128: then two
+  // passes, dV first (needs only P), then dK.
+  static constexpr bool kSplitDkDv = kD > 128;
+  static constexpr size_t kDkDvSmemBytes =
+      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + sizeof(float) * 2 * kBlockM;
+  // dQ kernel: query rows per CTA and keys per step
+  static constexpr int kDqBlockM = 16 * kWarps;
+  static constexpr int kDqBlockN = kD <= 128 ? 64 : 32;
+  static constexpr size_t kDqSmemBytes = sizeof(T) * (2 * kDqBlockM * kPitch + 4 * kDqBlockN * kPitch);
+};
+
+// ------------------------------------------------------------------------------------------------
+// Forward
+
+template <typename T, int kD>
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentionParams p) {
+  using Tr = FwdTraits<T, kD>;
+  constexpr int kBM = Tr::kBlockM, kBN = Tr::kBlockN, kP = Tr::kPitch;
+  constexpr int kNT = kBN / 8, kDT = kD / 8, kKS = kD / 16;
+  const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
+  const int64_t b = dev::block_idx().z, h = dev::block_idx().y, m0 = int64_t(dev::block_idx().x) * kBM;
+  const int64_t hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
+  dev::SmemPtr<T> Qs = dev::dynamic_smem<T>();
+  dev::SmemPtr<T> Ks = Qs + Tr::kQElems;
+  dev::SmemPtr<T> Vs = Ks + 2 * Tr::kKVElems;
+  const T* qg = static_cast<const T*>(p.q) + b * p.q_stride_b + m0 * p.q_stride_l + h * p.q_stride_h;
+  const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
+  const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
+  const int q_rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
+  const int64_t n_valid = valid_keys(p, b);
+  const int n_tiles = static_cast<int>(dev::ceil_div<int64_t>(n_valid, kBN));
+  const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
+
+  float o[kDT][4];
+  dev::zero(o);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  auto load_kv = [&](int t, int buf) {
+    const int64_t n0 = int64_t(t) * kBN;
+    const int rows = static_cast<int>(dev::min<int64_t>(kBN, n_valid - n0));
+    dev::load_tile_async<kBN, kD, kThreads>(Ks + buf * Tr::kKVElems, kg + n0 * p.k_stride_l, p.k_stride_l, rows,
+                                            load_cols(p.D));
+    dev::load_tile_async<kBN, kD, kThreads>(Vs + buf * Tr::kKVElems, vg + n0 * p.v_stride_l, p.v_stride_l, rows,
+                                            load_cols(p.Dv));
+  };
+  if (n_tiles > 0) {
+    dev::load_tile_async<kBM, kD, kThreads>(Qs, qg, p.q_stride_l, q_rows, load_cols(p.D));
+    load_kv(0, 0);
+    dev::cp_async_commit();
+  }
+  uint32_t qf[Tr::kQInRegs ? kKS : 1][4];
+  for (int t = 0; t < n_tiles; ++t) {
+    const int buf = t & 1;
+    if (t + 1 < n_tiles) {
+      load_kv(t + 1, buf ^ 1);
+      dev::cp_async_commit();
+      dev::cp_async_wait<1>();
+    } else {
+      dev::cp_async_wait<0>();
+    }
+    dev::sync_threads();
+    const dev::SmemPtr<const T> Kt = Ks + buf * Tr::kKVElems, Vt = Vs + buf * Tr::kKVElems;
+    if constexpr (Tr::kQInRegs) {
+      if (t == 0) {
+        MMK_UNROLL
+        for (int ks = 0; ks < kKS; ++ks) dev::load_a<T>(qf[ks], Qs, kP, warp * 16, ks * 16);
+      }
+    }
+    // S = Q K^T for this warp's 16 rows and the tile's kBN keys.
+    float s[kNT][4];
+    dev::zero(s);
+    MMK_UNROLL
+    for (int ks = 0; ks < kKS; ++ks) {
+      uint32_t a[4];
+      if constexpr (Tr::kQInRegs) {
+        MMK_UNROLL
+        for (int i = 0; i < 4; ++i) a[i] = qf[ks][i];
+      } else {
+        dev::load_a<T>(a, Qs, kP, warp * 16, ks * 16);
+      }
+      dev::mma_b_nmajor<kNT, T>(s, a, Kt, kP, 0, ks * 16);
+    }
+    // Online softmax in the log2 domain: x = s * scale * log2(e), masked keys -inf.
+    const int64_t n0 = int64_t(t) * kBN;
+    float mx[2] = {-INFINITY, -INFINITY};
+    MMK_UNROLL
+    for (int j = 0; j < kNT; ++j)
+      MMK_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = n0 + j * 8 + 2 * tq + (e & 1);
+        s[j][e] = key_counts(p, b, key, n_valid) ? s[j][e] * scale_log2 : -INFINITY;
+        mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+      }
+    MMK_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const float m_new = fmaxf(m[r], dev::quad_max(mx[r]));
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with no valid key yet stays at 0
+      const float alpha = dev::exp2_fast(m[r] - m_use);
+      m[r] = m_new;
+      l[r] *= alpha;
+      MMK_UNROLL
+      for (int d = 0; d < kDT; ++d) {
+        o[d][2 * r] *= alpha;
+        o[d][2 * r + 1] *= alpha;
+      }
+      MMK_UNROLL
+      for (int j = 0; j < kNT; ++j) {
+        s[j][2 * r] = dev::exp2_fast(s[j][2 * r] - m_use);
+        s[j][2 * r + 1] = dev::exp2_fast(s[j][2 * r + 1] - m_use);
+        l[r] += s[j][2 * r] + s[j][2 * r + 1];
+      }
+    }
+    // O += P V with P as the A operand straight from registers.
+    MMK_UNROLL
+    for (int kk = 0; kk < kBN / 16; ++kk) {
+      uint32_t a[4];
+      dev::accum_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
+      dev::mma_b_kmajor<kDT, T>(o, a, Vt, kP, kk * 16, 0);
+    }
+    dev::sync_threads();  // this buffer is refilled by the next iteration's prefetch
+  }
+
+  T* out = static_cast<T*>(p.out) + b * p.o_stride_b + h * p.o_stride_h;
+  float* lse = static_cast<float*>(p.lse) + (b * p.H + h) * p.Lq;
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const float l_tot = dev::quad_sum(l[r]);
+    const float inv = l_tot > 0.f ? 1.f / l_tot : 0.f;  // a row with no valid key outputs zeros
+    const int64_t row = m0 + warp * 16 + g + 8 * r;
+    if (row >= p.Lq) continue;
+    T* orow = out + row * p.o_stride_l;
+    MMK_UNROLL
+    for (int dt = 0; dt < kDT; ++dt) {
+      const int d = dt * 8 + 2 * tq;
+      if (d < p.Dv) orow[d] = dev::from_float<T>(o[dt][2 * r] * inv);
+      if (d + 1 < p.Dv) orow[d + 1] = dev::from_float<T>(o[dt][2 * r + 1] * inv);
+    }
+    if (tq == 0) lse[row] = l_tot > 0.f ? (m[r] + log2f(l_tot)) * kLn2 : -INFINITY;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Backward
+
+// D_i = rowsum(dO * O) in float32, one warp per query row. grid (ceil(Lq / 4), H, B).
+template <typename T>
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_di_kernel(const CrossAttentionParams p, float* Di) {
+  const int warp = dev::warp_id(), lane = dev::lane_id();
+  const int64_t b = dev::block_idx().z, h = dev::block_idx().y;
+  const int64_t i = int64_t(dev::block_idx().x) * kWarps + warp;
+  if (i >= p.Lq) return;
+  const T* o = static_cast<const T*>(p.out) + b * p.o_stride_b + i * p.o_stride_l + h * p.o_stride_h;
+  const T* g = static_cast<const T*>(p.grad_out) + b * p.do_stride_b + i * p.do_stride_l + h * p.do_stride_h;
+  float acc = 0.f;
+  for (int d = lane; d < p.Dv; d += dev::kWarpSize) acc = fmaf(dev::to_float(o[d]), dev::to_float(g[d]), acc);
+  for (int off = 16; off > 0; off >>= 1) acc += dev::shfl_xor(dev::kFullMask, acc, off);
+  if (lane == 0) Di[(b * p.H + h) * p.Lq + i] = acc;
+}
+
+// Softmax-gradient pieces of one query row for the backward: the row's log-sum-exp in the log2
+// domain (-inf: the row has no valid key, or lies beyond Lq) and D_i.
+MMK_DEVICE float lse_log2(const CrossAttentionParams& p, int64_t b, int64_t h, int64_t row) {
+  if (row >= p.Lq) return -INFINITY;
+  return static_cast<const float*>(p.lse)[(b * p.H + h) * p.Lq + row] * kLog2e;
+}
+
+// P = exp2(x - lse2) where the key and the row count, else 0.
+MMK_DEVICE float prob(float x, float lse2, bool key_valid) {
+  return (key_valid && lse2 != -INFINITY) ? dev::exp2_fast(x - lse2) : 0.f;
+}
+
+// dK, dV for kBlockN keys of one (batch, kv head). kPass: 0 both, 1 dV only, 2 dK only.
+// grid (ceil(Lk / kBlockN), Hkv, B).
+template <typename T, int kD, int kPass>
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttentionParams p, const float* Di) {
+  using Tr = BwdTraits<T, kD>;
+  constexpr int kBN = Tr::kBlockN, kBM = Tr::kBlockM, kP = Tr::kPitch;
+  constexpr int kNT = kBM / 8, kDT = kD / 8, kKS = kD / 16;
+  constexpr bool kWantV = kPass != 2, kWantK = kPass != 1;
+  const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
+  const int64_t b = dev::block_idx().z, hk = dev::block_idx().y, n0 = int64_t(dev::block_idx().x) * kBN;
+  const int64_t n_valid = valid_keys(p, b);
+  if (n0 >= n_valid) return;  // keys that never count keep the glue's zero gradient
+  const int64_t group = gqa_group(p);
+  dev::SmemPtr<T> Ks = dev::dynamic_smem<T>();
+  dev::SmemPtr<T> Vs = Ks + kBN * kP;
+  dev::SmemPtr<T> Qs = Vs + kBN * kP;       // [2] stages
+  dev::SmemPtr<T> dOs = Qs + 2 * kBM * kP;  // [2] stages
+  dev::SmemPtr<float> lse_s = (dOs + 2 * kBM * kP).template cast<float>();
+  dev::SmemPtr<float> di_s = lse_s + kBM;
+  const int key_rows = static_cast<int>(dev::min<int64_t>(kBN, n_valid - n0));
+  dev::load_tile_async<kBN, kD, kThreads>(Ks, static_cast<const T*>(p.k) + b * p.k_stride_b + n0 * p.k_stride_l +
+                                                  hk * p.k_stride_h, p.k_stride_l, key_rows, load_cols(p.D));
+  dev::load_tile_async<kBN, kD, kThreads>(Vs, static_cast<const T*>(p.v) + b * p.v_stride_b + n0 * p.v_stride_l +
+                                                  hk * p.v_stride_h, p.v_stride_l, key_rows, load_cols(p.Dv));
+  const int q_tiles = static_cast<int>(dev::ceil_div<int64_t>(p.Lq, kBM));
+  const int steps = static_cast<int>(group) * q_tiles;
+  auto load_q = [&](int step, int buf) {
+    const int64_t h = hk * group + step / q_tiles, m0 = int64_t(step % q_tiles) * kBM;
+    const int rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
+    dev::load_tile_async<kBM, kD, kThreads>(Qs + buf * kBM * kP, static_cast<const T*>(p.q) + b * p.q_stride_b +
+                                                m0 * p.q_stride_l + h * p.q_stride_h, p.q_stride_l, rows,
+                                            load_cols(p.D));
+    dev::load_tile_async<kBM, kD, kThreads>(dOs + buf * kBM * kP, static_cast<const T*>(p.grad_out) +
+                                                b * p.do_stride_b + m0 * p.do_stride_l + h * p.do_stride_h,
+                                            p.do_stride_l, rows, load_cols(p.Dv));
+  };
+  load_q(0, 0);
+  dev::cp_async_commit();
+
+  // This warp's 16 keys: rows of S^T, dK and dV.
+  const int kr0 = warp * 16;
+  bool key_valid[2];
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) key_valid[r] = key_counts(p, b, n0 + kr0 + g + 8 * r, n_valid);
+  const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
+  float dk[kWantK ? kDT : 2][4], dv[kWantV ? kDT : 2][4];
+  dev::zero(dk);
+  dev::zero(dv);
+  for (int step = 0; step < steps; ++step) {
+    const int buf = step & 1;
+    const int64_t h = hk * group + step / q_tiles, m0 = int64_t(step % q_tiles) * kBM;
+    if (step + 1 < steps) {
+      load_q(step + 1, buf ^ 1);
+      dev::cp_async_commit();
+    }
+    // Row statistics of this query tile (the previous step's readers passed its closing barrier).
+    for (int i = dev::thread_rank(); i < kBM; i += kThreads) {
+      lse_s[i] = lse_log2(p, b, h, m0 + i);
+      di_s[i] = m0 + i < p.Lq ? Di[(b * p.H + h) * p.Lq + m0 + i] : 0.f;
+    }
+    if (step + 1 < steps) dev::cp_async_wait<1>();
+    else dev::cp_async_wait<0>();
+    dev::sync_threads();
+    const dev::SmemPtr<const T> Qt = Qs + buf * kBM * kP, dOt = dOs + buf * kBM * kP;
+    // S^T = K Q^T: rows = this warp's keys, columns = the tile's query rows.
+    float pt[kNT][4];
+    dev::zero(pt);
+    dev::warp_gemm_nt<kNT, kKS, T>(pt, Ks, kP, kr0, Qt, kP, 0);
+    MMK_UNROLL
+    for (int j = 0; j < kNT; ++j)
+      MMK_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int col = j * 8 + 2 * tq + (e & 1);
+        pt[j][e] = prob(pt[j][e] * scale_log2, lse_s[col], key_valid[e / 2]);
+      }
+    if constexpr (kWantV) {  // dV += P^T dO
+      MMK_UNROLL
+      for (int kk = 0; kk < kBM / 16; ++kk) {
+        uint32_t a[4];
+        dev::accum_to_a<T>(a, pt[2 * kk], pt[2 * kk + 1]);
+        dev::mma_b_kmajor<kDT, T>(dv, a, dOt, kP, kk * 16, 0);
+      }
+    }
+    if constexpr (kWantK) {
+      // dP^T = V dO^T, dS^T = P^T (dP^T - D), dK += dS^T Q (the scale is applied once at the end).
+      float dpt[kNT][4];
+      dev::zero(dpt);
+      dev::warp_gemm_nt<kNT, kKS, T>(dpt, Vs, kP, kr0, dOt, kP, 0);
+      MMK_UNROLL
+      for (int j = 0; j < kNT; ++j)
+        MMK_UNROLL
+        for (int e = 0; e < 4; ++e) dpt[j][e] = pt[j][e] * (dpt[j][e] - di_s[j * 8 + 2 * tq + (e & 1)]);
+      MMK_UNROLL
+      for (int kk = 0; kk < kBM / 16; ++kk) {
+        uint32_t a[4];
+        dev::accum_to_a<T>(a, dpt[2 * kk], dpt[2 * kk + 1]);
+        dev::mma_b_kmajor<kDT, T>(dk, a, Qt, kP, kk * 16, 0);
+      }
+    }
+    dev::sync_threads();
+  }
+  const float scale = static_cast<float>(p.scale);
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t key = n0 + kr0 + g + 8 * r;
+    if (key >= p.Lk) continue;
+    const int64_t base = (b * p.Lk + key) * p.Hkv + hk;
+    MMK_UNROLL
+    for (int dt = 0; dt < kDT; ++dt) {
+      const int d = dt * 8 + 2 * tq;
+      if constexpr (kWantK) {
+        T* dkr = static_cast<T*>(p.dk) + base * p.D;
+        if (d < p.D) dkr[d] = dev::from_float<T>(dk[dt][2 * r] * scale);
+        if (d + 1 < p.D) dkr[d + 1] = dev::from_float<T>(dk[dt][2 * r + 1] * scale);
+      }
+      if constexpr (kWantV) {
+        T* dvr = static_cast<T*>(p.dv) + base * p.Dv;
+        if (d < p.Dv) dvr[d] = dev::from_float<T>(dv[dt][2 * r]);
+        if (d + 1 < p.Dv) dvr[d + 1] = dev::from_float<T>(dv[dt][2 * r + 1]);
+      }
+    }
+  }
+}
+
+// dQ for kDqBlockM query rows of one (batch, head), looping over the valid key tiles.
+// grid (ceil(Lq / kDqBlockM), H, B).
+template <typename T, int kD>
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttentionParams p, const float* Di) {
+  using Tr = BwdTraits<T, kD>;
+  constexpr int kBM = Tr::kDqBlockM, kBN = Tr::kDqBlockN, kP = Tr::kPitch;
+  constexpr int kNT = kBN / 8, kDT = kD / 8, kKS = kD / 16;
+  const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
+  const int64_t b = dev::block_idx().z, h = dev::block_idx().y, m0 = int64_t(dev::block_idx().x) * kBM;
+  const int64_t hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
+  const int64_t n_valid = valid_keys(p, b);
+  const int n_tiles = static_cast<int>(dev::ceil_div<int64_t>(n_valid, kBN));
+  dev::SmemPtr<T> Qs = dev::dynamic_smem<T>();
+  dev::SmemPtr<T> dOs = Qs + kBM * kP;
+  dev::SmemPtr<T> Ks = dOs + kBM * kP;      // [2] stages
+  dev::SmemPtr<T> Vs = Ks + 2 * kBN * kP;   // [2] stages
+  const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
+  const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
+  auto load_kv = [&](int t, int buf) {
+    const int64_t n0 = int64_t(t) * kBN;
+    const int rows = static_cast<int>(dev::min<int64_t>(kBN, n_valid - n0));
+    dev::load_tile_async<kBN, kD, kThreads>(Ks + buf * kBN * kP, kg + n0 * p.k_stride_l, p.k_stride_l, rows,
+                                            load_cols(p.D));
+    dev::load_tile_async<kBN, kD, kThreads>(Vs + buf * kBN * kP, vg + n0 * p.v_stride_l, p.v_stride_l, rows,
+                                            load_cols(p.Dv));
+  };
+  const int q_rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
+  if (n_tiles > 0) {
+    dev::load_tile_async<kBM, kD, kThreads>(Qs, static_cast<const T*>(p.q) + b * p.q_stride_b + m0 * p.q_stride_l +
+                                                h * p.q_stride_h, p.q_stride_l, q_rows, load_cols(p.D));
+    dev::load_tile_async<kBM, kD, kThreads>(dOs, static_cast<const T*>(p.grad_out) + b * p.do_stride_b +
+                                                 m0 * p.do_stride_l + h * p.do_stride_h, p.do_stride_l, q_rows,
+                                            load_cols(p.Dv));
+    load_kv(0, 0);
+    dev::cp_async_commit();
+  }
+  float lse2[2], di[2];
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = m0 + warp * 16 + g + 8 * r;
+    lse2[r] = lse_log2(p, b, h, row);
+    di[r] = row < p.Lq ? Di[(b * p.H + h) * p.Lq + row] : 0.f;
+  }
+  const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
+  float dq[kDT][4];
+  dev::zero(dq);
+  for (int t = 0; t < n_tiles; ++t) {
+    const int buf = t & 1;
+    if (t + 1 < n_tiles) {
+      load_kv(t + 1, buf ^ 1);
+      dev::cp_async_commit();
+      dev::cp_async_wait<1>();
+    } else {
+      dev::cp_async_wait<0>();
+    }
+    dev::sync_threads();
+    const dev::SmemPtr<const T> Kt = Ks + buf * kBN * kP, Vt = Vs + buf * kBN * kP;
+    float s[kNT][4], dp[kNT][4];
+    dev::zero(s);
+    dev::zero(dp);
+    dev::warp_gemm_nt<kNT, kKS, T>(s, Qs, kP, warp * 16, Kt, kP, 0);
+    dev::warp_gemm_nt<kNT, kKS, T>(dp, dOs, kP, warp * 16, Vt, kP, 0);
+    const int64_t n0 = int64_t(t) * kBN;
+    MMK_UNROLL
+    for (int j = 0; j < kNT; ++j)
+      MMK_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = n0 + j * 8 + 2 * tq + (e & 1);
+        const float pr = prob(s[j][e] * scale_log2, lse2[e / 2], key_counts(p, b, key, n_valid));
+        s[j][e] = pr * (dp[j][e] - di[e / 2]);  // dS
+      }
+    MMK_UNROLL
+    for (int kk = 0; kk < kBN / 16; ++kk) {
+      uint32_t a[4];
+      dev::accum_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
+      dev::mma_b_kmajor<kDT, T>(dq, a, Kt, kP, kk * 16, 0);
+    }
+    dev::sync_threads();
+  }
+  const float scale = static_cast<float>(p.scale);
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = m0 + warp * 16 + g + 8 * r;
+    if (row >= p.Lq) continue;
+    T* dqr = static_cast<T*>(p.dq) + ((b * p.Lq + row) * p.H + h) * p.D;
+    MMK_UNROLL
+    for (int dt = 0; dt < kDT; ++dt) {
+      const int d = dt * 8 + 2 * tq;
+      if (d < p.D) dqr[d] = dev::from_float<T>(dq[dt][2 * r] * scale);
+      if (d + 1 < p.D) dqr[d + 1] = dev::from_float<T>(dq[dt][2 * r + 1] * scale);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Launchers
+
+inline bool grid_fits(const CrossAttentionParams& p) { return p.H <= kMaxGridYZ && p.Hkv <= kMaxGridYZ; }
+
+template <typename T, int kD>
+dev::Error forward(const CrossAttentionParams& p_all, dev::Stream stream) {
+  using Tr = FwdTraits<T, kD>;
+  if (!grid_fits(p_all)) return dev::kErrorInvalidConfiguration;
+  dev::Error err = dev::set_max_dynamic_smem(flash_fwd_kernel<T, kD>, static_cast<int>(Tr::kSmemBytes));
+  for (int64_t b0 = 0; b0 < p_all.B && err == dev::kSuccess; b0 += kMaxGridYZ) {
+    const CrossAttentionParams p = batch_slice(p_all, b0, dev::min<int64_t>(kMaxGridYZ, p_all.B - b0));
+    const dev::Dim3 grid{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, Tr::kBlockM)), static_cast<uint32_t>(p.H),
+                         static_cast<uint32_t>(p.B)};
+    err = MMK_LAUNCH((flash_fwd_kernel<T, kD>), grid, (dev::Dim3{kThreads, 1, 1}), Tr::kSmemBytes, stream, p);
+  }
+  return err;
+}
+
+template <typename T, int kD, int kPass>
+dev::Error launch_dkdv(const CrossAttentionParams& p, const float* Di, dev::Stream stream) {
+  using Tr = BwdTraits<T, kD>;
+  dev::Error err = dev::set_max_dynamic_smem(flash_dkdv_kernel<T, kD, kPass>, static_cast<int>(Tr::kDkDvSmemBytes));
+  if (err != dev::kSuccess) return err;
+  const dev::Dim3 grid{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lk, Tr::kBlockN)), static_cast<uint32_t>(p.Hkv),
+                       static_cast<uint32_t>(p.B)};
+  return MMK_LAUNCH((flash_dkdv_kernel<T, kD, kPass>), grid, (dev::Dim3{kThreads, 1, 1}), Tr::kDkDvSmemBytes, stream,
+                    p, Di);
+}
+
+template <typename T, int kD>
+dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream) {
+  using Tr = BwdTraits<T, kD>;
+  if (!grid_fits(p_all)) return dev::kErrorInvalidConfiguration;
+  dev::Error err = dev::set_max_dynamic_smem(flash_dq_kernel<T, kD>, static_cast<int>(Tr::kDqSmemBytes));
+  for (int64_t b0 = 0; b0 < p_all.B && err == dev::kSuccess; b0 += kMaxGridYZ) {
+    const CrossAttentionParams p = batch_slice(p_all, b0, dev::min<int64_t>(kMaxGridYZ, p_all.B - b0));
+    float* Di = Di_all + b0 * p.H * p.Lq;
+    const dev::Dim3 block{kThreads, 1, 1};
+    const dev::Dim3 grid_rows{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, kWarps)), static_cast<uint32_t>(p.H),
+                              static_cast<uint32_t>(p.B)};
+    err = MMK_LAUNCH(flash_di_kernel<T>, grid_rows, block, 0, stream, p, Di);
+    if (err != dev::kSuccess) break;
+    if constexpr (Tr::kSplitDkDv) {
+      err = launch_dkdv<T, kD, 1>(p, Di, stream);
+      if (err == dev::kSuccess) err = launch_dkdv<T, kD, 2>(p, Di, stream);
+    } else {
+      err = launch_dkdv<T, kD, 0>(p, Di, stream);
+    }
+    if (err != dev::kSuccess) break;
+    const dev::Dim3 grid_dq{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, Tr::kDqBlockM)),
+                            static_cast<uint32_t>(p.H), static_cast<uint32_t>(p.B)};
+    err = MMK_LAUNCH((flash_dq_kernel<T, kD>), grid_dq, block, Tr::kDqSmemBytes, stream, p, Di);
+  }
+  return err;
+}
+
+}  // namespace flash
+MMK_BACKEND_END
+}  // namespace mmkernels::cuda

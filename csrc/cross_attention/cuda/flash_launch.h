@@ -1,0 +1,77 @@
+// Entry points of the tensor-core (FlashAttention-2 structure) kernels, declared here and explicitly
+// instantiated once per (head dim, dtype) in flash_hdim<kD>_<dtype>.cu, so builds parallelise and a
+// kernel change recompiles little; and the head-dim switch from runtime sizes to kD.
+//
+// Head dims compiled: MMK_FLASH_HDIM_<kD> for kD in 32, 64, 96, 128, 192, 256 (the CMake option
+// MMKERNELS_HEAD_DIMS trims the list for quick builds; head dims without a kernel take the SIMT path).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "common/device/types.h"
+#include "cross_attention/params.h"
+
+namespace mmkernels::cuda {
+MMK_BACKEND_BEGIN
+namespace flash {
+
+template <typename T, int kD>
+dev::Error forward(const CrossAttentionParams& p, dev::Stream stream);
+// `Di` is a float32 workspace of B * H * Lq elements.
+template <typename T, int kD>
+dev::Error backward(const CrossAttentionParams& p, float* Di, dev::Stream stream);
+
+// Whether the kernels for head dim kD are compiled into this build.
+template <int kD> constexpr bool compiled() {
+  constexpr bool on[] = {
+#if defined(MMK_FLASH_HDIM_32)
+      kD == 32 ||
+#endif
+#if defined(MMK_FLASH_HDIM_64)
+      kD == 64 ||
+#endif
+#if defined(MMK_FLASH_HDIM_96)
+      kD == 96 ||
+#endif
+#if defined(MMK_FLASH_HDIM_128)
+      kD == 128 ||
+#endif
+#if defined(MMK_FLASH_HDIM_192)
+      kD == 192 ||
+#endif
+#if defined(MMK_FLASH_HDIM_256)
+      kD == 256 ||
+#endif
+      false};
+  return on[0];
+}
+
+// Calls fn(std::integral_constant<int, kD>) for the smallest compiled kD >= d; returns `fallback()`
+// when there is none.
+template <typename Fn, typename Fallback>
+dev::Error head_dim_switch(int64_t d, Fn&& fn, Fallback&& fallback) {
+  if constexpr (compiled<32>()) if (d <= 32) return fn(std::integral_constant<int, 32>{});
+  if constexpr (compiled<64>()) if (d <= 64) return fn(std::integral_constant<int, 64>{});
+  if constexpr (compiled<96>()) if (d <= 96) return fn(std::integral_constant<int, 96>{});
+  if constexpr (compiled<128>()) if (d <= 128) return fn(std::integral_constant<int, 128>{});
+  if constexpr (compiled<192>()) if (d <= 192) return fn(std::integral_constant<int, 192>{});
+  if constexpr (compiled<256>()) if (d <= 256) return fn(std::integral_constant<int, 256>{});
+  return fallback();
+}
+
+// The kernels read rows as 16-byte cp.async chunks: 16-byte aligned rows (element strides multiple of 8,
+// aligned base). The glue makes 16-bit inputs so (cross_attention_device.h); this guards the rest.
+inline bool chunk_aligned(const void* ptr, int64_t sb, int64_t sl, int64_t sh) {
+  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && sb % 8 == 0 && sl % 8 == 0 && sh % 8 == 0;
+}
+inline bool inputs_aligned(const CrossAttentionParams& p, bool backward) {
+  return chunk_aligned(p.q, p.q_stride_b, p.q_stride_l, p.q_stride_h) &&
+         chunk_aligned(p.k, p.k_stride_b, p.k_stride_l, p.k_stride_h) &&
+         chunk_aligned(p.v, p.v_stride_b, p.v_stride_l, p.v_stride_h) &&
+         (!backward || chunk_aligned(p.grad_out, p.do_stride_b, p.do_stride_l, p.do_stride_h));
+}
+
+}  // namespace flash
+MMK_BACKEND_END
+}  // namespace mmkernels::cuda
