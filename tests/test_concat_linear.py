@@ -56,6 +56,24 @@ def test_matches_float64_reference_within_budget(shape, act, dtype, device):
         assert_within_budget(o, p, r, name, dtype)
 
 
+# Five segments with a 1000-wide one, and ten (more than one launch holds: chained accumulators).
+WIDE = [((2, 3), (1000, 1, 7, 64, 33), 40), ((5,), tuple(range(1, 11)), 24)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("shape", WIDE, ids=["5seg-1000", "10seg"])
+def test_many_segments_and_wide_inputs(shape, dtype, device):
+    xs, w, b = make(shape, torch.float64, device, seed=len(shape[1]))
+    grad = torch.randn(*shape[0], shape[2], dtype=torch.float64, device=device)
+    ref = run(R.concat_linear, xs, w, b, "silu", torch.float64, grad)
+    plain = run(R.concat_linear, xs, w, b, "silu", dtype, grad)
+    ours = run(mmkernels.concat_linear, xs, w, b, "silu", dtype, grad)
+    names = ["y"] + [f"dx{i}" for i in range(len(xs))] + ["dW", "db"]
+    for name, o, p, r in zip(names, ours, plain, ref):
+        assert_within_budget(o, p, r, name, dtype)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_noncontiguous_inputs_and_no_bias(device):
     shape = ((5, 3), (31, 8, 12), 17)

@@ -148,3 +148,22 @@ def test_float32_attention_runs_the_simt_kernels():
         mmkernels.testing.emulated_kernel_launches()
         mmkernels.cross_attention(q, q, q)
         assert mmkernels.testing.emulated_kernel_launches() == ["forward_kernel<T> [T = float]"]
+
+
+@needs_emulation
+@pytest.mark.parametrize("widths", [(64, 32), (3, 17, 1)], ids=["aligned", "odd-widths"])
+def test_16bit_concat_linear_runs_the_tensor_core_gemm(widths):
+    xs = [torch.randn(37, d, dtype=torch.bfloat16, requires_grad=True) for d in widths]
+    w = torch.randn(20, sum(widths), dtype=torch.bfloat16, requires_grad=True)
+    with emulated_cuda():
+        mmkernels.testing.emulated_kernel_launches()
+        y = mmkernels.concat_linear(xs, w, None, "gelu")
+        fwd = mmkernels.testing.emulated_kernel_launches()
+        y.float().sum().backward()
+        bwd = mmkernels.testing.emulated_kernel_launches()
+    assert fwd == ["tc_gemm_kernel<T, kAKMajor, kBKMajor> [T = bf16; bool kAKMajor = false; bool kBKMajor = false]"]
+    assert bwd[0].startswith("activation_grad_kernel")
+    gemms = bwd[1:]
+    assert len(gemms) == 2 * len(widths) and all(n.startswith("tc_gemm_kernel") for n in gemms)
+    assert "kAKMajor = false; bool kBKMajor = true" in gemms[0]  # dX = dZ W_s
+    assert "kAKMajor = true; bool kBKMajor = true" in gemms[1]   # dW_s = dZ^T X_s

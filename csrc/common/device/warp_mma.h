@@ -20,9 +20,11 @@ template <int kCols> constexpr int tile_pitch() { return kCols + 8; }
 
 // Copies rows [0, kRows) x columns [0, kCols) of a row-major global tile (row stride `ld` elements,
 // 16-byte aligned rows) into `dst` (pitch tile_pitch<kCols>()), with all kThreads threads issuing
-// 16-byte cp.async copies; rows >= valid_rows and columns >= valid_cols (a multiple of 8) are
-// zero-filled. The caller commits and waits.
-template <int kRows, int kCols, int kThreads, typename T>
+// 16-byte cp.async copies; rows >= valid_rows and columns >= valid_cols are zero-filled. With
+// kPartial, a chunk that straddles valid_cols copies its valid part; without, valid_cols must be a
+// multiple of 8 and the cheaper whole-chunk test keeps the attention kernels' registers free (the
+// partial form costs them spills at D = 256). The caller commits and waits.
+template <int kRows, int kCols, int kThreads, bool kPartial = false, typename T>
 MMK_DEVICE void load_tile_async(SmemPtr<T> dst, const T* src, int64_t ld, int valid_rows, int valid_cols) {
   static_assert(kCols % 8 == 0, "tiles are whole 16-byte chunks wide");
   constexpr int kChunks = kCols / 8, kTotal = kRows * kChunks, kPitch = tile_pitch<kCols>();
@@ -32,9 +34,11 @@ MMK_DEVICE void load_tile_async(SmemPtr<T> dst, const T* src, int64_t ld, int va
     const int idx = tid + i * kThreads;
     if (kTotal % kThreads != 0 && idx >= kTotal) break;
     const int row = idx / kChunks, col = (idx % kChunks) * 8;
-    const bool valid = row < valid_rows && col < valid_cols;
+    int n;
+    if constexpr (kPartial) n = row < valid_rows ? min(max(valid_cols - col, 0), 8) : 0;
+    else n = (row < valid_rows && col < valid_cols) ? 8 : 0;
     // A zero-byte copy reads nothing; it still names a valid address.
-    cp_async<16>(dst + row * kPitch + col, valid ? src + row * ld + col : src, valid ? 16 : 0);
+    cp_async<16>(dst + row * kPitch + col, n > 0 ? src + row * ld + col : src, n * static_cast<int>(sizeof(T)));
   }
 }
 
@@ -44,6 +48,56 @@ template <typename T>
 MMK_DEVICE void load_a(uint32_t (&a)[4], SmemPtr<const T> A, int pitch, int row0, int col0) {
   const int lane = lane_id();
   ldmatrix<4, false>(a, A + (row0 + lane % 16) * pitch + col0 + (lane / 16) * 8);
+}
+
+// The A operand of one 16 x 16 k-step from a tile stored k-major (rows = k, pitch `pitch`): rows
+// k0 .. k0 + 15, columns m0 .. m0 + 15 (ldmatrix .trans; lane l gives k row l % 8 + 8 (l / 16),
+// m column m0 + 8 ((l / 8) % 2)).
+template <typename T>
+MMK_DEVICE void load_a_trans(uint32_t (&a)[4], SmemPtr<const T> A, int pitch, int m0, int k0) {
+  const int lane = lane_id();
+  ldmatrix<4, true>(a, A + (k0 + lane % 8 + 8 * (lane / 16)) * pitch + m0 + 8 * ((lane / 8) % 2));
+}
+
+// B fragments of kNT n-tiles for one 16-deep k-step, B stored n-major (rows n, pitch `pitch`): n rows
+// n0 + 8 j .., k columns k0 .. k0 + 15 (ldmatrix without .trans).
+template <int kNT, typename T>
+MMK_DEVICE void load_b_nmajor(uint32_t (&b)[kNT][2], SmemPtr<const T> B, int pitch, int n0, int k0) {
+  static_assert(kNT % 2 == 0, "n-tiles are loaded in pairs");
+  const int lane = lane_id();
+  MMK_UNROLL
+  for (int j = 0; j < kNT; j += 2) {
+    uint32_t r[4];
+    ldmatrix<4, false>(r, B + (n0 + j * 8 + lane % 8 + 8 * (lane / 16)) * pitch + k0 + 8 * ((lane / 8) % 2));
+    b[j][0] = r[0];
+    b[j][1] = r[1];
+    b[j + 1][0] = r[2];
+    b[j + 1][1] = r[3];
+  }
+}
+
+// B fragments of kNT n-tiles for one 16-deep k-step, B stored k-major (rows k, pitch `pitch`): k rows
+// k0 .. k0 + 15, n columns n0 + 8 j .. (ldmatrix .trans).
+template <int kNT, typename T>
+MMK_DEVICE void load_b_kmajor(uint32_t (&b)[kNT][2], SmemPtr<const T> B, int pitch, int k0, int n0) {
+  static_assert(kNT % 2 == 0, "n-tiles are loaded in pairs");
+  const int lane = lane_id();
+  MMK_UNROLL
+  for (int j = 0; j < kNT; j += 2) {
+    uint32_t r[4];
+    ldmatrix<4, true>(r, B + (k0 + lane % 8 + 8 * ((lane / 8) % 2)) * pitch + n0 + j * 8 + 8 * (lane / 16));
+    b[j][0] = r[0];
+    b[j][1] = r[1];
+    b[j + 1][0] = r[2];
+    b[j + 1][1] = r[3];
+  }
+}
+
+// acc[j] += A . B_j for j < kNT (one k-step).
+template <int kNT, typename T>
+MMK_DEVICE void mma_row(float (&acc)[kNT][4], const uint32_t (&a)[4], const uint32_t (&b)[kNT][2]) {
+  MMK_UNROLL
+  for (int j = 0; j < kNT; ++j) mma_m16n8k16<T>(acc[j], a, b[j], acc[j]);
 }
 
 // A operand of a 16 x 16 k-step from two float accumulator n-tiles (the k-step's columns 0..7 and
@@ -56,9 +110,9 @@ MMK_DEVICE void accum_to_a(uint32_t (&a)[4], const float (&lo)[4], const float (
   a[3] = pack2<T>(hi[2], hi[3]);
 }
 
-// acc[j] += A . B_j for one 16 x 16 k-step and j < kNT, where B is stored n-major in shared memory:
-// B_j's columns are rows n_row0 + 8 j .. + 7 of the tile, its k rows are columns k_col0 .. + 15
-// (the mma's column-major B; ldmatrix without .trans). Used for X . Y^T with both stored row-major.
+// acc[j] += A . B_j for one 16 x 16 k-step and j < kNT, B stored n-major (as load_b_nmajor): for
+// X . Y^T with both stored row-major. Each pair of B fragments is consumed as soon as it is loaded
+// (fewer live registers than load_b_nmajor + mma_row, which the GEMM uses to reuse B across rows).
 template <int kNT, typename T>
 MMK_DEVICE void mma_b_nmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemPtr<const T> B, int pitch, int n_row0,
                              int k_col0) {
@@ -66,17 +120,16 @@ MMK_DEVICE void mma_b_nmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemP
   const int lane = lane_id();
   MMK_UNROLL
   for (int j = 0; j < kNT; j += 2) {
-    uint32_t b[4];
-    ldmatrix<4, false>(b, B + (n_row0 + j * 8 + lane % 8 + 8 * (lane / 16)) * pitch + k_col0 + 8 * ((lane / 8) % 2));
-    const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+    uint32_t r[4];
+    ldmatrix<4, false>(r, B + (n_row0 + j * 8 + lane % 8 + 8 * (lane / 16)) * pitch + k_col0 + 8 * ((lane / 8) % 2));
+    const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
     mma_m16n8k16<T>(acc[j], a, b0, acc[j]);
     mma_m16n8k16<T>(acc[j + 1], a, b1, acc[j + 1]);
   }
 }
 
-// acc[j] += A . B_j for one 16 x 16 k-step and j < kNT, where B is stored k-major: its k rows are
-// rows k_row0 .. + 15 of the tile, B_j's columns are columns n_col0 + 8 j .. + 7 (ldmatrix .trans).
-// Used for X . Y with Y stored row-major (P V, dS K, ...).
+// acc[j] += A . B_j for one 16 x 16 k-step and j < kNT, B stored k-major (as load_b_kmajor): for
+// X . Y with Y stored row-major (P V, dS K, ...). Pairs consumed as loaded, as above.
 template <int kNT, typename T>
 MMK_DEVICE void mma_b_kmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemPtr<const T> B, int pitch, int k_row0,
                              int n_col0) {
@@ -84,9 +137,9 @@ MMK_DEVICE void mma_b_kmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemP
   const int lane = lane_id();
   MMK_UNROLL
   for (int j = 0; j < kNT; j += 2) {
-    uint32_t b[4];
-    ldmatrix<4, true>(b, B + (k_row0 + lane % 8 + 8 * ((lane / 8) % 2)) * pitch + n_col0 + j * 8 + 8 * (lane / 16));
-    const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+    uint32_t r[4];
+    ldmatrix<4, true>(r, B + (k_row0 + lane % 8 + 8 * ((lane / 8) % 2)) * pitch + n_col0 + j * 8 + 8 * (lane / 16));
+    const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
     mma_m16n8k16<T>(acc[j], a, b0, acc[j]);
     mma_m16n8k16<T>(acc[j + 1], a, b1, acc[j + 1]);
   }

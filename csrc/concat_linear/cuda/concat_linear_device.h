@@ -27,8 +27,43 @@ inline const char* elem_ptr(const at::Tensor& t, int64_t offset_elems) {
   return static_cast<const char*>(t.data_ptr()) + offset_elems * static_cast<int64_t>(t.element_size());
 }
 
+// The tensor-core GEMMs read operand rows as 16-byte chunks: a unit inner stride and 16-byte aligned
+// rows. For 16-bit inputs, operands that are not so are copied once into zero-padded buffers (row
+// length rounded up to 8); float32 runs the SIMT kernel, which takes any strides.
+inline bool chunk_rows(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat ||
+         (t.stride(1) == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(0) % 8 == 0);
+}
+inline at::Tensor chunk_ready_rows(const at::Tensor& t) {  // 2-D (rows, cols)
+  if (t.numel() == 0 || chunk_rows(t)) return t;
+  at::Tensor padded = at::zeros({t.size(0), (t.size(1) + 7) / 8 * 8}, t.options());
+  padded.narrow(1, 0, t.size(1)).copy_(t);
+  return padded;
+}
+// The weight with every segment starting on a 16-byte boundary: itself, or a copy whose segments sit
+// at offsets rounded up to 8 columns (zero columns between them).
+struct SegmentedWeight {
+  at::Tensor w;
+  std::vector<int64_t> offsets;
+};
+inline SegmentedWeight chunk_ready_weight(const ConcatLinearArgs& a, const at::Tensor& weight) {
+  bool ok = chunk_rows(weight);
+  for (int64_t off : a.offsets) ok = ok && (weight.scalar_type() == at::kFloat || off % 8 == 0);
+  if (ok) return {weight, a.offsets};
+  SegmentedWeight sw;
+  int64_t k = 0;
+  for (size_t i = 0; i < a.x.size(); ++i) {
+    sw.offsets.push_back(k);
+    k += (a.x[i].size(1) + 7) / 8 * 8;
+  }
+  sw.w = at::zeros({a.N, std::max<int64_t>(k, 8)}, weight.options());
+  for (size_t i = 0; i < a.x.size(); ++i)
+    sw.w.narrow(1, sw.offsets[i], a.x[i].size(1)).copy_(weight.narrow(1, a.offsets[i], a.x[i].size(1)));
+  return sw;
+}
+
 // A(m, k) = x_i, B(k, n) = W[n, off_i + k]: the forward segment i.
-inline GemmSegment forward_segment(const at::Tensor& x, const at::Tensor& w, int64_t off) {
+inline GemmSegment forward_segment(const at::Tensor& x, int64_t width, const at::Tensor& w, int64_t off) {
   GemmSegment g;
   g.a = x.data_ptr();
   g.sam = x.stride(0);
@@ -36,7 +71,7 @@ inline GemmSegment forward_segment(const at::Tensor& x, const at::Tensor& w, int
   g.b = elem_ptr(w, off * w.stride(1));
   g.sbk = w.stride(1);
   g.sbn = w.stride(0);
-  g.K = x.size(1);
+  g.K = width;  // x may be a padded copy: only the segment's own columns count
   return g;
 }
 
@@ -51,6 +86,9 @@ inline std::tuple<at::Tensor, at::Tensor> run_concat_linear_fwd(ConcatLinearArgs
   auto result = [&] { return std::make_tuple(y.view(shape), a.act == Activation::None ? z : z.view(shape)); };
   if (a.M == 0 || a.N == 0) return result();
   at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  const SegmentedWeight sw = chunk_ready_weight(a, weight);
+  std::vector<at::Tensor> xs;  // kept alive until the launches are done
+  for (const auto& x : a.x) xs.push_back(chunk_ready_rows(x));
   // Up to kMaxSegments segments per launch; more are chained through a float32 accumulator.
   const int64_t n = static_cast<int64_t>(a.x.size());
   at::Tensor acc;
@@ -59,7 +97,7 @@ inline std::tuple<at::Tensor, at::Tensor> run_concat_linear_fwd(ConcatLinearArgs
     args.M = a.M;
     args.N = a.N;
     for (int64_t i = s0; i < std::min<int64_t>(n, s0 + kMaxSegments); ++i)
-      args.seg[args.n_seg++] = forward_segment(a.x[i], weight, a.offsets[i]);
+      args.seg[args.n_seg++] = forward_segment(xs[i], a.x[i].size(1), sw.w, sw.offsets[i]);
     args.scm = a.N;
     args.scn = 1;
     args.acc_in = acc.defined() ? acc.data_ptr<float>() : nullptr;
@@ -97,9 +135,13 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
   }
   std::vector<at::Tensor> dx;
   at::Tensor dw = at::zeros({a.N, a.K}, weight.options());
+  // Operands of the gradient GEMMs, tensor-core ready (dz as A of both: rows of N values, padded).
+  dz = chunk_ready_rows(dz);
+  const int64_t ldz = dz.stride(0);
+  const SegmentedWeight sw = chunk_ready_weight(a, weight);
   for (size_t i = 0; i < a.x.size(); ++i) {
-    const at::Tensor& x = a.x[i];
-    const int64_t d = x.size(1), off = a.offsets[i];
+    const at::Tensor x = chunk_ready_rows(a.x[i]);
+    const int64_t d = a.x[i].size(1), off = a.offsets[i];
     at::Tensor dx_i = at::empty({a.M, d}, x.options());
     if (a.M > 0 && d > 0) {
       GemmArgs g;  // dX_i (M x d) = dz (M x N) @ W[:, off:off+d] (N x d)
@@ -107,11 +149,11 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
       g.N = d;
       g.n_seg = 1;
       g.seg[0].a = dz.data_ptr();
-      g.seg[0].sam = a.N;
+      g.seg[0].sam = ldz;
       g.seg[0].sak = 1;
-      g.seg[0].b = elem_ptr(weight, off * weight.stride(1));
-      g.seg[0].sbk = weight.stride(0);
-      g.seg[0].sbn = weight.stride(1);
+      g.seg[0].b = elem_ptr(sw.w, sw.offsets[i] * sw.w.stride(1));
+      g.seg[0].sbk = sw.w.stride(0);
+      g.seg[0].sbn = sw.w.stride(1);
       g.seg[0].K = a.N;
       g.c = dx_i.data_ptr();
       g.scm = d;
@@ -126,7 +168,7 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
       g.n_seg = 1;
       g.seg[0].a = dz.data_ptr();
       g.seg[0].sam = 1;
-      g.seg[0].sak = a.N;
+      g.seg[0].sak = ldz;
       g.seg[0].b = x.data_ptr();
       g.seg[0].sbk = x.stride(0);
       g.seg[0].sbn = x.stride(1);
@@ -137,7 +179,8 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
       run_gemm(g, dtype, stream);
     }
   }
-  at::Tensor db = has_bias ? dz.sum(0, /*keepdim=*/false, at::kFloat).to(st) : at::empty({0}, weight.options());
+  at::Tensor db = has_bias ? dz.narrow(1, 0, a.N).sum(0, /*keepdim=*/false, at::kFloat).to(st)
+                           : at::empty({0}, weight.options());
   return {dx, dw, db};
 }
 

@@ -1,7 +1,9 @@
 // CUDA kernels for concat_linear (torch-free), written on the device-primitive layer so that the same
 // source runs on the GPU and in the host emulation.
 //
-// STATUS: portable SIMT kernels with float32 accumulation. One launch computes the whole forward: the
+// This file: the portable SIMT kernels with float32 accumulation (the float32 path: shared-memory
+// tiles, 4 x 4 outputs per thread), the element-wise activation gradient, and the entry points that
+// send 16-bit GEMMs to the tensor-core kernel (tc_gemm.cuh). One launch computes the whole forward: the
 // K loop walks the input segments (separate pointers and strides, ragged tails predicated) and bias +
 // activation run in the epilogue, so the concatenation is never formed. The same strided GEMM kernel
 // serves the backward (dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place); dz = dy * act'(z)
@@ -14,6 +16,7 @@
 #include "common/activation.h"
 #include "common/device/primitives.h"
 #include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/tc_gemm.cuh"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
@@ -33,7 +36,21 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) segmented_gemm_kernel(const GemmArgs
   const int tid = dev::thread_rank();
   const int tx = tid % 16, ty = tid / 16;
   const int64_t m0 = int64_t(dev::block_idx().x) * kTileM, n0 = int64_t(dev::block_idx().y) * kTileN;
-  float acc[4][4] = {};
+  // Blocked reduction: the K loop sums kKBlock-deep partials `part` into `acc` (a float32 chain over
+  // all of K would exceed the float32 error budget for wide inputs, as plain GEMMs block too).
+  constexpr int kKBlock = 128;
+  float acc[4][4] = {}, part[4][4] = {};
+  int depth = 0;
+  auto flush = [&] {
+    MMK_UNROLL
+    for (int r = 0; r < 4; ++r)
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        acc[r][c] += part[r][c];
+        part[r][c] = 0.f;
+      }
+    depth = 0;
+  };
   for (int s = 0; s < args.n_seg; ++s) {
     const GemmSegment& g = args.seg[s];
     const T* a = static_cast<const T*>(g.a);
@@ -60,11 +77,13 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) segmented_gemm_kernel(const GemmArgs
         MMK_UNROLL
         for (int r = 0; r < 4; ++r)
           MMK_UNROLL
-          for (int c = 0; c < 4; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
+          for (int c = 0; c < 4; ++c) part[r][c] = fmaf(av[r], bv[c], part[r][c]);
       }
       dev::sync_threads();
+      if ((depth += kTileK) >= kKBlock) flush();
     }
   }
+  flush();
   const T* bias = static_cast<const T*>(args.bias);
   MMK_UNROLL
   for (int r = 0; r < 4; ++r) {
@@ -98,13 +117,30 @@ MMK_GLOBAL void activation_grad_kernel(const T* dy, const T* z, T* dz, int64_t n
 }  // namespace simt
 
 template <typename T>
-dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream) {
+dev::Error simt_gemm(const GemmArgs& args, dev::Stream stream) {
   using namespace simt;
   if (args.M == 0 || args.N == 0) return dev::kSuccess;
   const int64_t gm = dev::ceil_div<int64_t>(args.M, kTileM), gn = dev::ceil_div<int64_t>(args.N, kTileN);
   if (gm > 2147483647 || gn > 65535) return dev::kErrorInvalidConfiguration;
   const dev::Dim3 grid{static_cast<uint32_t>(gm), static_cast<uint32_t>(gn), 1};
   return MMK_LAUNCH(segmented_gemm_kernel<T>, grid, (dev::Dim3{kThreads, 1, 1}), kSmemBytes, stream, args);
+}
+
+// 16-bit GEMMs run on the tensor cores (tc_gemm.cuh) when every operand has a unit stride and 16-byte
+// aligned rows (the glue makes them so); float32, and anything else, on the SIMT kernel above.
+template <typename T>
+dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream) {
+  if (args.M == 0 || args.N == 0) return dev::kSuccess;
+  if constexpr (!std::is_same_v<T, float>) {
+    switch (tc::layout_of(args)) {
+      case 0: return tc::launch<T, false, false>(args, stream);
+      case 1: return tc::launch<T, true, false>(args, stream);
+      case 2: return tc::launch<T, false, true>(args, stream);
+      case 3: return tc::launch<T, true, true>(args, stream);
+      default: break;
+    }
+  }
+  return simt_gemm<T>(args, stream);
 }
 
 template <typename T>

@@ -19,7 +19,7 @@ MMK_BACKEND_BEGIN
 // and the head dim be a multiple of 8. A 16-bit input that is not so is copied once into a contiguous
 // buffer with zero columns up to the next multiple of 8 (as FlashAttention pads head dims); the
 // kernels never write beyond the real D/Dv.
-inline at::Tensor chunk_ready(const at::Tensor& t) {
+inline at::Tensor chunk_ready_heads(const at::Tensor& t) {
   const auto es = static_cast<int64_t>(t.element_size());
   const bool ok = t.scalar_type() == at::kFloat ||
                   (reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.size(3) % 8 == 0 &&
@@ -32,9 +32,9 @@ inline at::Tensor chunk_ready(const at::Tensor& t) {
 
 inline void make_chunk_ready(CrossAttentionArgs& a) {
   CrossAttentionParams& p = a.p;
-  a.q = chunk_ready(a.q);
-  a.k = chunk_ready(a.k);
-  a.v = chunk_ready(a.v);
+  a.q = chunk_ready_heads(a.q);
+  a.k = chunk_ready_heads(a.k);
+  a.v = chunk_ready_heads(a.v);
   p.q = a.q.data_ptr();
   p.k = a.k.data_ptr();
   p.v = a.v.data_ptr();
@@ -68,7 +68,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> run_cross_attention_bwd(Cr
   CrossAttentionParams& p = a.p;
   if (g.dq.numel() == 0 || g.dk.numel() == 0) return {g.dq, g.dk, g.dv};
   make_chunk_ready(a);
-  g.grad_out = chunk_ready(g.grad_out);
+  g.grad_out = chunk_ready_heads(g.grad_out);
   p.grad_out = g.grad_out.data_ptr();
   p.do_stride_b = g.grad_out.stride(0); p.do_stride_l = g.grad_out.stride(1); p.do_stride_h = g.grad_out.stride(2);
   at::Tensor Di = at::empty({p.B, p.H, p.Lq}, a.q.options().dtype(at::kFloat));
