@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/numerics.h"
 
 
 namespace mmkernels::cpu::CPU_CAPABILITY {
@@ -176,7 +177,7 @@ inline A hmax(const at::vec::Vectorized<A>& x) {
   alignas(64) A buf[at::vec::Vectorized<A>::size()];
   x.store(buf);
   A r = buf[0];
-  for (int i = 1; i < at::vec::Vectorized<A>::size(); ++i) r = std::max(r, buf[i]);
+  for (int i = 1; i < at::vec::Vectorized<A>::size(); ++i) r = max_nan(r, buf[i]);
   return r;
 }
 

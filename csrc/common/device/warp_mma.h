@@ -12,6 +12,7 @@
 #pragma once
 
 #include "common/device/primitives.h"
+#include "common/numerics.h"
 
 namespace mmkernels::dev {
 MMK_BACKEND_BEGIN
@@ -163,10 +164,10 @@ template <int kNT> MMK_DEVICE void zero(float (&acc)[kNT][4]) {
   for (int j = 0; j < kNT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 }
 
-// Max / sum over the 4 lanes of a quad (the lanes holding one accumulator row).
+// Max / sum over the 4 lanes of a quad (the lanes holding one accumulator row); the max propagates NaN.
 MMK_DEVICE float quad_max(float v) {
-  v = fmaxf(v, shfl_xor(kFullMask, v, 1));
-  return fmaxf(v, shfl_xor(kFullMask, v, 2));
+  v = max_nan(v, shfl_xor(kFullMask, v, 1));
+  return max_nan(v, shfl_xor(kFullMask, v, 2));
 }
 MMK_DEVICE float quad_sum(float v) {
   v += shfl_xor(kFullMask, v, 1);

@@ -16,6 +16,7 @@
 
 #include "common/cpu_bf16_gemm.h"
 #include "common/cpu_kernel_utils.h"
+#include "common/numerics.h"
 #include "cross_attention/params.h"
 
 namespace mmkernels::cpu::CPU_CAPABILITY {
@@ -207,9 +208,9 @@ void forward_impl(const CrossAttentionParams& p) {
           A rmax = hmax<A>(vmax);
           for (; j < cols; ++j) {
             s[j] = (mrow && mrow[k0 + j]) ? neg_inf : s[j] * scale;
-            rmax = std::max(rmax, s[j]);
+            rmax = max_nan(rmax, s[j]);
           }
-          const A m_new = std::max(m[i], rmax);
+          const A m_new = max_nan(m[i], rmax);
           if (m_new == neg_inf) {  // no valid key for this row yet: contributes nothing
             if constexpr (is_reduced_v<T>) std::fill(P.data() + i * BK, P.data() + i * BK + cols, T(0));
             else std::fill(s, s + cols, A(0));
@@ -242,12 +243,12 @@ void forward_impl(const CrossAttentionParams& p) {
       }
       // normalise; rows without any valid key give zeros and lse = -inf
       for (int64_t i = 0; i < rows; ++i) {
-        const A inv = l[i] > A(0) ? A(1) / l[i] : A(0);
+        const A inv = inverse_row_sum(l[i]);
         T* orow = out + b * p.o_stride_b + (q0 + i) * p.o_stride_l + h * p.o_stride_h;
         scale_convert_row(O.data() + i * Dv, inv, orow, Dv);
         using L = lse_t<T>;
         static_cast<L*>(p.lse)[(b * H + h) * Lq + q0 + i] =
-            l[i] > A(0) ? L(m[i]) + std::log(L(l[i])) : -std::numeric_limits<L>::infinity();
+            l[i] > A(0) || l[i] != l[i] ? L(m[i]) + std::log(L(l[i])) : -std::numeric_limits<L>::infinity();
       }
     }
     at::native::cpublas::brgemm_release(false);

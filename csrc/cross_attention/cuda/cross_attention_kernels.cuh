@@ -19,6 +19,7 @@
 
 #include "common/device/primitives.h"
 #include "common/dtype.h"
+#include "common/numerics.h"
 #include "cross_attention/cuda/attention_common.cuh"
 #include "cross_attention/cuda/cross_attention_launch.h"
 #include "cross_attention/cuda/flash_launch.h"
@@ -32,9 +33,9 @@ constexpr int kWarp = dev::kWarpSize;
 constexpr int kMaxDimPerLane = kMaxHeadDim / kWarp;
 constexpr int kRowsPerBlock = 4;  // warps per block
 
-MMK_DEVICE float warp_max(float v) {
+MMK_DEVICE float warp_max(float v) {  // NaN-propagating (common/numerics.h)
   MMK_UNROLL
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, dev::shfl_xor(dev::kFullMask, v, o));
+  for (int o = 16; o > 0; o >>= 1) v = max_nan(v, dev::shfl_xor(dev::kFullMask, v, o));
   return v;
 }
 MMK_DEVICE float warp_sum(float v) {
@@ -83,7 +84,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) forward_kernel(const Cr
     const int64_t j = j0 + lane;
     float s = -INFINITY;
     if (j < n_valid && key_ok(p, b, j)) s = dot_row<T>(qs, k + j * p.k_stride_l, p.D) * scale;
-    const float m_new = fmaxf(m, warp_max(s));
+    const float m_new = max_nan(m, warp_max(s));
     if (m_new == -INFINITY) continue;  // nothing valid yet for this row (uniform across the warp)
     const float alpha = expf(m - m_new);
     const float pj = s == -INFINITY ? 0.f : expf(s - m_new);
@@ -111,7 +112,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) forward_kernel(const Cr
     if (d < p.Dv) o[d] = dev::from_float<T>(acc[t] * inv);
   }
   using L = lse_t<T>;
-  if (lane == 0) static_cast<L*>(p.lse)[(b * p.H + h) * p.Lq + i] = l > 0.f ? L(double(m) + log(double(l))) : L(-INFINITY);
+  if (lane == 0) static_cast<L*>(p.lse)[(b * p.H + h) * p.Lq + i] = (l > 0.f || l != l) ? L(double(m) + log(double(l))) : L(-INFINITY);
 }
 
 // Di = rowsum(dO * O) = sum_j P_ij dP_ij, the softmax-backward correction term, float32 (B, H, Lq).

@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "common/device/warp_mma.h"
+#include "common/numerics.h"
 #include "cross_attention/cuda/attention_common.cuh"
 
 namespace mmkernels::cuda {
@@ -145,11 +146,11 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       for (int e = 0; e < 4; ++e) {
         const int64_t key = n0 + j * 8 + 2 * tq + (e & 1);
         s[j][e] = key_counts(p, b, key, n_valid) ? s[j][e] * scale_log2 : -INFINITY;
-        mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+        mx[e / 2] = max_nan(mx[e / 2], s[j][e]);
       }
     MMK_UNROLL
     for (int r = 0; r < 2; ++r) {
-      const float m_new = fmaxf(m[r], dev::quad_max(mx[r]));
+      const float m_new = max_nan(m[r], dev::quad_max(mx[r]));
       const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with no valid key yet stays at 0
       const float alpha = dev::exp2_fast(m[r] - m_use);
       m[r] = m_new;
@@ -181,7 +182,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
   MMK_UNROLL
   for (int r = 0; r < 2; ++r) {
     const float l_tot = dev::quad_sum(l[r]);
-    const float inv = l_tot > 0.f ? 1.f / l_tot : 0.f;  // a row with no valid key outputs zeros
+    const float inv = inverse_row_sum(l_tot);  // zeros for a row with no valid key, NaN stays NaN
     const int64_t row = m0 + warp * 16 + g + 8 * r;
     if (row >= p.Lq) continue;
     T* orow = out + row * p.o_stride_l;
@@ -191,7 +192,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       if (d < p.Dv) orow[d] = dev::from_float<T>(o[dt][2 * r] * inv);
       if (d + 1 < p.Dv) orow[d + 1] = dev::from_float<T>(o[dt][2 * r + 1] * inv);
     }
-    if (tq == 0) lse[row] = l_tot > 0.f ? (m[r] + log2f(l_tot)) * kLn2 : -INFINITY;
+    if (tq == 0) lse[row] = (l_tot > 0.f || l_tot != l_tot) ? (m[r] + log2f(l_tot)) * kLn2 : -INFINITY;
   }
 }
 
