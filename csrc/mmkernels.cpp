@@ -5,8 +5,11 @@
 #include <pybind11/stl.h>
 #include <torch/library.h>
 
+#include "common/activation.h"
 #include "common/cpu_dispatch.h"
+#include "common/dtype.h"
 #include "common/emulation.h"
+#include "cross_attention/params.h"
 #if defined(MMK_WITH_CUDA)
 #include "cross_attention/cuda/flash_info.h"
 #endif
@@ -21,18 +24,35 @@ TORCH_LIBRARY(mmkernels, m) {
   // Returns (dq, dk, dv), contiguous, shaped like q, k, v.
   m.def("cross_attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
         "Tensor? kv_lengths, Tensor? key_padding_mask, float scale) -> (Tensor, Tensor, Tensor)");
-  // activation: 0 none, 1 relu, 2 gelu (erf), 3 gelu_tanh, 4 silu.
+  // activation: the index into kActivationNames (common/activation.h): 0 none, 1 relu, 2 gelu (erf),
+  // 3 gelu_tanh, 4 silu.
   // Returns (y (..., N), z): z is the pre-activation kept for backward (empty when activation is none).
   m.def("concat_linear_fwd(Tensor[] inputs, Tensor weight, Tensor? bias, int activation) -> (Tensor, Tensor)");
-  // Returns (grad_inputs, grad_weight, grad_bias); grad_bias is empty when has_bias is false.
+  // Returns (grad_inputs, grad_weight, grad_bias); only the requested gradients are computed, the others
+  // are empty tensors: grad_bias when has_bias is false, grad_inputs[i] when input_mask[i] == 0 (all
+  // when input_mask is None), grad_weight when weight_grad is false (frozen encoders / projections).
   m.def("concat_linear_bwd(Tensor grad_out, Tensor[] inputs, Tensor weight, Tensor z, bool has_bias, "
-        "int activation) -> (Tensor[], Tensor, Tensor)");
+        "int activation, int[]? input_mask=None, bool weight_grad=True) -> (Tensor[], Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "mmkernels native library (operators live in torch.ops.mmkernels)";
   m.def("cpu_capability", &mmkernels::cpu::capability_name,
         "Instruction set of the CPU kernels chosen on this machine");
+  // Constants of the contract, defined once in C++ and used by the Python layer.
+  m.attr("MAX_HEAD_DIM") = mmkernels::kMaxHeadDim;
+  pybind11::tuple activations(mmkernels::kNumActivations);
+  for (int i = 0; i < mmkernels::kNumActivations; ++i) activations[i] = mmkernels::kActivationNames[i];
+  m.attr("ACTIVATIONS") = activations;
+  m.def(
+      "_lse_dtype",
+      [](const std::string& input) -> std::string {
+        using mmkernels::DType;
+        const DType d = input == "float64" ? DType::Float64 : input == "float32" ? DType::Float32
+                      : input == "float16" ? DType::Float16 : DType::BFloat16;
+        return mmkernels::lse_dtype(d) == DType::Float64 ? "float64" : "float32";
+      },
+      "dtype name of cross_attention's saved log-sum-exp for an input dtype name (common/dtype.h)");
 #ifdef MMK_WITH_CUDA
   m.attr("with_cuda") = true;
   m.def("_cuda_kernel_dynamic_smem", &mmkernels::cuda::flash_dynamic_smem,

@@ -14,11 +14,32 @@ from .ops import concat_linear, cross_attention, cpu_capability, use_reference_o
 
 __version__ = "0.1.0"
 
+# The layer, model and tool subpackages are imported on first use (`mmkernels.nn.ConcatLinear` works
+# after a plain `import mmkernels`), keeping `import mmkernels` itself light.
+_SUBPACKAGES = ("nn", "models", "data", "bench", "examples")
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        import importlib
+
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'mmkernels' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SUBPACKAGES))
+
 __all__ = [
     "cross_attention",
     "concat_linear",
     "reference",
     "testing",
+    "nn",
+    "models",
+    "data",
     "use_reference_ops",
     "using_reference_ops",
     "cpu_capability",

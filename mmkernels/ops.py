@@ -19,10 +19,13 @@ from . import _C  # noqa: F401  (loads the native library; registers torch.ops.m
 
 __all__ = ["cross_attention", "concat_linear", "use_reference_ops", "using_reference_ops", "cpu_capability"]
 
-ACTIVATIONS = reference.ACTIVATIONS
+ACTIVATIONS = tuple(_C.ACTIVATIONS)  # the C++ order is the op's activation code
 _ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-MAX_HEAD_DIM = 256
+MAX_HEAD_DIM = int(_C.MAX_HEAD_DIM)
+# Saved log-sum-exp dtype per input dtype: the rule lives in csrc/common/dtype.h.
+_LSE_DTYPE = {dt: getattr(torch, _C._lse_dtype(str(dt).split(".")[-1]))
+              for dt in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
 
 # ---------------------------------------------------------------------------------------------------
 # Reference-op switch: every layer and model calls the two functions below, so one flag moves a whole
@@ -95,6 +98,14 @@ def _autocast(*tensors):
     )
 
 
+def _layout_hint(q, k) -> str:
+    """A (B, H, L, D) tensor passed where (B, L, H, D) is expected usually shows as inconsistent heads."""
+    if q.shape[1] == k.shape[1] and q.shape[2] != k.shape[2] and k.shape[0] == q.shape[0]:
+        return ("; q and k have the same size in dim 1: if they are laid out (B, H, L, D) (as in Hugging Face "
+                "models), pass q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)")
+    return ""
+
+
 def _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale):
     for x, name, layout in ((q, "q", "(B, Lq, H, D)"), (k, "k", "(B, Lk, Hkv, D)"), (v, "v", "(B, Lk, Hkv, Dv)")):
         _check_tensor(x, name)
@@ -110,25 +121,30 @@ def _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale):
     if k.shape[0] != B or v.shape[0] != B:
         raise ValueError(f"k and v must have batch size B={B} like q, got k {_shape(k)}, v {_shape(v)}")
     if k.shape[3] != D:
-        raise ValueError(f"k must have head dim D={D} like q (q {_shape(q)}), got k {_shape(k)}")
+        raise ValueError(f"k must have head dim D={D} like q (q {_shape(q)}), got k {_shape(k)}{_layout_hint(q, k)}")
     if v.shape[1] != Lk or v.shape[2] != Hkv:
         raise ValueError(f"v must be (B, Lk, Hkv, Dv) = ({B}, {Lk}, {Hkv}, Dv) like k, got v {_shape(v)}")
     if Hkv < 1 or H % Hkv != 0:
-        raise ValueError(f"the number of query heads H={H} must be a multiple of the key/value heads Hkv={Hkv}")
-    if not (1 <= D <= MAX_HEAD_DIM and 1 <= Dv <= MAX_HEAD_DIM):
-        raise ValueError(f"head dims must lie in 1..{MAX_HEAD_DIM}, got D={D}, Dv={Dv}")
+        raise ValueError(f"q has H={H} heads, which must be a multiple of the Hkv={Hkv} key/value heads of k and v "
+                         f"(q {_shape(q)}, k {_shape(k)}){_layout_hint(q, k)}")
+    if not 1 <= D <= MAX_HEAD_DIM:
+        raise ValueError(f"q and k must have a head dim D in 1..{MAX_HEAD_DIM}, got D={D} (q {_shape(q)})")
+    if not 1 <= Dv <= MAX_HEAD_DIM:
+        raise ValueError(f"v must have a head dim Dv in 1..{MAX_HEAD_DIM}, got Dv={Dv} (v {_shape(v)})")
     if kv_lengths is not None:
         _check_tensor(kv_lengths, "kv_lengths")
         if kv_lengths.dtype.is_floating_point or kv_lengths.dtype.is_complex or kv_lengths.dtype == torch.bool:
             raise TypeError(f"kv_lengths must be an integer tensor, got {kv_lengths.dtype}")
         if _shape(kv_lengths) != (B,):
             raise ValueError(f"kv_lengths must have shape (B,) = ({B},), got {_shape(kv_lengths)}")
+        _check_device(kv_lengths, "kv_lengths", q, "q")
     if key_padding_mask is not None:
         _check_tensor(key_padding_mask, "key_padding_mask")
         if key_padding_mask.dtype != torch.bool:
             raise TypeError(f"key_padding_mask must be a bool tensor (True = ignore the key), got {key_padding_mask.dtype}")
         if _shape(key_padding_mask) != (B, Lk):
             raise ValueError(f"key_padding_mask must have shape (B, Lk) = ({B}, {Lk}), got {_shape(key_padding_mask)}")
+        _check_device(key_padding_mask, "key_padding_mask", q, "q")
     if scale is None:
         return 1.0 / math.sqrt(D)
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
@@ -178,8 +194,11 @@ def cross_attention(
 
 @torch.library.register_fake("mmkernels::cross_attention_fwd")
 def _cross_attention_fwd_fake(q, k, v, kv_lengths, key_padding_mask, scale):
+    # The same checks as eager: torch.compile reports bad arguments at trace time, and a call that
+    # dispatches here because one argument is on the meta device is rejected, not answered.
+    _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale)
     B, Lq, H, _ = q.shape
-    lse_dtype = torch.float64 if q.dtype in (torch.float32, torch.float64) else torch.float32
+    lse_dtype = _LSE_DTYPE[q.dtype]
     return q.new_empty((B, Lq, H, v.shape[-1])), q.new_empty((B, H, Lq), dtype=lse_dtype)
 
 
@@ -196,8 +215,30 @@ def _cross_attention_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(lse)
 
 
+def _differentiable_vjp(fn, primals, needs, grad_out):
+    """Gradients of ``fn(*primals)`` (a plain-PyTorch formulation) for the primals in ``needs``, as a
+    differentiable graph: what a backward run with ``create_graph=True`` must return so that
+    second-order gradients (gradient penalties, Hessian-vector products, MAML) are correct. The fused
+    backward kernels compute first-order gradients only."""
+    wanted = [p for p, n in zip(primals, needs) if n and p is not None]
+    with torch.enable_grad():
+        out = fn(*primals)
+        grads = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True, allow_unused=True))
+    result = []
+    for p, n in zip(primals, needs):
+        g = next(grads) if (n and p is not None) else None
+        result.append(torch.zeros_like(p) if (g is None and n and p is not None) else g)
+    return result
+
+
 def _cross_attention_backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, kv_lengths, key_padding_mask = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: higher-order gradients through the reference
+        fn = lambda q, k, v: reference.cross_attention(
+            q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=ctx.scale
+        )
+        dq, dk, dv = _differentiable_vjp(fn, (q, k, v), ctx.needs_input_grad[:3], grad_out)
+        return dq, dk, dv, None, None, None
     dq, dk, dv = torch.ops.mmkernels.cross_attention_bwd(
         grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, ctx.scale
     )
@@ -279,6 +320,9 @@ def concat_linear(
 
 @torch.library.register_fake("mmkernels::concat_linear_fwd")
 def _concat_linear_fwd_fake(inputs, weight, bias, activation):
+    if not 0 <= activation < len(ACTIVATIONS):
+        raise ValueError(f"activation code must be 0..{len(ACTIVATIONS) - 1}, got {activation}")
+    _validate_concat_linear(inputs, weight, bias, ACTIVATIONS[activation])
     shape = tuple(inputs[0].shape[:-1]) + (weight.shape[0],)
     y = inputs[0].new_empty(shape)
     z = inputs[0].new_empty(shape if activation != 0 else (0,))
@@ -286,10 +330,11 @@ def _concat_linear_fwd_fake(inputs, weight, bias, activation):
 
 
 @torch.library.register_fake("mmkernels::concat_linear_bwd")
-def _concat_linear_bwd_fake(grad_out, inputs, weight, z, has_bias, activation):
-    dx = [x.new_empty(x.shape) for x in inputs]
+def _concat_linear_bwd_fake(grad_out, inputs, weight, z, has_bias, activation, input_mask=None, weight_grad=True):
+    mask = [True] * len(inputs) if input_mask is None else [bool(m) for m in input_mask]
+    dx = [x.new_empty(x.shape if want else (0,)) for x, want in zip(inputs, mask)]
     db = weight.new_empty((weight.shape[0],) if has_bias else (0,))
-    return dx, weight.new_empty(weight.shape), db
+    return dx, weight.new_empty(weight.shape if weight_grad else (0,)), db
 
 
 def _concat_linear_setup(ctx, inputs, output):
@@ -298,15 +343,28 @@ def _concat_linear_setup(ctx, inputs, output):
     ctx.n_inputs = len(xs)
     ctx.has_bias = bias is not None
     ctx.activation = activation
-    ctx.save_for_backward(*xs, weight, z)
+    ctx.save_for_backward(*xs, weight, z, bias)
     ctx.mark_non_differentiable(z)
 
 
 def _concat_linear_backward(ctx, grad_y, grad_z):
     saved = ctx.saved_tensors
-    xs, weight, z = list(saved[: ctx.n_inputs]), saved[ctx.n_inputs], saved[ctx.n_inputs + 1]
-    dxs, dw, db = torch.ops.mmkernels.concat_linear_bwd(grad_y, xs, weight, z, ctx.has_bias, ctx.activation)
-    return list(dxs), dw, (db if ctx.has_bias else None), None
+    n = ctx.n_inputs
+    xs, weight, z, bias = list(saved[:n]), saved[n], saved[n + 1], saved[n + 2]
+    needs_x, needs_w, needs_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    if torch.is_grad_enabled():  # create_graph=True: higher-order gradients through the reference
+        act = ACTIVATIONS[ctx.activation]
+        fn = lambda w, b, *xs: reference.concat_linear(list(xs), w, b, act)
+        needs = (needs_w, bool(needs_b) and ctx.has_bias) + tuple(bool(x) for x in needs_x)
+        dw, db, *dxs = _differentiable_vjp(fn, (weight, bias, *xs), needs, grad_y)
+        return list(dxs), dw, db, None
+    # Only the gradients autograd asks for (frozen encoders: no dX; a frozen projection: no dW).
+    want_b = bool(needs_b) and ctx.has_bias
+    dxs, dw, db = torch.ops.mmkernels.concat_linear_bwd(
+        grad_y, xs, weight, z, want_b, ctx.activation, [int(bool(n)) for n in needs_x], bool(needs_w)
+    )
+    dxs = [d if n else None for d, n in zip(dxs, needs_x)]
+    return dxs, (dw if needs_w else None), (db if want_b else None), None
 
 
 torch.library.register_autograd(

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 __all__ = ["cross_attention", "concat_linear", "key_valid_mask", "apply_activation", "ACTIVATIONS"]
 
-ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu")
+from ._C import ACTIVATIONS  # noqa: E402  (defined once, in csrc/common/activation.h)
 
 
 def key_valid_mask(

@@ -171,3 +171,36 @@ def test_direct_op_call_checks_arguments():
         torch.ops.mmkernels.concat_linear_fwd([torch.randn(2, 3)], torch.randn(4, 5), None, 0)
     with pytest.raises(ValueError, match="activation code"):
         torch.ops.mmkernels.concat_linear_fwd([torch.randn(2, 3)], torch.randn(4, 3), None, 9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("frozen", ["inputs", "weight", "one_input"])
+def test_backward_computes_only_the_gradients_asked_for(frozen, device):
+    xs, w, b = make(((5, 3), (6, 9), 7), torch.float32, device, seed=11)
+    xs = [x.detach().requires_grad_(frozen == "weight" or (frozen == "one_input" and i == 1)) for i, x in enumerate(xs)]
+    w = w.detach().requires_grad_(frozen != "weight")
+    b = b.detach().requires_grad_(frozen != "weight")
+    grad = torch.randn(5, 3, 7, device=device)
+    y = mmkernels.concat_linear(xs, w, b, "gelu")
+    y.backward(grad)
+    ref_xs = [x.detach().double().requires_grad_() for x in xs]
+    ref_w, ref_b = w.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+    R.concat_linear(ref_xs, ref_w, ref_b, "gelu").backward(grad.double())
+    for x, r in zip(xs + [w, b], ref_xs + [ref_w, ref_b]):
+        if x.requires_grad:
+            torch.testing.assert_close(x.grad.double(), r.grad, rtol=1e-4, atol=1e-5)
+        else:
+            assert x.grad is None
+
+
+@pytest.mark.skipif(not mmkernels.testing.emulation_available(), reason="needs the emulation's launch log")
+def test_frozen_inputs_skip_their_gemms():
+    xs = [torch.randn(17, d, dtype=torch.bfloat16) for d in (16, 8)]
+    w = torch.randn(12, 24, dtype=torch.bfloat16, requires_grad=True)
+    with mmkernels.testing.emulated_cuda():
+        y = mmkernels.concat_linear(xs, w, None, "relu")
+        mmkernels.testing.emulated_kernel_launches()
+        y.float().sum().backward()
+        launched = mmkernels.testing.emulated_kernel_launches()
+    gemms = [n for n in launched if n.startswith("tc_gemm_kernel")]
+    assert len(gemms) == 2 and all("kAKMajor = true" in n for n in gemms)  # dW slices only, no dX

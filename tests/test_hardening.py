@@ -112,6 +112,12 @@ def _ddp_worker(rank, world, init_file, batch, result_file):
     torch.nn.functional.cross_entropy(out, labels[sl]).backward()
     grads = [p.grad.clone() for p in model.parameters()]
     torch.save(grads, f"{result_file}.{rank}")
+    # Deterministic teardown: without it one rank could destroy its gloo group (or exit) while the other
+    # still had DDP's reducer and communication threads alive, and die in gloo with SIGABRT ("terminate
+    # called without an active exception") about one run in three. Drop the DDP wrapper (its reducer
+    # holds the group), wait for both ranks, then destroy.
+    del model, out
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -130,3 +130,23 @@ def test_avdigits_example_cli_writes_the_documented_json(tmp_path):
     assert set(m["accuracy_missing"]) == {"audio", "image"}
     assert m["train_samples_per_s"]["fused"] > 0 and m["train_samples_per_s"]["reference"] > 0
     assert r["device"] == "cpu" and r["torch_version"] == torch.__version__
+
+
+@pytest.mark.parametrize("cls_name", ["EarlyFusion", "LateFusion", "AttentionFusion"])
+def test_modality_order_is_the_models_not_the_callers_dict(cls_name):
+    # Two models built from the same spec written in different orders agree after a state-dict
+    # transfer: the fusion layers' column order is the sorted modality names.
+    import mmkernels.models as M
+
+    cls = getattr(M, cls_name)
+    spec_a = {"audio": ("sequence", 6), "image": ("image", 1), "extra": ("vector", 3)}
+    spec_b = {k: spec_a[k] for k in ("image", "extra", "audio")}
+    torch.manual_seed(0)
+    a = cls(spec_a, 4, d_model=16).eval()
+    b = cls(spec_b, 4, d_model=16).eval()
+    assert a.names == b.names == sorted(spec_a)
+    b.load_state_dict(a.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = {"audio": torch.randn(3, 9, 6, generator=g), "image": torch.randn(3, 1, 8, 8, generator=g),
+         "extra": torch.randn(3, 3, generator=g)}
+    torch.testing.assert_close(a(x, {"audio": torch.tensor([9, 4, 1])}), b(x, {"audio": torch.tensor([9, 4, 1])}))

@@ -17,6 +17,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd(co
                                                                               at::TensorList inputs,
                                                                               const at::Tensor& weight,
                                                                               const at::Tensor& z, bool has_bias,
-                                                                              int64_t activation);
+                                                                              int64_t activation,
+                                                                              at::OptionalIntArrayRef input_mask,
+                                                                              bool weight_grad);
 
 }  // namespace mmkernels::emulated

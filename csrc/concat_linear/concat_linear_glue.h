@@ -23,7 +23,8 @@ struct ConcatLinearArgs {
 inline ConcatLinearArgs prepare_concat_linear(at::TensorList inputs, const at::Tensor& weight,
                                               const std::optional<at::Tensor>& bias, int64_t activation) {
   TORCH_CHECK_VALUE(!inputs.empty(), "inputs must be a non-empty list of tensors");
-  TORCH_CHECK_VALUE(activation >= 0 && activation <= 4, "activation code must be 0..4, got ", activation);
+  TORCH_CHECK_VALUE(activation >= 0 && activation < kNumActivations, "activation code must be 0..", kNumActivations - 1,
+                    " (an index into mmkernels.ops.ACTIVATIONS), got ", activation);
   const at::Tensor& x0 = inputs[0];
   TORCH_CHECK_VALUE(x0.dim() >= 1, "inputs[0] must have at least one dimension (..., d_0), got a 0-D tensor");
   check_float_dtype(x0, "inputs[0]", allows_float64(x0));
@@ -61,6 +62,16 @@ inline ConcatLinearArgs prepare_concat_linear(at::TensorList inputs, const at::T
     check_same_device(*bias, x0, "bias", "inputs[0]");
   }
   return a;
+}
+
+// Which input gradients the backward computes (all when no mask is given).
+inline std::vector<bool> input_grads_wanted(const ConcatLinearArgs& a, at::OptionalIntArrayRef input_mask) {
+  std::vector<bool> want(a.x.size(), true);
+  if (!input_mask.has_value()) return want;
+  TORCH_CHECK_VALUE(input_mask->size() == a.x.size(), "input_mask must have one entry per input (", a.x.size(),
+                    "), got ", input_mask->size());
+  for (size_t i = 0; i < want.size(); ++i) want[i] = (*input_mask)[i] != 0;
+  return want;
 }
 
 inline std::vector<int64_t> out_shape(const ConcatLinearArgs& a) {

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -44,10 +45,13 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
   TORCH_CHECK_VALUE(k_in.size(3) == D, "k must have head dim D = ", D, " like q, got k ", shape_str(k_in));
   TORCH_CHECK_VALUE(v_in.size(1) == Lk && v_in.size(2) == Hkv, "v must be (B, Lk, Hkv, Dv) = (", B, ", ", Lk,
                     ", ", Hkv, ", Dv) like k, got v ", shape_str(v_in));
-  TORCH_CHECK_VALUE(Hkv >= 1 && H % Hkv == 0, "the number of query heads H = ", H,
-                    " must be a multiple of the number of key/value heads Hkv = ", Hkv);
-  TORCH_CHECK_VALUE(D >= 1 && D <= 256 && Dv >= 1 && Dv <= 256, "head dims must lie in 1..256, got D = ", D,
-                    ", Dv = ", Dv);
+  TORCH_CHECK_VALUE(Hkv >= 1 && H % Hkv == 0, "q has H = ", H, " heads, which must be a multiple of the Hkv = ",
+                    Hkv, " key/value heads of k and v (q ", shape_str(q_in), ", k ", shape_str(k_in), ")");
+  TORCH_CHECK_VALUE(D >= 1 && D <= kMaxHeadDim, "q and k must have a head dim D in 1..", kMaxHeadDim, ", got D = ", D,
+                    " (q ", shape_str(q_in), ")");
+  TORCH_CHECK_VALUE(Dv >= 1 && Dv <= kMaxHeadDim, "v must have a head dim Dv in 1..", kMaxHeadDim, ", got Dv = ", Dv,
+                    " (v ", shape_str(v_in), ")");
+  TORCH_CHECK_VALUE(std::isfinite(scale), "scale must be finite, got ", scale);
 
   CrossAttentionArgs a;
   a.q = inner_contiguous(q_in);

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -17,34 +16,9 @@ import torch.nn.functional as F
 import mmkernels
 from mmkernels import reference as R
 
+from .case import OURS, Case, allow_recompiles
+from .model_cases import model_cases
 from .timing import rotation_count, tensors_bytes
-
-OURS = "mmkernels"
-
-
-def allow_recompiles() -> None:
-    """Every case compiles the same reference function for new shapes; dynamo's default limit (8
-    recompiles per code object) would silently fall back to eager for later cases."""
-    import torch._dynamo.config as dcfg
-
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(dcfg, name):
-            setattr(dcfg, name, 1024)
-    if hasattr(dcfg, "accumulated_recompile_limit"):
-        dcfg.accumulated_recompile_limit = 4096
-
-
-@dataclass
-class Case:
-    name: str
-    op: str
-    dtype: torch.dtype
-    mode: str  # "fwd" | "fwd+bwd" | "train_step"
-    params: Dict[str, object]
-    flops: float
-    impls: Dict[str, Callable[[int], object]] = field(default_factory=dict)
-    skipped: Dict[str, str] = field(default_factory=dict)
-
 
 def _rand(shape, dtype, device, g, requires_grad=False):
     t = torch.randn(shape, generator=g, device=device, dtype=torch.float32).to(dtype)
@@ -222,7 +196,5 @@ def build_cases(suite: str, device: torch.device, quick: bool, dtypes: List[torc
                 for shape in concat_linear_shapes(device, quick):
                     out.append(lambda s=shape, d=dtype, m=mode: concat_linear_case(s, d, m, device, with_compile=with_compile))
     if suite in ("models", "all"):
-        from .model_cases import model_cases
-
         out.extend(model_cases(device, quick, with_compile))
     return out

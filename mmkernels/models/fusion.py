@@ -12,7 +12,7 @@ source has no valid keys (zero attention), so no model crashes or produces NaN.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, NamedTuple, Optional, Union
 
 import torch
 from torch import nn
@@ -23,6 +23,17 @@ from .encoders import ModalitySpec, make_encoder, masked_mean
 SpecLike = Union[ModalitySpec, tuple, dict]
 
 
+class Encoded(NamedTuple):
+    """One modality after its encoder: ``tokens (B, L, d)``, ``lengths (B,)`` valid tokens (0 when the
+    modality is missing for the sample), ``pooled (B, d)`` (the learned "missing" embedding where it
+    is missing), ``present (B,)`` bool."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    pooled: torch.Tensor
+    present: torch.Tensor
+
+
 class _FusionBase(nn.Module):
     def __init__(self, modalities: Mapping[str, SpecLike], num_classes: int, d_model: int):
         super().__init__()
@@ -30,9 +41,11 @@ class _FusionBase(nn.Module):
             raise ValueError("modalities must name at least one modality")
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
-        self.names = list(modalities)
+        # Sorted, as TorchMultimodal does: the column order of the fusion layers (and so the meaning of a
+        # state dict) never depends on how the caller happened to write the dict.
+        self.names = sorted(modalities)
         self.num_classes, self.d_model = num_classes, d_model
-        self.encoders = nn.ModuleDict({n: make_encoder(s, d_model) for n, s in modalities.items()})
+        self.encoders = nn.ModuleDict({n: make_encoder(modalities[n], d_model) for n in self.names})
         self.missing = nn.ParameterDict({n: nn.Parameter(torch.zeros(d_model)) for n in self.names})
 
     def _batch_info(self, inputs: Mapping[str, torch.Tensor]):
@@ -44,8 +57,8 @@ class _FusionBase(nn.Module):
             raise ValueError(f"at least one of the modalities {self.names} must be given")
         return given[0].shape[0], given[0].device
 
-    def encode(self, inputs, lengths=None, present=None) -> Dict[str, tuple]:
-        """{name: (tokens (B, L, d), token_lengths (B,), pooled (B, d), present (B,) bool)}."""
+    def encode(self, inputs, lengths=None, present=None) -> Dict[str, Encoded]:
+        """``{name: Encoded}`` for every modality of the model (missing ones included)."""
         B, device = self._batch_info(inputs)
         lengths, present = lengths or {}, present or {}
         out = {}
@@ -65,7 +78,7 @@ class _FusionBase(nn.Module):
                 here = here & present[n].to(device=device, dtype=torch.bool)
             tok_len = torch.where(here, tok_len, torch.zeros_like(tok_len))
             pooled = torch.where(here[:, None], pooled, self.missing[n].to(pooled.dtype).expand_as(pooled))
-            out[n] = (tokens, tok_len, pooled, here)
+            out[n] = Encoded(tokens, tok_len, pooled, here)
         return out
 
 
@@ -82,7 +95,7 @@ class EarlyFusion(_FusionBase):
 
     def forward(self, inputs, lengths=None, present=None):
         enc = self.encode(inputs, lengths, present)
-        h = self.fuse([enc[n][2] for n in self.names])
+        h = self.fuse([enc[n].pooled for n in self.names])
         return self.head(self.trunk(h))
 
 
@@ -101,8 +114,8 @@ class LateFusion(_FusionBase):
 
     def forward(self, inputs, lengths=None, present=None):
         enc = self.encode(inputs, lengths, present)
-        logits = torch.stack([self.heads[n](enc[n][2]) for n in self.names], 1)  # (B, M, C)
-        here = torch.stack([enc[n][3] for n in self.names], 1).to(logits.dtype)  # (B, M)
+        logits = torch.stack([self.heads[n](enc[n].pooled) for n in self.names], 1)  # (B, M, C)
+        here = torch.stack([enc[n].present for n in self.names], 1).to(logits.dtype)  # (B, M)
         w = torch.softmax(self.vote, 0)[None, :] * here
         w = w / w.sum(1, keepdim=True).clamp_min(1e-6)
         return (w[..., None] * logits).sum(1)
@@ -141,11 +154,10 @@ class AttentionFusion(_FusionBase):
         enc = self.encode(inputs, lengths, present)
         pooled = []
         for t in self.names:
-            tokens, t_len, t_pool, t_here = enc[t]
-            h = tokens
+            h = enc[t].tokens
             for s in self.names:
                 if s != t:
-                    h = self.blocks[f"{t}_from_{s}"](h, enc[s][0], enc[s][1])
-            p = masked_mean(h, t_len) if len(self.names) > 1 else t_pool
-            pooled.append(torch.where(t_here[:, None], p, self.missing[t].to(p.dtype).expand_as(p)))
+                    h = self.blocks[f"{t}_from_{s}"](h, enc[s].tokens, enc[s].lengths)
+            p = masked_mean(h, enc[t].lengths) if len(self.names) > 1 else enc[t].pooled
+            pooled.append(torch.where(enc[t].present[:, None], p, self.missing[t].to(p.dtype).expand_as(p)))
         return self.head(self.fuse(pooled))

@@ -6,6 +6,7 @@ switches them to the plain-PyTorch references.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -14,6 +15,23 @@ from torch import nn
 from .. import ops
 
 __all__ = ["CrossModalAttention", "ConcatLinear"]
+
+
+def _positive_int(value, name: str) -> int:
+    # bool is an int subclass, and 2.5 or "4" must not be truncated or parsed silently.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+def _positive_ints(values, name: str) -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
+    if len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got an empty one")
+    return [_positive_int(d, f"{name}[{i}]") for i, d in enumerate(values)]
 
 
 class CrossModalAttention(nn.Module):
@@ -70,12 +88,17 @@ class CrossModalAttention(nn.Module):
         kv_lengths: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         value = key if value is None else value
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"query must be (B, Lq, embed_dim={self.embed_dim}), got {tuple(query.shape)}")
         if key.dim() != 3 or key.shape[-1] != self.kdim:
             raise ValueError(f"key must be (B, Lk, kdim={self.kdim}), got {tuple(key.shape)}")
         if value.dim() != 3 or value.shape[-1] != self.vdim or value.shape[:2] != key.shape[:2]:
             raise ValueError(f"value must be (B, Lk, vdim={self.vdim}) like key {tuple(key.shape)}, got {tuple(value.shape)}")
+        if key.shape[0] != query.shape[0]:
+            raise ValueError(f"key must have the batch size of query ({query.shape[0]}), got key {tuple(key.shape)}")
         B, Lq, _ = query.shape
         Lk = key.shape[1]
         q = self.q_proj(query).view(B, Lq, self.num_heads, self.head_dim)
@@ -141,11 +164,8 @@ class ConcatLinear(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        in_features = [int(d) for d in in_features]
-        if not in_features or any(d <= 0 for d in in_features):
-            raise ValueError(f"in_features must be a non-empty sequence of positive ints, got {in_features}")
-        if out_features <= 0:
-            raise ValueError(f"out_features must be positive, got {out_features}")
+        in_features = _positive_ints(in_features, "in_features")
+        out_features = _positive_int(out_features, "out_features")
         if activation not in ops.ACTIVATIONS:
             raise ValueError(f"activation must be one of {ops.ACTIVATIONS}, got {activation!r}")
         self.in_features, self.out_features, self.activation = in_features, int(out_features), activation

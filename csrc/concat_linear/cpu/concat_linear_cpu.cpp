@@ -99,9 +99,10 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, 
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cpu(
     const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z,
-    bool has_bias, int64_t activation) {
+    bool has_bias, int64_t activation, at::OptionalIntArrayRef input_mask, bool weight_grad) {
 #if defined(MMK_WITH_EMULATION)
-  if (emulation::active()) return emulated::concat_linear_bwd(grad_out, inputs, weight, z, has_bias, activation);
+  if (emulation::active())
+    return emulated::concat_linear_bwd(grad_out, inputs, weight, z, has_bias, activation, input_mask, weight_grad);
 #endif
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const auto st = inputs[0].scalar_type();
@@ -116,13 +117,17 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cp
   }
   // Each gradient is a single GEMM per segment (no sum across segments), so the input dtype loses
   // nothing against plain PyTorch: dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place.
+  const std::vector<bool> want_x = input_grads_wanted(a, input_mask);
   std::vector<at::Tensor> dx;
-  at::Tensor dw = at::empty_like(weight, at::MemoryFormat::Contiguous);
+  at::Tensor dw = weight_grad ? at::empty_like(weight, at::MemoryFormat::Contiguous) : at::empty({0}, weight.options());
   for (size_t i = 0; i < a.x.size(); ++i) {
     const int64_t d = a.x[i].size(1);
-    dx.push_back(at::mm(dz, weight.narrow(1, a.offsets[i], d)).view(inputs[i].sizes()));
-    at::Tensor dw_i = dw.narrow(1, a.offsets[i], d);
-    at::mm_out(dw_i, dz.t(), a.x[i]);
+    dx.push_back(want_x[i] ? at::mm(dz, weight.narrow(1, a.offsets[i], d)).view(inputs[i].sizes())
+                           : at::empty({0}, weight.options()));
+    if (weight_grad) {
+      at::Tensor dw_i = dw.narrow(1, a.offsets[i], d);
+      at::mm_out(dw_i, dz.t(), a.x[i]);
+    }
   }
   at::Tensor db = has_bias ? dz.sum(0, /*keepdim=*/false, acc_dtype(st)).to(st) : at::empty({0}, weight.options());
   return {dx, dw, db};

@@ -120,7 +120,7 @@ inline std::tuple<at::Tensor, at::Tensor> run_concat_linear_fwd(ConcatLinearArgs
 
 inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_linear_bwd(
     ConcatLinearArgs& a, const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight,
-    const at::Tensor& z, bool has_bias, dev::Stream stream) {
+    const at::Tensor& z, bool has_bias, at::OptionalIntArrayRef input_mask, bool weight_grad, dev::Stream stream) {
   const auto st = inputs[0].scalar_type();
   const DType dtype = to_dtype(st);
   auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);
@@ -133,8 +133,9 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
                  "concat_linear activation-gradient kernel");
     });
   }
+  const std::vector<bool> want_x = input_grads_wanted(a, input_mask);
   std::vector<at::Tensor> dx;
-  at::Tensor dw = at::zeros({a.N, a.K}, weight.options());
+  at::Tensor dw = weight_grad ? at::zeros({a.N, a.K}, weight.options()) : at::empty({0}, weight.options());
   // Operands of the gradient GEMMs, tensor-core ready (dz as A of both: rows of N values, padded).
   dz = chunk_ready_rows(dz);
   const int64_t ldz = dz.stride(0);
@@ -142,8 +143,8 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
   for (size_t i = 0; i < a.x.size(); ++i) {
     const at::Tensor x = chunk_ready_rows(a.x[i]);
     const int64_t d = a.x[i].size(1), off = a.offsets[i];
-    at::Tensor dx_i = at::empty({a.M, d}, x.options());
-    if (a.M > 0 && d > 0) {
+    at::Tensor dx_i = want_x[i] ? at::empty({a.M, d}, x.options()) : at::empty({0}, x.options());
+    if (want_x[i] && a.M > 0 && d > 0) {
       GemmArgs g;  // dX_i (M x d) = dz (M x N) @ W[:, off:off+d] (N x d)
       g.M = a.M;
       g.N = d;
@@ -160,8 +161,8 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
       g.scn = 1;
       run_gemm(g, dtype, stream);
     }
-    dx.push_back(dx_i.view(inputs[i].sizes()));
-    if (a.N > 0 && d > 0 && a.M > 0) {
+    dx.push_back(want_x[i] ? dx_i.view(inputs[i].sizes()) : dx_i);
+    if (weight_grad && a.N > 0 && d > 0 && a.M > 0) {
       GemmArgs g;  // dW[:, off:off+d] (N x d) = dz^T (N x M) @ X_i (M x d)
       g.M = a.N;
       g.N = d;

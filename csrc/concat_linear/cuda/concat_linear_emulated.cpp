@@ -16,9 +16,11 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd(co
                                                                               at::TensorList inputs,
                                                                               const at::Tensor& weight,
                                                                               const at::Tensor& z, bool has_bias,
-                                                                              int64_t activation) {
+                                                                              int64_t activation,
+                                                                              at::OptionalIntArrayRef input_mask,
+                                                                              bool weight_grad) {
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
-  return cuda::run_concat_linear_bwd(a, grad_out, inputs, weight, z, has_bias, nullptr);
+  return cuda::run_concat_linear_bwd(a, grad_out, inputs, weight, z, has_bias, input_mask, weight_grad, nullptr);
 }
 
 }  // namespace mmkernels::emulated
