@@ -20,10 +20,10 @@
 TORCH_LIBRARY(mmkernels, m) {
   // Returns (out (B, Lq, H, Dv), lse (B, H, Lq)): lse is float64 for float32/float64 inputs, else float32.
   m.def("cross_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? kv_lengths, Tensor? key_padding_mask, "
-        "float scale) -> (Tensor, Tensor)");
+        "float scale, bool is_causal=False) -> (Tensor, Tensor)");
   // Returns (dq, dk, dv), contiguous, shaped like q, k, v.
   m.def("cross_attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-        "Tensor? kv_lengths, Tensor? key_padding_mask, float scale) -> (Tensor, Tensor, Tensor)");
+        "Tensor? kv_lengths, Tensor? key_padding_mask, float scale, bool is_causal=False) -> (Tensor, Tensor, Tensor)");
   // activation: the index into kActivationNames (common/activation.h): 0 none, 1 relu, 2 gelu (erf),
   // 3 gelu_tanh, 4 silu.
   // Returns (y (..., N), z): z is the pre-activation kept for backward (empty when activation is none).

@@ -167,6 +167,7 @@ def cross_attention(
     kv_lengths: Optional[torch.Tensor] = None,
     key_padding_mask: Optional[torch.Tensor] = None,
     scale: Optional[float] = None,
+    is_causal: bool = False,
 ) -> torch.Tensor:
     """Fused cross-modal attention.
 
@@ -179,6 +180,9 @@ def cross_attention(
             their blocks skipped, not computed). ``0 <= kv_lengths[b] <= Lk``.
         key_padding_mask: optional bool ``(B, Lk)``, ``True`` = ignore this key.
         scale: softmax scale, default ``1/sqrt(D)``.
+        is_causal: query ``i`` sees only keys ``j <= i + (n_b - Lq)`` with ``n_b = kv_lengths[b]`` (else
+            ``Lk``): bottom-right aligned (FlashAttention 2, KV-cache decoding); key blocks above the
+            diagonal are skipped. ``key_padding_mask`` masks keys without moving the diagonal.
 
     Returns:
         ``(B, Lq, H, Dv)`` in ``q``'s dtype. Query rows with no valid key are zeros (zero gradient).
@@ -186,14 +190,17 @@ def cross_attention(
     if all(isinstance(t, torch.Tensor) for t in (q, k, v)):
         q, k, v = _autocast(q, k, v)
     scale = _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale)
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
     if _USE_REFERENCE:
-        return reference.cross_attention(q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=scale)
-    out, _ = torch.ops.mmkernels.cross_attention_fwd(q, k, v, kv_lengths, key_padding_mask, scale)
+        return reference.cross_attention(q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=scale,
+                                         is_causal=is_causal)
+    out, _ = torch.ops.mmkernels.cross_attention_fwd(q, k, v, kv_lengths, key_padding_mask, scale, is_causal)
     return out
 
 
 @torch.library.register_fake("mmkernels::cross_attention_fwd")
-def _cross_attention_fwd_fake(q, k, v, kv_lengths, key_padding_mask, scale):
+def _cross_attention_fwd_fake(q, k, v, kv_lengths, key_padding_mask, scale, is_causal=False):
     # The same checks as eager: torch.compile reports bad arguments at trace time, and a call that
     # dispatches here because one argument is on the meta device is rejected, not answered.
     _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale)
@@ -203,15 +210,16 @@ def _cross_attention_fwd_fake(q, k, v, kv_lengths, key_padding_mask, scale):
 
 
 @torch.library.register_fake("mmkernels::cross_attention_bwd")
-def _cross_attention_bwd_fake(grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, scale):
+def _cross_attention_bwd_fake(grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, scale, is_causal=False):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _cross_attention_setup(ctx, inputs, output):
-    q, k, v, kv_lengths, key_padding_mask, scale = inputs
+    q, k, v, kv_lengths, key_padding_mask, scale, is_causal = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, kv_lengths, key_padding_mask)
     ctx.scale = scale
+    ctx.is_causal = is_causal
     ctx.mark_non_differentiable(lse)
 
 
@@ -235,14 +243,14 @@ def _cross_attention_backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, kv_lengths, key_padding_mask = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True: higher-order gradients through the reference
         fn = lambda q, k, v: reference.cross_attention(
-            q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=ctx.scale
+            q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=ctx.scale, is_causal=ctx.is_causal
         )
         dq, dk, dv = _differentiable_vjp(fn, (q, k, v), ctx.needs_input_grad[:3], grad_out)
-        return dq, dk, dv, None, None, None
+        return dq, dk, dv, None, None, None, None
     dq, dk, dv = torch.ops.mmkernels.cross_attention_bwd(
-        grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, ctx.scale
+        grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, ctx.scale, ctx.is_causal
     )
-    return dq, dk, dv, None, None, None
+    return dq, dk, dv, None, None, None, None
 
 
 torch.library.register_autograd(

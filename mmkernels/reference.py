@@ -41,8 +41,12 @@ def cross_attention(
     kv_lengths: Optional[torch.Tensor] = None,
     key_padding_mask: Optional[torch.Tensor] = None,
     scale: Optional[float] = None,
+    is_causal: bool = False,
 ) -> torch.Tensor:
     """softmax(q k^T * scale, over valid keys) v for (B, L, H, D) tensors; GQA; zeros for rows without keys.
+
+    ``is_causal``: query i sees keys j <= i + (n_b - Lq), n_b = kv_lengths[b] (else Lk): bottom-right
+    aligned, as FlashAttention 2 and KV-cache decoding.
 
     Computes in q's dtype (as plain PyTorch would), except for the masked softmax itself which is
     done with torch.softmax's own internal float accumulation.
@@ -58,11 +62,18 @@ def cross_attention(
     s = torch.matmul(qh, kh.transpose(-1, -2)) * scale
     valid = key_valid_mask(B, Lk, q.device, kv_lengths, key_padding_mask)
     if valid is not None:
-        s = s.masked_fill(~valid[:, None, None, :], float("-inf"))
+        valid = valid[:, None, None, :]  # (B, 1, 1, Lk)
+    if is_causal:
+        n = kv_lengths.to(q.device).clamp(0, Lk) if kv_lengths is not None else torch.full((B,), Lk, device=q.device)
+        i, j = torch.arange(Lq, device=q.device), torch.arange(Lk, device=q.device)
+        causal = j[None, None, :] <= i[None, :, None] + (n - Lq)[:, None, None]  # (B, Lq, Lk)
+        valid = causal[:, None] if valid is None else valid & causal[:, None]
+    if valid is not None:
+        s = s.masked_fill(~valid, float("-inf"))
     p = torch.softmax(s, dim=-1)
     if valid is not None:
         # rows whose keys are all masked: softmax gives NaN; the contract says zeros
-        p = p.masked_fill(~valid.any(-1)[:, None, None, None], 0.0)
+        p = p.masked_fill(~valid.any(-1, keepdim=True), 0.0)
     out = torch.matmul(p, vh)  # (B, H, Lq, Dv)
     return out.transpose(1, 2)
 

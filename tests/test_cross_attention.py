@@ -49,9 +49,9 @@ def make_inputs(shape, masking, device, seed, noncontig=False):
     return q.to(device), k.to(device), v.to(device), to(kl), to(m)
 
 
-def grads_of(fn, q, k, v, kl, m, dtype, g_out):
+def grads_of(fn, q, k, v, kl, m, dtype, g_out, **kw):
     q, k, v = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
-    out = fn(q, k, v, kv_lengths=kl, key_padding_mask=m)
+    out = fn(q, k, v, kv_lengths=kl, key_padding_mask=m, **kw)
     out.backward(g_out.to(dtype))
     return out, q.grad, k.grad, v.grad
 
@@ -104,6 +104,46 @@ def test_head_dims_within_budget(dims, dtype, device):
     ours = grads_of(mmkernels.cross_attention, q, k, v, kl, m, dtype, g_out)
     for name, o, p, r in zip(("out", "dq", "dk", "dv"), ours, plain, ref):
         assert_within_budget(o, p, r, name, dtype)
+
+
+# Causal with Lq < Lk (cross/decoding), Lq > Lk (leading rows see no key: zeros), Lq == Lk; head dims
+# of the tensor-core kernels and an odd one; tiles larger than one block so whole tiles are skipped.
+CAUSAL_SHAPES = [(2, 70, 130, 4, 2, 64, 64), (2, 130, 70, 2, 1, 32, 48), (1, 97, 97, 2, 2, 40, 40),
+                 (2, 1, 257, 2, 1, 128, 128)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("masking", MASKINGS)
+@pytest.mark.parametrize("shape", CAUSAL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_causal_matches_reference_within_budget(shape, masking, dtype, device):
+    q, k, v, kl, m = make_inputs(shape, masking, device, seed=sum(shape))
+    g_out = torch.randn(shape[0], shape[1], shape[3], shape[6], dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(2)).to(device)
+    ref = grads_of(R.cross_attention, q, k, v, kl, m, torch.float64, g_out, is_causal=True)
+    plain = grads_of(R.cross_attention, q, k, v, kl, m, dtype, g_out, is_causal=True)
+    ours = grads_of(mmkernels.cross_attention, q, k, v, kl, m, dtype, g_out, is_causal=True)
+    for name, o, p, r in zip(("out", "dq", "dk", "dv"), ours, plain, ref):
+        assert_within_budget(o, p, r, name, dtype)
+    again = grads_of(mmkernels.cross_attention, q, k, v, kl, m, dtype, g_out, is_causal=True)
+    for a, b in zip(ours, again):
+        assert torch.equal(a, b)
+
+
+def test_causal_is_bottom_right_aligned():
+    # Lq = 2 queries over Lk = 5 keys (lengths 5 and 3): the last query sees every valid key, the one
+    # before it all but the last; with Lq > n_b the first rows see nothing and give zeros.
+    q, k, v = torch.randn(2, 2, 1, 4, dtype=torch.float64), torch.randn(2, 5, 1, 4, dtype=torch.float64), \
+        torch.randn(2, 5, 1, 3, dtype=torch.float64)
+    kl = torch.tensor([5, 3])
+    out = mmkernels.cross_attention(q, k, v, kv_lengths=kl, is_causal=True)
+    for b, n in enumerate((5, 3)):
+        for i, visible in enumerate((n - 1, n)):
+            expect = R.cross_attention(q[b:b + 1, i:i + 1], k[b:b + 1, :visible], v[b:b + 1, :visible])
+            torch.testing.assert_close(out[b:b + 1, i:i + 1], expect)
+    q3 = torch.randn(1, 4, 1, 4, dtype=torch.float64)
+    out3 = mmkernels.cross_attention(q3, k[:1, :2], v[:1, :2], is_causal=True)  # offset 2 - 4 = -2
+    assert (out3[0, :2] == 0).all() and (out3[0, 2:] != 0).any()
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -13,10 +13,10 @@ namespace mmkernels::emulated {
 std::tuple<at::Tensor, at::Tensor> cross_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                        const std::optional<at::Tensor>& kv_lengths,
                                                        const std::optional<at::Tensor>& key_padding_mask,
-                                                       double scale);
+                                                       double scale, bool is_causal);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
-    const std::optional<at::Tensor>& key_padding_mask, double scale);
+    const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal);
 
 }  // namespace mmkernels::emulated

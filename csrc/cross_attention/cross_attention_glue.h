@@ -28,7 +28,7 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
                                                   const at::Tensor& v_in,
                                                   const std::optional<at::Tensor>& kv_lengths,
                                                   const std::optional<at::Tensor>& key_padding_mask,
-                                                  double scale) {
+                                                  double scale, bool is_causal) {
   check_dim(q_in, 4, "q", "(B, Lq, H, D)");
   check_dim(k_in, 4, "k", "(B, Lk, Hkv, D)");
   check_dim(v_in, 4, "v", "(B, Lk, Hkv, Dv)");
@@ -95,6 +95,7 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
   p.k_stride_b = a.k.stride(0); p.k_stride_l = a.k.stride(1); p.k_stride_h = a.k.stride(2);
   p.v_stride_b = a.v.stride(0); p.v_stride_l = a.v.stride(1); p.v_stride_h = a.v.stride(2);
   p.scale = scale;
+  p.causal = is_causal;
   p.dtype = to_dtype(q_in.scalar_type());
   return a;
 }

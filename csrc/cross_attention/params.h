@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "common/device/backend.h"
 #include "common/dtype.h"
 
 namespace mmkernels {
@@ -39,7 +40,25 @@ struct CrossAttentionParams {
   int64_t do_stride_b = 0, do_stride_l = 0, do_stride_h = 0;
 
   double scale = 1.0;
+  // Causal (bottom-right aligned): query i sees only keys j <= i + causal_offset(p, b).
+  bool causal = false;
   DType dtype = DType::Float32;
 };
+
+// The causal diagonal's offset for batch b: n_b - Lq, with n_b = kv_lengths[b] (else Lk), so the last
+// query row sees every key up to its valid length (FlashAttention 2's and KV-cache decoding's
+// alignment). key_padding_mask does not move the diagonal; masked keys are just not attended.
+MMK_HOST_DEVICE int64_t causal_offset(const CrossAttentionParams& p, int64_t b) {
+  int64_t n = p.Lk;
+  if (p.kv_lengths) n = p.kv_lengths[b] < 0 ? 0 : (p.kv_lengths[b] > p.Lk ? p.Lk : p.kv_lengths[b]);
+  return n - p.Lq;
+}
+
+// One past the last key query row i may see: all Lk keys when not causal.
+MMK_HOST_DEVICE int64_t causal_end(const CrossAttentionParams& p, int64_t b, int64_t i) {
+  if (!p.causal) return p.Lk;
+  const int64_t e = i + causal_offset(p, b) + 1;
+  return e < 0 ? 0 : (e > p.Lk ? p.Lk : e);
+}
 
 }  // namespace mmkernels

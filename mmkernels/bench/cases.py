@@ -28,13 +28,15 @@ def _rand(shape, dtype, device, g, requires_grad=False):
 # ---------------------------------------------------------------------------------------------- attention
 
 def attention_shapes(device: torch.device, quick: bool):
-    """(B, Lq, Lk, H, D, masked) per design section 4 and the issues' targets."""
+    """(B, Lq, Lk, H, D, masked[, causal]) per design section 4 and the issues' targets. Causal cases have
+    Lq == Lk, where our bottom-right diagonal is SDPA's top-left one."""
     if device.type == "cuda":
         shapes = [(32, 77, 257, 8, 64, False), (16, 512, 576, 8, 64, False), (8, 1024, 4096, 8, 128, True),
-                  (4, 2048, 2048, 16, 128, False), (16, 512, 576, 8, 64, True)]
+                  (4, 2048, 2048, 16, 128, False), (16, 512, 576, 8, 64, True), (4, 2048, 2048, 16, 128, False, True)]
         return shapes[:3] if quick else shapes
     shapes = [(16, 77, 197, 8, 64, False), (8, 512, 576, 8, 64, False), (4, 1024, 1024, 8, 128, False),
-              (16, 77, 197, 8, 64, True), (8, 512, 576, 8, 64, True), (4, 1024, 1024, 8, 128, True)]
+              (16, 77, 197, 8, 64, True), (8, 512, 576, 8, 64, True), (4, 1024, 1024, 8, 128, True),
+              (4, 1024, 1024, 8, 64, False, True)]
     return [shapes[0], shapes[1], shapes[3], shapes[4]] if quick else shapes
 
 
@@ -53,7 +55,8 @@ def _sdpa_backends(device):
 
 
 def attention_case(shape, dtype, mode, device, *, with_compile: bool, seed: int = 0) -> Case:
-    B, Lq, Lk, H, D, masked = shape
+    B, Lq, Lk, H, D, masked, *rest = shape
+    causal = bool(rest and rest[0])
     g = torch.Generator(device=device).manual_seed(seed)
     need_grad = mode == "fwd+bwd"
     one = dict(q=(B, Lq, H, D), k=(B, Lk, H, D), v=(B, Lk, H, D))
@@ -68,10 +71,11 @@ def attention_case(shape, dtype, mode, device, *, with_compile: bool, seed: int 
         grad = _rand((B, Lq, H, D), dtype, device, g) if need_grad else None
         sets.append((q, k, v, lens, grad))
     valid = sum(int(s[3].float().mean().item()) if masked else Lk for s in sets) / n_sets
-    fwd_flops = 4.0 * B * H * Lq * valid * D
+    fwd_flops = 4.0 * B * H * Lq * valid * D * (0.5 if causal else 1.0)
     flops = fwd_flops * (3.5 if need_grad else 1.0)  # backward = 2.5x forward (5 GEMMs vs 2)
-    name = f"attn B{B} Lq{Lq} Lk{Lk} H{H} D{D}{' kv_len~U[Lk/2,Lk]' if masked else ''}"
-    case = Case(name, "cross_attention", dtype, mode, dict(B=B, Lq=Lq, Lk=Lk, H=H, D=D, masked=masked), flops)
+    name = f"attn B{B} Lq{Lq} Lk{Lk} H{H} D{D}{' kv_len~U[Lk/2,Lk]' if masked else ''}{' causal' if causal else ''}"
+    case = Case(name, "cross_attention", dtype, mode,
+                dict(B=B, Lq=Lq, Lk=Lk, H=H, D=D, masked=masked, causal=causal), flops)
 
     def bool_mask(lens):  # SDPA convention: True = attend; (B, 1, 1, Lk)
         return (torch.arange(Lk, device=device)[None, :] < lens[:, None])[:, None, None, :]
@@ -87,10 +91,12 @@ def attention_case(shape, dtype, mode, device, *, with_compile: bool, seed: int 
             return out
         return call
 
-    case.impls[OURS] = run(lambda q, k, v, lens, m: mmkernels.cross_attention(q, k, v, kv_lengths=lens))
+    case.impls[OURS] = run(lambda q, k, v, lens, m: mmkernels.cross_attention(q, k, v, kv_lengths=lens,
+                                                                              is_causal=causal))
 
     def sdpa(q, k, v, lens, m):
-        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=m)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=m,
+                                           is_causal=causal)
         return o.transpose(1, 2)
 
     case.impls["sdpa"] = run(sdpa)
@@ -102,11 +108,13 @@ def attention_case(shape, dtype, mode, device, *, with_compile: bool, seed: int 
                 return sdpa(q, k, v, lens, m)
         case.impls[f"sdpa_{bname}"] = run(with_backend)
 
-    case.impls["eager_reference"] = run(lambda q, k, v, lens, m: R.cross_attention(q, k, v, kv_lengths=lens))
+    case.impls["eager_reference"] = run(lambda q, k, v, lens, m: R.cross_attention(q, k, v, kv_lengths=lens,
+                                                                                   is_causal=causal))
     if with_compile:
         compiled = torch.compile(R.cross_attention, dynamic=False)
-        case.impls["compiled_reference"] = run(lambda q, k, v, lens, m: compiled(q, k, v, kv_lengths=lens))
-        if device.type == "cuda":
+        case.impls["compiled_reference"] = run(lambda q, k, v, lens, m: compiled(q, k, v, kv_lengths=lens,
+                                                                                 is_causal=causal))
+        if device.type == "cuda" and not causal:
             _add_flex(case, sets, run, masked, B, Lk, device)
     return case
 
@@ -140,7 +148,7 @@ def _add_flex(case, sets, run, masked, B, Lk, device):
 def concat_linear_shapes(device: torch.device, quick: bool):
     """(M, (d_i...), N)."""
     if device.type == "cuda":
-        shapes = [(64, (512, 768, 128), 512), (8192, (1024, 768, 256), 1024), (65536, (256, 256, 128), 512)]
+        shapes = [(64, (512, 768, 128), 512), (8192, (256, 256, 128), 512), (32768, (1024, 1024), 1024)]
     else:
         shapes = [(64, (512, 768, 128), 512), (8192, (256, 256, 128), 512)]
     return shapes

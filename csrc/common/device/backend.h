@@ -26,8 +26,13 @@
 #define MMK_BACKEND_END }
 
 // Unroll the next loop on the device (register arrays indexed by its counter stay in registers).
+// MMK_UNROLL_BY(n) unrolls by n only: for loops whose full unrolling lets the compiler hoist every
+// iteration's loads and run out of registers.
 #if defined(__CUDACC__) && !defined(MMK_EMULATION)
+#define MMK_PRAGMA(x) _Pragma(#x)
 #define MMK_UNROLL _Pragma("unroll")
+#define MMK_UNROLL_BY(n) MMK_PRAGMA(unroll n)
 #else
 #define MMK_UNROLL
+#define MMK_UNROLL_BY(n)
 #endif

@@ -151,7 +151,7 @@ MMK_DEVICE void mma_b_kmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemP
 template <int kNT, int kSteps, typename T>
 MMK_DEVICE void warp_gemm_nt(float (&acc)[kNT][4], SmemPtr<const T> A, int a_pitch, int a_row0, SmemPtr<const T> B,
                              int b_pitch, int n_row0) {
-  MMK_UNROLL
+  MMK_UNROLL_BY(2)  // a full unroll over wide head dims hoists every step's fragments (spills)
   for (int ks = 0; ks < kSteps; ++ks) {
     uint32_t a[4];
     load_a<T>(a, A, a_pitch, a_row0, ks * 16);

@@ -188,28 +188,32 @@ void forward_impl(const CrossAttentionParams& p) {
       std::fill(l.begin(), l.end(), A(0));
       std::fill(O.begin(), O.end(), A(0));
 
-      for (int64_t k0 = 0; k0 < n_valid[b]; k0 += BK) {
-        const int64_t cols = std::min(BK, n_valid[b] - k0);
+      // Causal: key blocks entirely above the block's last row's diagonal are never computed.
+      const int64_t kv_end = std::min(n_valid[b], causal_end(p, b, q0 + rows - 1));
+      for (int64_t k0 = 0; k0 < kv_end; k0 += BK) {
+        const int64_t cols = std::min(BK, kv_end - k0);
         if (!any_key_valid(mrow, k0, cols)) continue;
         gemm_scores<T>(rows, cols, D, qp, p.q_stride_l, kt, k0, S.data(), BK, scratch);
         for (int64_t i = 0; i < rows; ++i) {
           A* s = S.data() + i * BK;
-          // scale, mask, row max
+          // scale, mask, row max; keys at or past `live` lie above this row's causal diagonal
+          const int64_t live = std::clamp<int64_t>(causal_end(p, b, q0 + i) - k0, 0, cols);
           Vec vmax(neg_inf);
           const Vec vscale(scale);
           int64_t j = 0;
           if (!mrow) {
-            for (; j + Vec::size() <= cols; j += Vec::size()) {
+            for (; j + Vec::size() <= live; j += Vec::size()) {
               Vec x = Vec::loadu(s + j) * vscale;
               x.store(s + j);
               vmax = at::vec::maximum(vmax, x);
             }
           }
           A rmax = hmax<A>(vmax);
-          for (; j < cols; ++j) {
+          for (; j < live; ++j) {
             s[j] = (mrow && mrow[k0 + j]) ? neg_inf : s[j] * scale;
             rmax = max_nan(rmax, s[j]);
           }
+          for (; j < cols; ++j) s[j] = neg_inf;
           const A m_new = max_nan(m[i], rmax);
           if (m_new == neg_inf) {  // no valid key for this row yet: contributes nothing
             if constexpr (is_reduced_v<T>) std::fill(P.data() + i * BK, P.data() + i * BK + cols, T(0));
@@ -338,6 +342,7 @@ void backward_impl(const CrossAttentionParams& p) {
         std::fill(dV.begin(), dV.end(), A(0));
         for (int64_t q0 = 0; q0 < Lq && block_live; q0 += BQ) {
           const int64_t rows = std::min(BQ, Lq - q0);
+          if (causal_end(p, b, q0 + rows - 1) <= k0) continue;  // the whole tile lies above the diagonal
           const T* qp = qbh + q0 * p.q_stride_l;
           const T* dop = dobh + q0 * p.do_stride_l;
           gemm_scores<T>(rows, cols, D, qp, p.q_stride_l, kt, k0, S.data(), BK, scratch);
@@ -364,6 +369,7 @@ void backward_impl(const CrossAttentionParams& p) {
                 vexp<A>(Vec::loadu(s + j) * vscale - vhi - vlo).store(s + j);
             for (; j < cols; ++j)
               s[j] = (mrow && mrow[k0 + j]) ? A(0) : std::exp(s[j] * scale - lse_hi - lse_lo);
+            for (j = std::clamp<int64_t>(causal_end(p, b, q0 + i) - k0, 0, cols); j < cols; ++j) s[j] = A(0);
             A di = Di[q0 + i];
             if (single_block) {
               Vec vacc(A(0));

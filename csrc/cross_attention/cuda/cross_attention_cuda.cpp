@@ -25,9 +25,9 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cuda(const at::Tensor& q,
                                                             const at::Tensor& v,
                                                             const std::optional<at::Tensor>& kv_lengths,
                                                             const std::optional<at::Tensor>& key_padding_mask,
-                                                            double scale) {
+                                                            double scale, bool is_causal) {
   const c10::cuda::CUDAGuard guard(q.device());
-  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
+  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   check_lengths_on_device(a, stream);
   return cuda::run_cross_attention_fwd(a, stream);
@@ -36,9 +36,9 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cuda(const at::Tensor& q,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd_cuda(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
-    const std::optional<at::Tensor>& key_padding_mask, double scale) {
+    const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal) {
   const c10::cuda::CUDAGuard guard(q.device());
-  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
+  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   return cuda::run_cross_attention_bwd(a, grad_out, out, lse, c10::cuda::getCurrentCUDAStream());
 }
 

@@ -9,16 +9,16 @@ namespace mmkernels::emulated {
 std::tuple<at::Tensor, at::Tensor> cross_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                        const std::optional<at::Tensor>& kv_lengths,
                                                        const std::optional<at::Tensor>& key_padding_mask,
-                                                       double scale) {
-  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
+                                                       double scale, bool is_causal) {
+  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   return cuda::run_cross_attention_fwd(a, nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
-    const std::optional<at::Tensor>& key_padding_mask, double scale) {
-  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale);
+    const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal) {
+  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   return cuda::run_cross_attention_bwd(a, grad_out, out, lse, nullptr);
 }
 

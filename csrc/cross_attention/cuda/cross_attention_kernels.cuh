@@ -32,6 +32,9 @@ namespace simt {
 constexpr int kWarp = dev::kWarpSize;
 constexpr int kMaxDimPerLane = kMaxHeadDim / kWarp;
 constexpr int kRowsPerBlock = 4;  // warps per block
+// The occupancy these kernels aim for, given to ptxas: without it, it chases a higher one with cold
+// spills of long-lived values (kernel audit) although ~56 registers suffice.
+constexpr int kMinBlocks = 4;
 
 MMK_DEVICE float warp_max(float v) {  // NaN-propagating (common/numerics.h)
   MMK_UNROLL
@@ -61,7 +64,7 @@ MMK_DEVICE float dot_row(dev::SmemPtr<const float> s_vec, const T* row, int n) {
 // grid (ceil(Lq / kRowsPerBlock), H, B), block kRowsPerBlock * 32 threads,
 // dynamic shared memory kRowsPerBlock * D floats.
 template <typename T>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) forward_kernel(const CrossAttentionParams p) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) forward_kernel(const CrossAttentionParams p) {
   const int warp = dev::warp_id(), lane = dev::lane_id();
   const int64_t b = dev::block_idx().z, h = dev::block_idx().y;
   const int64_t i = int64_t(dev::block_idx().x) * kRowsPerBlock + warp;
@@ -75,7 +78,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) forward_kernel(const Cr
   dev::sync_warp();
 
   const float scale = static_cast<float>(p.scale);
-  const int64_t n_valid = valid_keys(p, b);
+  const int64_t n_valid = dev::min(valid_keys(p, b), causal_end(p, b, i));
   float acc[kMaxDimPerLane];
   MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) acc[t] = 0.f;
@@ -120,7 +123,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) forward_kernel(const Cr
 // dS = P (dP - Di) is consistent with the P it multiplies: the O-based form cancels badly in float32.
 // grid (ceil(Lq / kRowsPerBlock), H, B); smem kRowsPerBlock * (D + Dv) floats.
 template <typename T>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) softmax_grad_rowsum_kernel(const CrossAttentionParams p,
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) softmax_grad_rowsum_kernel(const CrossAttentionParams p,
                                                                                     float* Di) {
   const int warp = dev::warp_id(), lane = dev::lane_id();
   const int64_t b = dev::block_idx().z, h = dev::block_idx().y;
@@ -140,7 +143,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) softmax_grad_rowsum_ker
     const float scale = static_cast<float>(p.scale);
     const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
     const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
-    const int64_t n_valid = valid_keys(p, b);
+    const int64_t n_valid = dev::min(valid_keys(p, b), causal_end(p, b, i));
     for (int64_t j = lane; j < n_valid; j += kWarp) {
       if (!key_ok(p, b, j)) continue;
       const float pj = lse.prob(dot_row<T>(qs, k + j * p.k_stride_l, p.D) * scale);
@@ -153,7 +156,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) softmax_grad_rowsum_ker
 
 // dQ: one warp per query row. grid (ceil(Lq / kRowsPerBlock), H, B); smem kRowsPerBlock * (D + Dv) floats.
 template <typename T>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dq_kernel(const CrossAttentionParams p, const float* Di) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) dq_kernel(const CrossAttentionParams p, const float* Di) {
   const int warp = dev::warp_id(), lane = dev::lane_id();
   const int64_t b = dev::block_idx().z, h = dev::block_idx().y;
   const int64_t i = int64_t(dev::block_idx().x) * kRowsPerBlock + warp;
@@ -167,7 +170,6 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dq_kernel(const CrossAt
   for (int d = lane; d < p.Dv; d += kWarp) gs[d] = dev::to_float(g[d]);
   dev::sync_warp();
   const Lse lse(static_cast<const lse_t<T>*>(p.lse)[(b * p.H + h) * p.Lq + i]);
-  T* dq = static_cast<T*>(p.dq) + ((b * p.Lq + i) * p.H + h) * p.D;
   float acc[kMaxDimPerLane];
   MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) acc[t] = 0.f;
@@ -175,7 +177,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dq_kernel(const CrossAt
     const float scale = static_cast<float>(p.scale), di = Di[(b * p.H + h) * p.Lq + i];
     const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
     const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
-    const int64_t n_valid = valid_keys(p, b);
+    const int64_t n_valid = dev::min(valid_keys(p, b), causal_end(p, b, i));
     for (int64_t j0 = 0; j0 < n_valid; j0 += kWarp) {
       const int64_t j = j0 + lane;
       float ds = 0.f;
@@ -185,10 +187,10 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dq_kernel(const CrossAt
         ds = pj * (dp - di) * scale;
       }
       const int nk = static_cast<int>(dev::min(int64_t(kWarp), n_valid - j0));
-      for (int jj = 0; jj < nk; ++jj) {
+      const T* krow = k + j0 * p.k_stride_l;
+      for (int jj = 0; jj < nk; ++jj, krow += p.k_stride_l) {
         const float dsb = dev::shfl(dev::kFullMask, ds, jj);
         if (dsb == 0.f) continue;  // uniform across the warp
-        const T* krow = k + (j0 + jj) * p.k_stride_l;
         MMK_UNROLL
         for (int t = 0; t < kMaxDimPerLane; ++t) {
           const int d = lane + t * kWarp;
@@ -197,6 +199,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dq_kernel(const CrossAt
       }
     }
   }
+  T* dq = static_cast<T*>(p.dq) + ((b * p.Lq + i) * p.H + h) * p.D;
   MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) {
     const int d = lane + t * kWarp;
@@ -207,7 +210,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dq_kernel(const CrossAt
 // dK, dV: one warp per key j of kv head hk; loops over the group's query heads and all query rows in
 // order. grid (ceil(Lk / kRowsPerBlock), Hkv, B); smem kRowsPerBlock * (D + Dv) floats.
 template <typename T>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dkdv_kernel(const CrossAttentionParams p, const float* Di) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) dkdv_kernel(const CrossAttentionParams p, const float* Di) {
   const int warp = dev::warp_id(), lane = dev::lane_id();
   const int64_t b = dev::block_idx().z, hk = dev::block_idx().y;
   const int64_t j = int64_t(dev::block_idx().x) * kRowsPerBlock + warp;
@@ -234,7 +237,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp) dkdv_kernel(const Cross
     for (int64_t i0 = 0; i0 < p.Lq; i0 += kWarp) {
       const int64_t i = i0 + lane;
       float pij = 0.f, ds = 0.f;
-      const Lse lse_i(i < p.Lq ? lse[i] : lse_t<T>(-INFINITY));
+      const Lse lse_i(i < p.Lq && j < causal_end(p, b, i) ? lse[i] : lse_t<T>(-INFINITY));
       if (!lse_i.empty()) {
         pij = lse_i.prob(dot_row<T>(ks, q + i * p.q_stride_l, p.D) * scale);
         const float dp = dot_row<T>(vs, go + i * p.do_stride_l, p.Dv);
@@ -310,7 +313,7 @@ template <typename T>
 dev::Error cross_attention_forward(const CrossAttentionParams& p, dev::Stream stream) {
   auto simt = [&] { return simt_forward<T>(p, stream); };
   if constexpr (!std::is_same_v<T, float>) {
-    if (flash::inputs_aligned(p, /*backward=*/false))
+    if (flash::eligible(p, /*backward=*/false))
       return flash::head_dim_switch(
           dev::max(p.D, p.Dv), [&](auto kd) { return flash::forward<T, decltype(kd)::value>(p, stream); }, simt);
   }
@@ -321,7 +324,7 @@ template <typename T>
 dev::Error cross_attention_backward(const CrossAttentionParams& p, float* Di, dev::Stream stream) {
   auto simt = [&] { return simt_backward<T>(p, Di, stream); };
   if constexpr (!std::is_same_v<T, float>) {
-    if (flash::inputs_aligned(p, /*backward=*/true))
+    if (flash::eligible(p, /*backward=*/true))
       return flash::head_dim_switch(
           dev::max(p.D, p.Dv), [&](auto kd) { return flash::backward<T, decltype(kd)::value>(p, Di, stream); }, simt);
   }

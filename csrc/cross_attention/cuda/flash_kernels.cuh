@@ -60,10 +60,10 @@ struct BwdTraits {
   // passes, dV first (needs only P), then dK.
   static constexpr bool kSplitDkDv = kD > 128;
   static constexpr size_t kDkDvSmemBytes =
-      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + sizeof(float) * 2 * kBlockM;
+      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + sizeof(float) * 3 * kBlockM;
   // dQ kernel: query rows per CTA and keys per step
   static constexpr int kDqBlockM = 16 * kWarps;
-  static constexpr int kDqBlockN = kD <= 128 ? 64 : 32;
+  static constexpr int kDqBlockN = kD <= 128 ? 64 : (kD <= 192 ? 32 : 16);  // dQ acc 16 x kD per warp
   static constexpr size_t kDqSmemBytes = sizeof(T) * (2 * kDqBlockM * kPitch + 4 * kDqBlockN * kPitch);
 };
 
@@ -85,16 +85,23 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
   const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
   const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
   const int q_rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
-  const int64_t n_valid = valid_keys(p, b);
-  const int n_tiles = static_cast<int>(dev::ceil_div<int64_t>(n_valid, kBN));
+  // Key and row indices fit in 32 bits (flash::eligible): fewer registers than 64-bit index math.
+  const int n_valid = static_cast<int>(valid_keys(p, b));
+  // Causal: key tiles above the tile's last row's diagonal are skipped, not computed and masked.
+  const int kv_end = dev::min(n_valid, static_cast<int>(causal_end(p, b, m0 + q_rows - 1)));
+  const int n_tiles = dev::ceil_div(kv_end, kBN);
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
+  int row_end[2];  // this thread's two rows' last visible key + 1 (valid keys and causal diagonal)
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r)
+    row_end[r] = dev::min(n_valid, static_cast<int>(causal_end(p, b, m0 + warp * 16 + g + 8 * r)));
 
   float o[kDT][4];
   dev::zero(o);
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   auto load_kv = [&](int t, int buf) {
-    const int64_t n0 = int64_t(t) * kBN;
-    const int rows = static_cast<int>(dev::min<int64_t>(kBN, n_valid - n0));
+    const int n0 = t * kBN;
+    const int rows = dev::min(kBN, n_valid - n0);
     dev::load_tile_async<kBN, kD, kThreads>(Ks + buf * Tr::kKVElems, kg + n0 * p.k_stride_l, p.k_stride_l, rows,
                                             load_cols(p.D));
     dev::load_tile_async<kBN, kD, kThreads>(Vs + buf * Tr::kKVElems, vg + n0 * p.v_stride_l, p.v_stride_l, rows,
@@ -138,14 +145,14 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       dev::mma_b_nmajor<kNT, T>(s, a, Kt, kP, 0, ks * 16);
     }
     // Online softmax in the log2 domain: x = s * scale * log2(e), masked keys -inf.
-    const int64_t n0 = int64_t(t) * kBN;
+    const int n0 = t * kBN;
     float mx[2] = {-INFINITY, -INFINITY};
     MMK_UNROLL
     for (int j = 0; j < kNT; ++j)
       MMK_UNROLL
       for (int e = 0; e < 4; ++e) {
-        const int64_t key = n0 + j * 8 + 2 * tq + (e & 1);
-        s[j][e] = key_counts(p, b, key, n_valid) ? s[j][e] * scale_log2 : -INFINITY;
+        const int key = n0 + j * 8 + 2 * tq + (e & 1);
+        s[j][e] = key < row_end[e / 2] && key_ok(p, b, key) ? s[j][e] * scale_log2 : -INFINITY;
         mx[e / 2] = max_nan(mx[e / 2], s[j][e]);
       }
     MMK_UNROLL
@@ -235,8 +242,9 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttenti
   constexpr int kNT = kBM / 8, kDT = kD / 8, kKS = kD / 16;
   constexpr bool kWantV = kPass != 2, kWantK = kPass != 1;
   const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
-  const int64_t b = dev::block_idx().z, hk = dev::block_idx().y, n0 = int64_t(dev::block_idx().x) * kBN;
-  const int64_t n_valid = valid_keys(p, b);
+  const int64_t b = dev::block_idx().z, hk = dev::block_idx().y;
+  const int n0 = static_cast<int>(dev::block_idx().x) * kBN;
+  const int n_valid = static_cast<int>(valid_keys(p, b));
   if (n0 >= n_valid) return;  // keys that never count keep the glue's zero gradient
   const int64_t group = gqa_group(p);
   dev::SmemPtr<T> Ks = dev::dynamic_smem<T>();
@@ -245,15 +253,19 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttenti
   dev::SmemPtr<T> dOs = Qs + 2 * kBM * kP;  // [2] stages
   dev::SmemPtr<float> lse_s = (dOs + 2 * kBM * kP).template cast<float>();
   dev::SmemPtr<float> di_s = lse_s + kBM;
-  const int key_rows = static_cast<int>(dev::min<int64_t>(kBN, n_valid - n0));
+  dev::SmemPtr<int> end_s = (di_s + kBM).template cast<int>();  // each row's causal end
+  // Causal: only query tiles holding a row that sees the first key of this tile (row >= n0 - offset).
+  const int q_first = p.causal ? static_cast<int>(dev::max<int64_t>(0, n0 - causal_offset(p, b))) / kBM : 0;
+  const int q_tiles = static_cast<int>(dev::ceil_div<int64_t>(p.Lq, kBM)) - q_first;
+  const int steps = q_tiles > 0 ? static_cast<int>(group) * q_tiles : 0;
+  if (steps == 0) return;  // every query row lies above this key tile's diagonal: zero gradients
+  const int key_rows = dev::min(kBN, n_valid - n0);
   dev::load_tile_async<kBN, kD, kThreads>(Ks, static_cast<const T*>(p.k) + b * p.k_stride_b + n0 * p.k_stride_l +
                                                   hk * p.k_stride_h, p.k_stride_l, key_rows, load_cols(p.D));
   dev::load_tile_async<kBN, kD, kThreads>(Vs, static_cast<const T*>(p.v) + b * p.v_stride_b + n0 * p.v_stride_l +
                                                   hk * p.v_stride_h, p.v_stride_l, key_rows, load_cols(p.Dv));
-  const int q_tiles = static_cast<int>(dev::ceil_div<int64_t>(p.Lq, kBM));
-  const int steps = static_cast<int>(group) * q_tiles;
   auto load_q = [&](int step, int buf) {
-    const int64_t h = hk * group + step / q_tiles, m0 = int64_t(step % q_tiles) * kBM;
+    const int64_t h = hk * group + step / q_tiles, m0 = int64_t(q_first + step % q_tiles) * kBM;
     const int rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
     dev::load_tile_async<kBM, kD, kThreads>(Qs + buf * kBM * kP, static_cast<const T*>(p.q) + b * p.q_stride_b +
                                                 m0 * p.q_stride_l + h * p.q_stride_h, p.q_stride_l, rows,
@@ -267,16 +279,20 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttenti
 
   // This warp's 16 keys: rows of S^T, dK and dV.
   const int kr0 = warp * 16;
-  bool key_valid[2];
+  // This thread's two keys, or INT_MAX for a key that never counts (then no row sees it).
+  int my_key[2];
   MMK_UNROLL
-  for (int r = 0; r < 2; ++r) key_valid[r] = key_counts(p, b, n0 + kr0 + g + 8 * r, n_valid);
+  for (int r = 0; r < 2; ++r) {
+    const int key = n0 + kr0 + g + 8 * r;
+    my_key[r] = key_counts(p, b, key, n_valid) ? key : 0x7fffffff;
+  }
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
   float dk[kWantK ? kDT : 2][4], dv[kWantV ? kDT : 2][4];
   dev::zero(dk);
   dev::zero(dv);
   for (int step = 0; step < steps; ++step) {
     const int buf = step & 1;
-    const int64_t h = hk * group + step / q_tiles, m0 = int64_t(step % q_tiles) * kBM;
+    const int64_t h = hk * group + step / q_tiles, m0 = int64_t(q_first + step % q_tiles) * kBM;
     if (step + 1 < steps) {
       load_q(step + 1, buf ^ 1);
       dev::cp_async_commit();
@@ -284,6 +300,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttenti
     // Row statistics of this query tile (the previous step's readers passed its closing barrier).
     for (int i = dev::thread_rank(); i < kBM; i += kThreads) {
       lse_s[i] = lse_log2(p, b, h, m0 + i);
+      end_s[i] = static_cast<int>(causal_end(p, b, m0 + i));
       di_s[i] = m0 + i < p.Lq ? Di[(b * p.H + h) * p.Lq + m0 + i] : 0.f;
     }
     if (step + 1 < steps) dev::cp_async_wait<1>();
@@ -299,7 +316,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttenti
       MMK_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int col = j * 8 + 2 * tq + (e & 1);
-        pt[j][e] = prob(pt[j][e] * scale_log2, lse_s[col], key_valid[e / 2]);
+        const bool visible = my_key[e / 2] < end_s[col];
+        pt[j][e] = prob(pt[j][e] * scale_log2, lse_s[col], visible);
       }
     if constexpr (kWantV) {  // dV += P^T dO
       MMK_UNROLL
@@ -360,8 +378,9 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttention
   const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
   const int64_t b = dev::block_idx().z, h = dev::block_idx().y, m0 = int64_t(dev::block_idx().x) * kBM;
   const int64_t hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
-  const int64_t n_valid = valid_keys(p, b);
-  const int n_tiles = static_cast<int>(dev::ceil_div<int64_t>(n_valid, kBN));
+  const int n_valid = static_cast<int>(valid_keys(p, b));
+  const int kv_end = dev::min(n_valid, static_cast<int>(causal_end(p, b, dev::min<int64_t>(m0 + kBM, p.Lq) - 1)));
+  const int n_tiles = dev::ceil_div(kv_end, kBN);
   dev::SmemPtr<T> Qs = dev::dynamic_smem<T>();
   dev::SmemPtr<T> dOs = Qs + kBM * kP;
   dev::SmemPtr<T> Ks = dOs + kBM * kP;      // [2] stages
@@ -369,8 +388,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttention
   const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
   const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
   auto load_kv = [&](int t, int buf) {
-    const int64_t n0 = int64_t(t) * kBN;
-    const int rows = static_cast<int>(dev::min<int64_t>(kBN, n_valid - n0));
+    const int n0 = t * kBN;
+    const int rows = dev::min(kBN, n_valid - n0);
     dev::load_tile_async<kBN, kD, kThreads>(Ks + buf * kBN * kP, kg + n0 * p.k_stride_l, p.k_stride_l, rows,
                                             load_cols(p.D));
     dev::load_tile_async<kBN, kD, kThreads>(Vs + buf * kBN * kP, vg + n0 * p.v_stride_l, p.v_stride_l, rows,
@@ -387,10 +406,12 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttention
     dev::cp_async_commit();
   }
   float lse2[2], di[2];
+  int row_end[2];
   MMK_UNROLL
   for (int r = 0; r < 2; ++r) {
     const int64_t row = m0 + warp * 16 + g + 8 * r;
     lse2[r] = lse_log2(p, b, h, row);
+    row_end[r] = dev::min(n_valid, static_cast<int>(causal_end(p, b, row)));
     di[r] = row < p.Lq ? Di[(b * p.H + h) * p.Lq + row] : 0.f;
   }
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
@@ -412,13 +433,14 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttention
     dev::zero(dp);
     dev::warp_gemm_nt<kNT, kKS, T>(s, Qs, kP, warp * 16, Kt, kP, 0);
     dev::warp_gemm_nt<kNT, kKS, T>(dp, dOs, kP, warp * 16, Vt, kP, 0);
-    const int64_t n0 = int64_t(t) * kBN;
+    const int n0 = t * kBN;
     MMK_UNROLL
     for (int j = 0; j < kNT; ++j)
       MMK_UNROLL
       for (int e = 0; e < 4; ++e) {
-        const int64_t key = n0 + j * 8 + 2 * tq + (e & 1);
-        const float pr = prob(s[j][e] * scale_log2, lse2[e / 2], key_counts(p, b, key, n_valid));
+        const int key = n0 + j * 8 + 2 * tq + (e & 1);
+        const float pr =
+            prob(s[j][e] * scale_log2, lse2[e / 2], key < row_end[e / 2] && key_ok(p, b, key));
         s[j][e] = pr * (dp[j][e] - di[e / 2]);  // dS
       }
     MMK_UNROLL

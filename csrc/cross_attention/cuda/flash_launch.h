@@ -65,8 +65,11 @@ dev::Error head_dim_switch(int64_t d, Fn&& fn, Fallback&& fallback) {
 inline bool chunk_aligned(const void* ptr, int64_t sb, int64_t sl, int64_t sh) {
   return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && sb % 8 == 0 && sl % 8 == 0 && sh % 8 == 0;
 }
-inline bool inputs_aligned(const CrossAttentionParams& p, bool backward) {
-  return chunk_aligned(p.q, p.q_stride_b, p.q_stride_l, p.q_stride_h) &&
+// Whether the tensor-core kernels take this call: 16-byte aligned rows, and sequence lengths whose key and
+// row indices fit the kernels' 32-bit index math.
+inline bool eligible(const CrossAttentionParams& p, bool backward) {
+  constexpr int64_t kMax32 = (int64_t(1) << 31) - 1024;
+  return p.Lq < kMax32 && p.Lk < kMax32 && chunk_aligned(p.q, p.q_stride_b, p.q_stride_l, p.q_stride_h) &&
          chunk_aligned(p.k, p.k_stride_b, p.k_stride_l, p.k_stride_h) &&
          chunk_aligned(p.v, p.v_stride_b, p.v_stride_l, p.v_stride_h) &&
          (!backward || chunk_aligned(p.grad_out, p.do_stride_b, p.do_stride_l, p.do_stride_h));
