@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One device call: build with CUDA (and the emulation), the primitive conformance test first, the whole
-# test suite, compute-sanitizer on small cases, the kernel audit, the GPU benchmark (JSON/markdown/plot
-# to $OUT), and a short summary last. For the device tool:
+# One device call, sized for a 15-minute lease (a machine start is 1-2 of them): build with CUDA and the
+# emulation, primitive conformance (hardware vs documented semantics vs emulation) first, every CUDA
+# test, the GPU benchmark, the Hugging Face model benchmark, then compute-sanitizer while time is left.
+# Every stage has its own time box inside GPU_CHECK_BUDGET_S, so the script always ends and writes its
+# summary; everything lands in at most 8 files under $OUT (the device tool's limit).
 #   run(command="bash scripts/gpu_check.sh", timeout_s=600)
 # Uses the machine's python3 (torch with CUDA preinstalled, no network).
 set -uo pipefail
@@ -9,30 +11,74 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${OUT:-$ROOT/gpu-out}"
 mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-echo "== build (CUDA + the emulation, so the hardware can be compared with it)"
-MMKERNELS_CUDA=ON MMKERNELS_CUDA_EMULATION=ON MMKERNELS_CUDA_ARCHS="${MMKERNELS_CUDA_ARCHS:-90a}" MAX_JOBS=16 \
-  CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
-  || { tail -50 "$OUT/build.log"; exit 1; }
-python3 -c "import mmkernels, torch; assert mmkernels.ops._C.with_cuda; print('built with CUDA', torch.version.cuda)"
-echo "== primitive conformance: hardware vs documented semantics vs the emulation (first)"
-python3 -m pytest tests/test_device_primitives.py -q -p no:cacheprovider 2>&1 | tee "$OUT/conformance.log" | tail -15
-conf_rc=${PIPESTATUS[0]}
-echo "== tests (CUDA and CPU; the emulated suite runs in CI)"
-python3 -m pytest tests -q -p no:cacheprovider -k "not emulated" 2>&1 | tee "$OUT/tests.log" | tail -15
-test_rc=${PIPESTATUS[0]}
-echo "== compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on tests/test_sanitizer_cases.py"
-san_rc=0
-for tool in memcheck racecheck initcheck synccheck; do
-  compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider \
-    tests/test_sanitizer_cases.py > "$OUT/sanitizer-$tool.log" 2>&1
-  rc=$?; echo "  $tool: rc=$rc $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer-$tool.log" | tail -1)"
-  [ $rc -eq 0 ] || san_rc=1
+BUDGET=${GPU_CHECK_BUDGET_S:-560}
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 )); }
+stamp() { echo "== [$(elapsed)s] $*"; }
+# box CAP: seconds a stage may take, never past the overall budget (minus 10 s for the summary)
+box() { local left=$(( BUDGET - 10 - $(elapsed) )); (( left < $1 )) && echo $(( left > 0 ? left : 1 )) || echo "$1"; }
+declare -A RC
+
+stamp "device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+nvcc --version | tail -1
+
+stamp "build (CUDA sm_90a + the emulation)"
+MMKERNELS_CUDA=ON MMKERNELS_CUDA_EMULATION=ON MMKERNELS_CUDA_ARCHS="${MMKERNELS_CUDA_ARCHS:-90a}" \
+  CMAKE_BUILD_PARALLEL_LEVEL=16 timeout "$(box 300)" python3 -m pip install --no-build-isolation --no-deps -e . \
+  > "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; stamp "BUILD FAILED"; exit 1; }
+python3 -c "import mmkernels; C = mmkernels.ops._C; assert C.with_cuda and C.with_emulation; print('built with CUDA and emulation')" \
+  || exit 1
+
+stamp "primitive conformance (first)"
+timeout "$(box 60)" python3 -m pytest tests/test_device_primitives.py -q -p no:cacheprovider -rfE 2>&1 | tail -15
+RC[conformance]=${PIPESTATUS[0]}
+
+stamp "CUDA tests (every op test's cuda parameters, test_cuda.py, sanitizer cases)"
+timeout "$(box 170)" python3 -m pytest tests -q -p no:cacheprovider -k "cuda and not emulated" -n 8 --timeout 120 -rfE \
+  > "$OUT/tests.log" 2>&1
+RC[tests]=$?
+grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -30; tail -3 "$OUT/tests.log"
+
+stamp "benchmark (ops, bf16 + fp32; peers: SDPA backends, eager)"
+timeout "$(box 170)" python3 -m mmkernels.bench --device cuda --suite ops --dtypes "${GPU_BENCH_DTYPES:-bfloat16,float32}" \
+  --no-compile --budget 0.2 --json "$OUT/bench.json" --markdown "$OUT/bench.md" 2>/dev/null | tail -45
+RC[bench]=${PIPESTATUS[0]}
+
+stamp "Hugging Face ViT->BERT train step (bf16)"
+timeout "$(box 60)" python3 benchmarks/hf_vit_bert.py --device cuda --json "$OUT/hf.json" 2>&1 | tail -25
+RC[hf]=${PIPESTATUS[0]}
+
+stamp "compute-sanitizer on tests/test_sanitizer_cases.py (while time is left)"
+for tool in memcheck racecheck synccheck initcheck; do
+  t=$(box 60)
+  (( t < 20 )) && { echo "  $tool: skipped (no time left)"; RC[san_$tool]=skipped; continue; }
+  timeout "$t" compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider \
+    tests/test_sanitizer_cases.py > "$OUT/san.tmp" 2>&1
+  rc=$?; RC[san_$tool]=$rc
+  { echo "##### $tool rc=$rc"; grep -vE "^\s*$" "$OUT/san.tmp" | tail -40; } >> "$OUT/sanitizer.log"
+  echo "  $tool: rc=$rc $(grep -E 'ERROR SUMMARY' "$OUT/san.tmp" | tail -1)"
 done
-echo "== kernel audit"
-python3 scripts/kernel_audit.py --markdown "$OUT/audit.md" | tail -5
-echo "== benchmark"
-python3 -m mmkernels.bench --device cuda --suite all --json "$OUT/bench.json" --markdown "$OUT/bench.md" \
-  --plot "$OUT/bench.png" 2>"$OUT/bench.err" | tail -40
-echo "== summary: conformance rc=$conf_rc tests rc=$test_rc sanitizers rc=$san_rc"
+rm -f "$OUT/san.tmp"
+
+stamp "ncu: flash kernels at B4 L2048 H16 D128 bf16, fwd+bwd (if time is left)"
+t=$(box 60)
+if (( t >= 30 )); then
+  timeout "$t" ncu --clock-control none --kernel-name regex:flash --launch-count 4 --section SpeedOfLight \
+    --section Occupancy --section LaunchStats python3 -c "
+import torch, mmkernels
+g = torch.Generator(device='cuda').manual_seed(0)
+q, k, v = (torch.randn(4, 2048, 16, 128, device='cuda', generator=g).bfloat16().requires_grad_() for _ in range(3))
+mmkernels.cross_attention(q, k, v).backward(torch.randn(4, 2048, 16, 128, device='cuda', generator=g).bfloat16())
+torch.cuda.synchronize()" > "$OUT/ncu.txt" 2>&1
+  RC[ncu]=$?
+  grep -E "flash_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ" "$OUT/ncu.txt" | head -40
+else
+  echo "  skipped (no time left)"
+fi
+
+stamp "summary"
+for k in "${!RC[@]}"; do echo "  $k: ${RC[$k]}"; done | sort

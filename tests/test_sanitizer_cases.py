@@ -23,13 +23,20 @@ def test_small_cuda_cases(dtype):
     qc, kc = on(q).requires_grad_(), on(k).requires_grad_()
     out = mmkernels.cross_attention(qc, kc, kc, kv_lengths=kl.cuda(), key_padding_mask=m.cuda())
     out.float().sum().backward()
+    qd = torch.randn(1, 19, 2, 128, generator=g)  # causal, another head dim, Dv != D
+    kd, vd = torch.randn(1, 45, 1, 128, generator=g), torch.randn(1, 45, 1, 96, generator=g)
+    qdc, kdc, vdc = (on(t).requires_grad_() for t in (qd, kd, vd))
+    out_c = mmkernels.cross_attention(qdc, kdc, vdc, is_causal=True)
+    out_c.float().sum().backward()
     xc, wc = [on(x).requires_grad_() for x in xs], on(w).requires_grad_()
     y = mmkernels.concat_linear(xc, wc, None, "gelu")
     y.float().sum().backward()
     torch.cuda.synchronize()
     ref = R.cross_attention(q.double(), k.double(), k.double(), kv_lengths=kl, key_padding_mask=m)
+    ref_c = R.cross_attention(qd.double(), kd.double(), vd.double(), is_causal=True)
     ref_y = R.concat_linear([x.double() for x in xs], w.double(), None, "gelu")
     tol = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}[dtype]
     assert (out.double().cpu() - ref).abs().max() < tol
+    assert (out_c.double().cpu() - ref_c).abs().max() < tol
     assert (y.double().cpu() - ref_y).abs().max() < tol * 10
-    assert all(torch.isfinite(t.grad).all() for t in [qc, kc, wc, *xc])
+    assert all(torch.isfinite(t.grad).all() for t in [qc, kc, qdc, kdc, vdc, wc, *xc])

@@ -190,9 +190,11 @@ def concat_linear_case(shape, dtype, mode, device, *, with_compile: bool, activa
     return case
 
 
-def build_cases(suite: str, device: torch.device, quick: bool, dtypes: List[torch.dtype]) -> List[Callable[[], Case]]:
+def build_cases(suite: str, device: torch.device, quick: bool, dtypes: List[torch.dtype],
+                with_compile: Optional[bool] = None) -> List[Callable[[], Case]]:
     """Lazily built cases (inputs are allocated only when a case runs)."""
-    with_compile = not quick
+    if with_compile is None:
+        with_compile = not quick
     if with_compile:
         allow_recompiles()
     out: List[Callable[[], Case]] = []

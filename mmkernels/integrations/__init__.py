@@ -1,0 +1,1 @@
+"""Integrations of mmkernels with other libraries (imported on demand; each is optional)."""
