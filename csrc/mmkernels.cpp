@@ -27,7 +27,7 @@ TORCH_LIBRARY(mmkernels, m) {
   // activation: the index into kActivationNames (common/activation.h): 0 none, 1 relu, 2 gelu (erf),
   // 3 gelu_tanh, 4 silu.
   // Returns (y (..., N), z): z is the pre-activation kept for backward (empty when activation is none).
-  m.def("concat_linear_fwd(Tensor[] inputs, Tensor weight, Tensor? bias, int activation) -> (Tensor, Tensor)");
+  m.def("concat_linear_fwd(Tensor[] inputs, Tensor weight, Tensor? bias, int activation, bool save_preactivation=True) -> (Tensor, Tensor)");
   // Returns (grad_inputs, grad_weight, grad_bias); only the requested gradients are computed, the others
   // are empty tensors: grad_bias when has_bias is false, grad_inputs[i] when input_mask[i] == 0 (all
   // when input_mask is None), grad_weight when weight_grad is false (frozen encoders / projections).

@@ -98,6 +98,55 @@ def _autocast(*tensors):
     )
 
 
+# ---------------------------------------------------------------------------------------------------
+# Eager fast path. Calling a torch.library op with Python-registered autograd costs ~40-90 us of
+# Python per call (argument flattening, default filling, a redispatch), which is the whole runtime of a
+# small GPU call. In plain eager mode the public functions therefore call the kernels below the
+# Autograd key through their own autograd.Function, which shares the registered setup/backward code
+# below. Under torch.compile, functorch transforms, dispatch modes and tensor subclasses the op goes
+# through the dispatcher as registered (what opcheck/compile test).
+
+
+def _in_dispatch_mode() -> bool:  # any TorchDispatchMode, infra modes (fake, proxy, functional) included
+    from torch.utils import _python_dispatch as pd
+
+    if hasattr(pd, "is_in_torch_dispatch_mode"):
+        return pd.is_in_torch_dispatch_mode()
+    return torch._C._len_torch_dispatch_stack() > 0
+
+
+def _eager_fast_path(tensors) -> bool:
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    if _in_dispatch_mode() or torch._C._len_torch_function_stack() > 0:
+        return False
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or t.device.type not in ("cpu", "cuda")):
+            return False
+    return True
+
+
+def _check_cuda_lengths(kv_lengths, Lk) -> None:
+    """The C++ op checks this too (csrc/cross_attention/cuda); checking first in eager mode keeps the
+    error a ValueError: on the first GPU run a C++ throw from the CUDA glue crashed the process
+    (benchmarks/NOTES.md, run 2). One reduction and one host copy, as in C++; skipped while a CUDA
+    graph is captured (the kernels clamp the lengths)."""
+    if kv_lengths.numel() == 0 or (kv_lengths.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    lo, hi = torch.stack([kv_lengths.min(), kv_lengths.max()]).tolist()
+    if lo < 0 or hi > Lk:
+        raise ValueError(f"kv_lengths must lie in [0, Lk] = [0, {Lk}], got values in [{lo}, {hi}]")
+
+
+def _needs_autograd(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _below_autograd(op, *args):
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
 def _layout_hint(q, k) -> str:
     """A (B, H, L, D) tensor passed where (B, L, H, D) is expected usually shows as inconsistent heads."""
     if q.shape[1] == k.shape[1] and q.shape[2] != k.shape[2] and k.shape[0] == q.shape[0]:
@@ -195,8 +244,14 @@ def cross_attention(
     if _USE_REFERENCE:
         return reference.cross_attention(q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=scale,
                                          is_causal=is_causal)
-    out, _ = torch.ops.mmkernels.cross_attention_fwd(q, k, v, kv_lengths, key_padding_mask, scale, is_causal)
-    return out
+    args = (q, k, v, kv_lengths, key_padding_mask, scale, is_causal)
+    if not _eager_fast_path((q, k, v, kv_lengths, key_padding_mask)):
+        return torch.ops.mmkernels.cross_attention_fwd(*args)[0]
+    if kv_lengths is not None and kv_lengths.is_cuda:
+        _check_cuda_lengths(kv_lengths, k.shape[1])
+    if _needs_autograd((q, k, v)):
+        return _CrossAttentionFn.apply(*args)
+    return _below_autograd(torch.ops.mmkernels.cross_attention_fwd.default, *args)[0]
 
 
 @torch.library.register_fake("mmkernels::cross_attention_fwd")
@@ -215,12 +270,16 @@ def _cross_attention_bwd_fake(grad_out, q, k, v, out, lse, kv_lengths, key_paddi
 
 
 def _cross_attention_setup(ctx, inputs, output):
+    _cross_attention_save(ctx, inputs, output)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _cross_attention_save(ctx, inputs, output):
     q, k, v, kv_lengths, key_padding_mask, scale, is_causal = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, kv_lengths, key_padding_mask)
     ctx.scale = scale
     ctx.is_causal = is_causal
-    ctx.mark_non_differentiable(lse)
 
 
 def _differentiable_vjp(fn, primals, needs, grad_out):
@@ -256,6 +315,21 @@ def _cross_attention_backward(ctx, grad_out, grad_lse):
 torch.library.register_autograd(
     "mmkernels::cross_attention_fwd", _cross_attention_backward, setup_context=_cross_attention_setup
 )
+
+
+class _CrossAttentionFn(torch.autograd.Function):
+    """The eager fast path's autograd node: the registered setup and backward, the op below Autograd."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, kv_lengths, key_padding_mask, scale, is_causal):
+        args = (q, k, v, kv_lengths, key_padding_mask, scale, is_causal)
+        out, lse = _below_autograd(torch.ops.mmkernels.cross_attention_fwd.default, *args)
+        _cross_attention_save(ctx, args, (out, lse))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _cross_attention_backward(ctx, grad_out, None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -322,18 +396,23 @@ def concat_linear(
     _validate_concat_linear(inputs, weight, bias, activation)
     if _USE_REFERENCE:
         return reference.concat_linear(inputs, weight, bias, activation)
-    y, _ = torch.ops.mmkernels.concat_linear_fwd(list(inputs), weight, bias, _ACT_CODE[activation])
-    return y
+    inputs, code = list(inputs), _ACT_CODE[activation]
+    if not _eager_fast_path((*inputs, weight, bias)):
+        return torch.ops.mmkernels.concat_linear_fwd(inputs, weight, bias, code)[0]
+    if _needs_autograd((*inputs, weight, bias)):
+        return _ConcatLinearFn.apply(weight, bias, code, *inputs)
+    # No autograd: the pre-activation z is not stored (one M x N write less).
+    return _below_autograd(torch.ops.mmkernels.concat_linear_fwd.default, inputs, weight, bias, code, False)[0]
 
 
 @torch.library.register_fake("mmkernels::concat_linear_fwd")
-def _concat_linear_fwd_fake(inputs, weight, bias, activation):
+def _concat_linear_fwd_fake(inputs, weight, bias, activation, save_preactivation=True):
     if not 0 <= activation < len(ACTIVATIONS):
         raise ValueError(f"activation code must be 0..{len(ACTIVATIONS) - 1}, got {activation}")
     _validate_concat_linear(inputs, weight, bias, ACTIVATIONS[activation])
     shape = tuple(inputs[0].shape[:-1]) + (weight.shape[0],)
     y = inputs[0].new_empty(shape)
-    z = inputs[0].new_empty(shape if activation != 0 else (0,))
+    z = inputs[0].new_empty(shape if (activation != 0 and save_preactivation) else (0,))
     return y, z
 
 
@@ -346,20 +425,26 @@ def _concat_linear_bwd_fake(grad_out, inputs, weight, z, has_bias, activation, i
 
 
 def _concat_linear_setup(ctx, inputs, output):
+    _concat_linear_save(ctx, inputs[:4], output)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _concat_linear_save(ctx, inputs, output):
     xs, weight, bias, activation = inputs
-    _, z = output
     ctx.n_inputs = len(xs)
     ctx.has_bias = bias is not None
     ctx.activation = activation
-    ctx.save_for_backward(*xs, weight, z, bias)
-    ctx.mark_non_differentiable(z)
+    ctx.save_for_backward(*xs, weight, output[1], bias)
 
 
 def _concat_linear_backward(ctx, grad_y, grad_z):
+    return _concat_linear_grads(ctx, grad_y, *ctx.needs_input_grad[:3])
+
+
+def _concat_linear_grads(ctx, grad_y, needs_x, needs_w, needs_b):
     saved = ctx.saved_tensors
     n = ctx.n_inputs
     xs, weight, z, bias = list(saved[:n]), saved[n], saved[n + 1], saved[n + 2]
-    needs_x, needs_w, needs_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
     if torch.is_grad_enabled():  # create_graph=True: higher-order gradients through the reference
         act = ACTIVATIONS[ctx.activation]
         fn = lambda w, b, *xs: reference.concat_linear(list(xs), w, b, act)
@@ -378,3 +463,20 @@ def _concat_linear_backward(ctx, grad_y, grad_z):
 torch.library.register_autograd(
     "mmkernels::concat_linear_fwd", _concat_linear_backward, setup_context=_concat_linear_setup
 )
+
+
+class _ConcatLinearFn(torch.autograd.Function):
+    """The eager fast path's autograd node (inputs last, so that each gets its own needs_input_grad)."""
+
+    @staticmethod
+    def forward(ctx, weight, bias, code, *xs):
+        args = (list(xs), weight, bias, code)
+        y, z = _below_autograd(torch.ops.mmkernels.concat_linear_fwd.default, *args)
+        _concat_linear_save(ctx, args, (y, z))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        needs = ctx.needs_input_grad
+        dxs, dw, db, _ = _concat_linear_grads(ctx, grad_y, needs[3:], needs[0], needs[1])
+        return (dw, db, None, *dxs)

@@ -42,6 +42,12 @@ timeout "$(box 170)" python3 -m pytest tests -q -p no:cacheprovider -k "cuda and
   > "$OUT/tests.log" 2>&1
 RC[tests]=$?
 grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -30; tail -3 "$OUT/tests.log"
+# A test that crashed its worker: the host backtrace, from cuda-gdb (two at most).
+for id in $(grep -oE "crashed while running '[^']+'" "$OUT/tests.log" | cut -d"'" -f2 | head -2); do
+  stamp "backtrace of crashed $id"
+  timeout "$(box 60)" cuda-gdb -q -batch -ex run -ex "bt 14" --args python3 -m pytest -q -p no:cacheprovider "$id" 2>&1 \
+    | grep -vE "^\[(New|Thread|Detaching)" | grep -A16 -E "SIG|signal" | head -40
+done
 
 stamp "benchmark (ops, bf16 + fp32; peers: SDPA backends, eager)"
 timeout "$(box 170)" python3 -m mmkernels.bench --device cuda --suite ops --dtypes "${GPU_BENCH_DTYPES:-bfloat16,float32}" \
@@ -64,18 +70,22 @@ for tool in memcheck racecheck synccheck initcheck; do
 done
 rm -f "$OUT/san.tmp"
 
-stamp "ncu: flash kernels at B4 L2048 H16 D128 bf16, fwd+bwd (if time is left)"
-t=$(box 60)
+stamp "ncu: attention B4 L2048 H16 D128 and concat_linear M8192 256+256+128 N512, bf16 fwd+bwd (if time is left)"
+t=$(box 90)
 if (( t >= 30 )); then
-  timeout "$t" ncu --clock-control none --kernel-name regex:flash --launch-count 4 --section SpeedOfLight \
-    --section Occupancy --section LaunchStats python3 -c "
+  timeout "$t" ncu --clock-control none --kernel-name regex:"flash|tc_gemm" --launch-count 11 --section SpeedOfLight \
+    --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats python3 -c "
 import torch, mmkernels
 g = torch.Generator(device='cuda').manual_seed(0)
-q, k, v = (torch.randn(4, 2048, 16, 128, device='cuda', generator=g).bfloat16().requires_grad_() for _ in range(3))
-mmkernels.cross_attention(q, k, v).backward(torch.randn(4, 2048, 16, 128, device='cuda', generator=g).bfloat16())
+r = lambda *s: torch.randn(*s, device='cuda', generator=g).bfloat16().requires_grad_()
+q, k, v = r(4, 2048, 16, 128), r(4, 2048, 16, 128), r(4, 2048, 16, 128)
+mmkernels.cross_attention(q, k, v).backward(torch.randn_like(q))
+xs, w = [r(8192, 256), r(8192, 256), r(8192, 128)], r(512, 640)
+mmkernels.concat_linear(xs, w, None, 'gelu').backward(torch.randn(8192, 512, device='cuda').bfloat16())
 torch.cuda.synchronize()" > "$OUT/ncu.txt" 2>&1
   RC[ncu]=$?
-  grep -E "flash_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ" "$OUT/ncu.txt" | head -40
+  grep -E "^  [a-z].*(flash_|tc_gemm)|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|No Eligible" \
+    "$OUT/ncu.txt" | sed -E 's/\(CrossAttentionParams.*|\(mmkernels::.*GemmArgs.*//' | head -70
 else
   echo "  skipped (no time left)"
 fi

@@ -56,13 +56,14 @@ def test_matches_float64_reference_within_budget(shape, act, dtype, device):
         assert_within_budget(o, p, r, name, dtype)
 
 
-# Five segments with a 1000-wide one, and ten (more than one launch holds: chained accumulators).
-WIDE = [((2, 3), (1000, 1, 7, 64, 33), 40), ((5,), tuple(range(1, 11)), 24)]
+# Five segments with a 1000-wide one, ten (more than one launch holds: chained accumulators), and
+# many rows for a small output (the CUDA weight gradient splits its K = M loop: uneven last split).
+WIDE = [((2, 3), (1000, 1, 7, 64, 33), 40), ((5,), tuple(range(1, 11)), 24), ((999,), (40, 17), 24)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", LOW, ids=str)
-@pytest.mark.parametrize("shape", WIDE, ids=["5seg-1000", "10seg"])
+@pytest.mark.parametrize("shape", WIDE, ids=["5seg-1000", "10seg", "split-k"])
 def test_many_segments_and_wide_inputs(shape, dtype, device):
     xs, w, b = make(shape, torch.float64, device, seed=len(shape[1]))
     grad = torch.randn(*shape[0], shape[2], dtype=torch.float64, device=device)
@@ -108,9 +109,12 @@ def test_empty_leading_shape_and_one_dim_inputs():
     assert x1[0].grad.shape == (3,) and w.grad.shape == (4, 5)
 
 
-def test_deterministic():
-    xs, w, b = make(((64,), (100, 30), 50), torch.float32, "cpu", seed=4)
-    outs = [run(mmkernels.concat_linear, xs, w, b, "silu", torch.float32, torch.ones(64, 50)) for _ in range(2)]
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_deterministic(device, dtype):
+    xs, w, b = make(((600,), (100, 30), 50), torch.float64, device, seed=4)
+    grad = torch.randn(600, 50, dtype=torch.float64, device=device)
+    outs = [run(mmkernels.concat_linear, xs, w, b, "silu", dtype, grad) for _ in range(2)]
     for a, c in zip(*outs):
         assert torch.equal(a, c)
 
@@ -123,6 +127,19 @@ def test_opcheck():
     y, z = torch.ops.mmkernels.concat_linear_fwd([x.detach() for x in xs], w.detach(), b.detach(), 2)
     torch.library.opcheck(torch.ops.mmkernels.concat_linear_bwd,
                           (torch.randn_like(y), [x.detach() for x in xs], w.detach(), z, True, 2))
+    torch.library.opcheck(torch.ops.mmkernels.concat_linear_fwd, ([x.detach() for x in xs], w.detach(), None, 2, False))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_inference_does_not_store_the_preactivation(device, dtype):
+    xs, w, b = make(((37,), (20, 9), 45), dtype, device, seed=8)
+    y_train, z = torch.ops.mmkernels.concat_linear_fwd(xs, w, b, 2, True)
+    y, z_none = torch.ops.mmkernels.concat_linear_fwd(xs, w, b, 2, False)
+    assert z.shape == y.shape and z_none.numel() == 0
+    assert torch.equal(y, y_train)
+    with torch.no_grad():  # the public function's inference path takes the same kernels
+        assert torch.equal(mmkernels.concat_linear(xs, w, b, "gelu"), y)
 
 
 def test_torch_compile_fullgraph():

@@ -240,3 +240,12 @@ def test_randomized_calls_never_crash_hang_or_mislead():
         if proc.is_alive():
             proc.kill()
     assert not failures, "\n".join(failures[:20])
+
+
+def test_cuda_length_check_runs_before_the_op():
+    # The eager check used for CUDA kv_lengths (device-agnostic itself, so it runs here without a GPU).
+    check = mmkernels.ops._check_cuda_lengths
+    check(torch.tensor([0, 3]), 3)
+    for bad in ([1, 9], [-1, 2]):
+        with pytest.raises(ValueError, match=r"kv_lengths must lie in \[0, Lk\] = \[0, 3\], got values in"):
+            check(torch.tensor(bad), 3)

@@ -31,6 +31,9 @@ def test_small_cuda_cases(dtype):
     xc, wc = [on(x).requires_grad_() for x in xs], on(w).requires_grad_()
     y = mmkernels.concat_linear(xc, wc, None, "gelu")
     y.float().sum().backward()
+    xl = [on(torch.randn(300, 24, generator=g)).requires_grad_(), on(torch.randn(300, 9, generator=g)).requires_grad_()]
+    wl = on(torch.randn(16, 33, generator=g) / 33**0.5).requires_grad_()  # 300 rows: a split-K weight gradient
+    mmkernels.concat_linear(xl, wl, None, "silu").float().sum().backward()
     torch.cuda.synchronize()
     ref = R.cross_attention(q.double(), k.double(), k.double(), kv_lengths=kl, key_padding_mask=m)
     ref_c = R.cross_attention(qd.double(), kd.double(), vd.double(), is_causal=True)
@@ -39,4 +42,4 @@ def test_small_cuda_cases(dtype):
     assert (out.double().cpu() - ref).abs().max() < tol
     assert (out_c.double().cpu() - ref_c).abs().max() < tol
     assert (y.double().cpu() - ref_y).abs().max() < tol * 10
-    assert all(torch.isfinite(t.grad).all() for t in [qc, kc, qdc, kdc, vdc, wc, *xc])
+    assert all(torch.isfinite(t.grad).all() for t in [qc, kc, qdc, kdc, vdc, wc, *xc, wl, *xl])

@@ -12,7 +12,8 @@
 namespace mmkernels::emulated {
 
 std::tuple<at::Tensor, at::Tensor> concat_linear_fwd(at::TensorList inputs, const at::Tensor& weight,
-                                                     const std::optional<at::Tensor>& bias, int64_t activation);
+                                                     const std::optional<at::Tensor>& bias, int64_t activation,
+                                                     bool save_preactivation);
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd(const at::Tensor& grad_out,
                                                                               at::TensorList inputs,
                                                                               const at::Tensor& weight,

@@ -18,10 +18,14 @@ struct ConcatLinearArgs {
   std::vector<int64_t> lead_shape;  // leading shape of the inputs
   int64_t M = 0, N = 0, K = 0;
   Activation act = Activation::None;
+  // The forward stores the pre-activation z only for a backward that needs it (an activation, and
+  // autograd recording: save_preactivation of the op).
+  bool store_z = false;
 };
 
 inline ConcatLinearArgs prepare_concat_linear(at::TensorList inputs, const at::Tensor& weight,
-                                              const std::optional<at::Tensor>& bias, int64_t activation) {
+                                              const std::optional<at::Tensor>& bias, int64_t activation,
+                                              bool save_preactivation = false) {
   TORCH_CHECK_VALUE(!inputs.empty(), "inputs must be a non-empty list of tensors");
   TORCH_CHECK_VALUE(activation >= 0 && activation < kNumActivations, "activation code must be 0..", kNumActivations - 1,
                     " (an index into mmkernels.ops.ACTIVATIONS), got ", activation);
@@ -30,6 +34,7 @@ inline ConcatLinearArgs prepare_concat_linear(at::TensorList inputs, const at::T
   check_float_dtype(x0, "inputs[0]", allows_float64(x0));
   ConcatLinearArgs a;
   a.act = static_cast<Activation>(activation);
+  a.store_z = save_preactivation && a.act != Activation::None;
   a.lead_shape.assign(x0.sizes().begin(), x0.sizes().end() - 1);
   a.M = 1;
   for (int64_t s : a.lead_shape) a.M *= s;

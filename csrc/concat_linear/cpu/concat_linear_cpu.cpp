@@ -45,7 +45,7 @@ bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::
   p.weight = w.data_ptr();
   p.bias = bias.defined() ? bias.data_ptr() : nullptr;
   p.y = y.data_ptr();
-  p.z = a.act == Activation::None ? nullptr : z.data_ptr();
+  p.z = a.store_z ? z.data_ptr() : nullptr;
   p.M = a.M; p.N = a.N; p.K = a.K; p.act = a.act; p.dtype = to_dtype(weight.scalar_type());
   return run_forward_tiled(p);
 }
@@ -71,14 +71,15 @@ void accumulate_segments(const ConcatLinearArgs& a, const at::Tensor& weight, at
 }
 
 std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, const at::Tensor& weight,
-                                                         const std::optional<at::Tensor>& bias, int64_t activation) {
+                                                         const std::optional<at::Tensor>& bias, int64_t activation,
+                                                         bool save_preactivation) {
 #if defined(MMK_WITH_EMULATION)
-  if (emulation::active()) return emulated::concat_linear_fwd(inputs, weight, bias, activation);
+  if (emulation::active()) return emulated::concat_linear_fwd(inputs, weight, bias, activation, save_preactivation);
 #endif
-  ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation);
+  ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation, save_preactivation);
   const auto opts = inputs[0].options();
   at::Tensor y = at::empty({a.M, a.N}, opts);
-  at::Tensor z = a.act == Activation::None ? at::empty({0}, opts) : at::empty({a.M, a.N}, opts);
+  at::Tensor z = a.store_z ? at::empty({a.M, a.N}, opts) : at::empty({0}, opts);
   at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   const bool done = a.M > 0 && a.N > 0 && a.K > 0 && try_forward_tiled(a, weight, b, y, z);
   if (!done && a.M > 0 && a.N > 0) {
@@ -89,12 +90,12 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, 
     p.acc = acc.data_ptr();
     p.bias = b.defined() ? b.data_ptr() : nullptr;
     p.y = y.data_ptr();
-    p.z = a.act == Activation::None ? nullptr : z.data_ptr();
+    p.z = a.store_z ? z.data_ptr() : nullptr;
     p.M = a.M; p.N = a.N; p.act = a.act; p.dtype = to_dtype(opts.dtype().toScalarType());
     run_epilogue_forward(p);
   }
   const auto shape = out_shape(a);
-  return {y.view(shape), a.act == Activation::None ? z : z.view(shape)};
+  return {y.view(shape), a.store_z ? z.view(shape) : z};
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cpu(

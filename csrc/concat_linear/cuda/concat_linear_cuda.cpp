@@ -11,8 +11,9 @@ namespace mmkernels {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cuda(at::TensorList inputs, const at::Tensor& weight,
-                                                          const std::optional<at::Tensor>& bias, int64_t activation) {
-  ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation);
+                                                          const std::optional<at::Tensor>& bias, int64_t activation,
+                                                          bool save_preactivation) {
+  ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation, save_preactivation);
   const c10::cuda::CUDAGuard guard(inputs[0].device());
   return cuda::run_concat_linear_fwd(a, weight, bias, c10::cuda::getCurrentCUDAStream());
 }

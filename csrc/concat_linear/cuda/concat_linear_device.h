@@ -81,9 +81,9 @@ inline std::tuple<at::Tensor, at::Tensor> run_concat_linear_fwd(ConcatLinearArgs
   const auto opts = a.x[0].options();
   const DType dtype = to_dtype(opts.dtype().toScalarType());
   at::Tensor y = at::empty({a.M, a.N}, opts);
-  at::Tensor z = a.act == Activation::None ? at::empty({0}, opts) : at::empty({a.M, a.N}, opts);
+  at::Tensor z = a.store_z ? at::empty({a.M, a.N}, opts) : at::empty({0}, opts);
   const auto shape = out_shape(a);
-  auto result = [&] { return std::make_tuple(y.view(shape), a.act == Activation::None ? z : z.view(shape)); };
+  auto result = [&] { return std::make_tuple(y.view(shape), a.store_z ? z.view(shape) : z); };
   if (a.M == 0 || a.N == 0) return result();
   at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   const SegmentedWeight sw = chunk_ready_weight(a, weight);
@@ -104,7 +104,7 @@ inline std::tuple<at::Tensor, at::Tensor> run_concat_linear_fwd(ConcatLinearArgs
     if (s0 + kMaxSegments >= n) {  // the last launch applies the epilogue
       args.c = y.data_ptr();
       args.bias = b.defined() ? b.data_ptr() : nullptr;
-      args.z = a.act == Activation::None ? nullptr : z.data_ptr();
+      args.z = a.store_z ? z.data_ptr() : nullptr;
       args.act = a.act;
       run_gemm(args, dtype, stream);
     } else {
@@ -174,10 +174,22 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
       g.seg[0].sbk = x.stride(0);
       g.seg[0].sbn = x.stride(1);
       g.seg[0].K = a.M;
-      g.c = const_cast<char*>(elem_ptr(dw, off));
-      g.scm = a.K;
-      g.scn = 1;
-      run_gemm(g, dtype, stream);
+      g.split = dtype == DType::Float32 ? 1 : split_k_for(g.M, g.N, g.seg[0].K, device_multiprocessors());
+      if (g.split == 1) {
+        g.c = const_cast<char*>(elem_ptr(dw, off));
+        g.scm = a.K;
+        g.scn = 1;
+        run_gemm(g, dtype, stream);
+      } else {  // float32 partials, added in split order
+        at::Tensor partial = at::empty({g.split, a.N, d}, dw.options().dtype(at::kFloat));
+        g.c = partial.data_ptr();
+        g.c_is_float = true;
+        g.scm = d;
+        g.scn = 1;
+        g.split_stride = a.N * d;
+        run_gemm(g, dtype, stream);
+        dw.narrow(1, off, d).copy_(partial.sum(0));
+      }
     }
   }
   at::Tensor db = has_bias ? dz.narrow(1, 0, a.N).sum(0, /*keepdim=*/false, at::kFloat).to(st)

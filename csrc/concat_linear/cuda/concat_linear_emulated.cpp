@@ -7,8 +7,9 @@
 namespace mmkernels::emulated {
 
 std::tuple<at::Tensor, at::Tensor> concat_linear_fwd(at::TensorList inputs, const at::Tensor& weight,
-                                                     const std::optional<at::Tensor>& bias, int64_t activation) {
-  ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation);
+                                                     const std::optional<at::Tensor>& bias, int64_t activation,
+                                                     bool save_preactivation) {
+  ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation, save_preactivation);
   return cuda::run_concat_linear_fwd(a, weight, bias, nullptr);
 }
 

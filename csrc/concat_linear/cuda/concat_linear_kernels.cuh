@@ -120,6 +120,7 @@ template <typename T>
 dev::Error simt_gemm(const GemmArgs& args, dev::Stream stream) {
   using namespace simt;
   if (args.M == 0 || args.N == 0) return dev::kSuccess;
+  if (args.split != 1) return dev::kErrorInvalidValue;  // split-K is the tensor-core kernel's
   const int64_t gm = dev::ceil_div<int64_t>(args.M, kTileM), gn = dev::ceil_div<int64_t>(args.N, kTileN);
   if (gm > 2147483647 || gn > 65535) return dev::kErrorInvalidConfiguration;
   const dev::Dim3 grid{static_cast<uint32_t>(gm), static_cast<uint32_t>(gn), 1};

@@ -2,6 +2,7 @@
 // type (float, dev::half, dev::bf16) in concat_linear_kernel_<dtype>.cu.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "common/device/types.h"
@@ -35,7 +36,30 @@ struct GemmArgs {
   const void* bias = nullptr;
   void* z = nullptr;
   Activation act = Activation::None;
+  // Split-K (tensor-core kernel only; c_is_float, no acc_in): `split` CTAs per output tile, CTA z
+  // summing its contiguous share of the K tiles into its own partial c + z * split_stride. The glue
+  // adds the partials in a fixed order, so the result stays deterministic.
+  int split = 1;
+  int64_t split_stride = 0;
 };
+
+namespace tc {
+constexpr int kBM = 128, kBN = 128, kBK = 32;  // the tensor-core kernel's CTA tile (tc_gemm.cuh)
+}
+
+// Multiprocessors of the current device (the emulation's fixed count under the emulation).
+int device_multiprocessors();
+
+// How many K splits a tensor-core GEMM gets: none while its output tiles fill the GPU about twice;
+// otherwise enough to do so, each split keeping at least 4 K tiles (the pipeline's depth and then
+// some). The weight gradient needs it: its N x d output is small and its K (all M rows) long.
+inline int split_k_for(int64_t M, int64_t N, int64_t K, int multiprocessors) {
+  const int64_t ctas = ((M + tc::kBM - 1) / tc::kBM) * ((N + tc::kBN - 1) / tc::kBN);
+  const int64_t k_tiles = (K + tc::kBK - 1) / tc::kBK;
+  const int64_t want = (2 * int64_t(multiprocessors) + ctas - 1) / ctas;
+  const int64_t most = std::min<int64_t>(k_tiles / 4, 64);
+  return static_cast<int>(std::max<int64_t>(1, std::min(want, most)));
+}
 
 // C = sum over segments of A_s B_s (+ acc_in), then the epilogue.
 template <typename T>

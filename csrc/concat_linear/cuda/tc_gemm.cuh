@@ -23,7 +23,7 @@ namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
 namespace tc {
 
-constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 3;
+constexpr int kStages = 3;  // kBM, kBN, kBK: concat_linear_launch.h (the glue sizes split-K by them)
 constexpr int kWarpsM = 4, kWarpsN = 2, kThreads = 32 * kWarpsM * kWarpsN;
 constexpr int kWM = kBM / kWarpsM, kWN = kBN / kWarpsN;  // 32 x 64 per warp
 constexpr int kMT = kWM / 16, kNT = kWN / 8;
@@ -57,10 +57,23 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tc_gemm_kernel(const GemmArgs args) 
   const int n_valid = static_cast<int>(dev::min<int64_t>(kBN, args.N - n0));
 
   // The K loop as one sequence of (segment, k0) tiles; `cursor` advances through it as stages load.
-  int tiles = 0;
-  for (int s = 0; s < args.n_seg; ++s) tiles += static_cast<int>(dev::ceil_div<int64_t>(args.seg[s].K, kBK));
+  // With split-K this CTA takes tiles [split_z * per, ...) of it.
+  int all_tiles = 0;
+  for (int s = 0; s < args.n_seg; ++s) all_tiles += static_cast<int>(dev::ceil_div<int64_t>(args.seg[s].K, kBK));
+  const int per = static_cast<int>(dev::ceil_div<int64_t>(all_tiles, args.split));
+  const int first = dev::min(all_tiles, static_cast<int>(dev::block_idx().z) * per);
+  const int tiles = dev::min(all_tiles, first + per) - first;
   int cur_seg = 0;
   int64_t cur_k = 0;
+  for (int skip = first; skip > 0 && cur_seg < args.n_seg;) {  // the cursor to tile `first`
+    const int in_seg = static_cast<int>(dev::ceil_div<int64_t>(args.seg[cur_seg].K, kBK));
+    if (skip < in_seg) {
+      cur_k = int64_t(skip) * kBK;
+      break;
+    }
+    skip -= in_seg;
+    ++cur_seg;
+  }
   auto load = [&](int stage) {
     while (cur_k >= args.seg[cur_seg].K) {  // empty segments are skipped
       ++cur_seg;
@@ -126,7 +139,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tc_gemm_kernel(const GemmArgs args) 
         const int64_t o = m * args.scm + n * args.scn;
         float v = acc[mt][nt][e] + (args.acc_in ? args.acc_in[o] : 0.f);
         if (args.c_is_float) {
-          static_cast<float*>(args.c)[o] = v;
+          static_cast<float*>(args.c)[o + dev::block_idx().z * args.split_stride] = v;  // re-read: no live register
           continue;
         }
         if (bias) v += dev::to_float(bias[n]);
@@ -141,9 +154,11 @@ dev::Error launch(const GemmArgs& args, dev::Stream stream) {
   constexpr size_t smem = smem_bytes<T, kAKMajor, kBKMajor>();
   const int64_t gm = dev::ceil_div<int64_t>(args.M, kBM), gn = dev::ceil_div<int64_t>(args.N, kBN);
   if (gm > 2147483647 || gn > 65535) return dev::kErrorInvalidConfiguration;
+  if (args.split < 1 || args.split > 65535 || (args.split > 1 && (!args.c_is_float || args.acc_in)))
+    return dev::kErrorInvalidValue;
   dev::Error err = dev::set_max_dynamic_smem(tc_gemm_kernel<T, kAKMajor, kBKMajor>, static_cast<int>(smem));
   if (err != dev::kSuccess) return err;
-  const dev::Dim3 grid{static_cast<uint32_t>(gm), static_cast<uint32_t>(gn), 1};
+  const dev::Dim3 grid{static_cast<uint32_t>(gm), static_cast<uint32_t>(gn), static_cast<uint32_t>(args.split)};
   return MMK_LAUNCH((tc_gemm_kernel<T, kAKMajor, kBKMajor>), grid, (dev::Dim3{kThreads, 1, 1}), smem, stream, args);
 }
 

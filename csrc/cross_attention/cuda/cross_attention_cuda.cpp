@@ -17,8 +17,11 @@ void check_lengths_on_device(const CrossAttentionArgs& a, cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   dev::check(cudaStreamIsCapturing(stream, &status), "cudaStreamIsCapturing");
   if (status != cudaStreamCaptureStatusNone) return;
-  const bool bad = ((a.kv_lengths < 0) | (a.kv_lengths > a.p.Lk)).any().item<bool>();
-  TORCH_CHECK_VALUE(!bad, "kv_lengths must lie in [0, Lk] = [0, ", a.p.Lk, "], got ", a.kv_lengths.cpu());
+  // One device reduction and one copy of two scalars; the message names the offending range.
+  const at::Tensor lo_hi = at::stack({a.kv_lengths.min(), a.kv_lengths.max()}).cpu();
+  const int64_t lo = lo_hi[0].item<int64_t>(), hi = lo_hi[1].item<int64_t>();
+  TORCH_CHECK_VALUE(lo >= 0 && hi <= a.p.Lk, "kv_lengths must lie in [0, Lk] = [0, ", a.p.Lk, "], got values in [",
+                    lo, ", ", hi, "]");
 }
 
 std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
