@@ -7,6 +7,17 @@ Image: scikit-learn's ``load_digits`` (1,797 8x8 handwritten digits), split disj
 fixed seed) into train/test images. Each audio clip is paired with an image of the same label from
 the same split, deterministically.
 
+Text (optional third modality): the digit as an English word ("seven") with character-level noise
+(each letter replaced by a random one with probability ``TEXT_NOISE[difficulty]``), one token per
+character (a-z -> 1..26, 0 = padding). Speaker labels (FSDD's six speakers) come with every clip for
+multi-task training.
+
+``difficulty="hard"`` corrupts every sample, seeded and identical on every run: audio gets white noise at
+``HARD_SNR_DB`` dB SNR (relative to the clip's own power) before the spectrogram; images get Gaussian
+pixel noise (std ``HARD_IMAGE_NOISE``) and a random ``HARD_OCCLUSION`` x ``HARD_OCCLUSION`` square set to
+noise (then clipped to [0, 1]). Chosen so that each modality alone drops well below the clean setting
+while the two together still carry the label (see the example's committed results).
+
 The FSDD folder is never copied: pass its path (``--fsdd-dir``) or set ``MMKERNELS_FSDD_DIR``. The folder
 may be the repository root (with ``recordings/``) or the ``recordings/`` folder itself.
 """
@@ -24,6 +35,13 @@ import torch
 
 SAMPLE_RATE = 8000
 N_MELS = 40
+DIFFICULTIES = ("clean", "hard")
+HARD_SNR_DB = -6.0
+HARD_IMAGE_NOISE = 0.35
+HARD_OCCLUSION = 4
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TEXT_NOISE = {"clean": 0.1, "hard": 0.45}
+TEXT_VOCAB = 27  # padding + a-z
 _NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
 
@@ -103,26 +121,61 @@ def log_mel_batch(signals: List[np.ndarray], max_frames: int, chunk: int = 256, 
     return out
 
 
+def add_noise_at_snr(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``x`` plus white noise whose power is the clip's power / 10^(snr/10)."""
+    power = float(np.mean(x.astype(np.float64) ** 2)) or 1e-8
+    noise = rng.standard_normal(len(x)) * math.sqrt(power / 10 ** (snr_db / 10))
+    return (x + noise).astype(np.float32)
+
+
+def corrupt_images(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Gaussian pixel noise and one random occluding square of noise per image; clipped to [0, 1]."""
+    n, _, h, w = images.shape
+    out = images + HARD_IMAGE_NOISE * torch.randn(images.shape, generator=g)
+    k = HARD_OCCLUSION
+    ys = torch.randint(0, h - k + 1, (n,), generator=g)
+    xs = torch.randint(0, w - k + 1, (n,), generator=g)
+    fill = torch.rand(n, k, k, generator=g)
+    for i in range(n):
+        out[i, 0, ys[i]:ys[i] + k, xs[i]:xs[i] + k] = fill[i]
+    return out.clamp(0.0, 1.0)
+
+
+def noisy_word(label: int, p: float, g: torch.Generator) -> torch.Tensor:
+    """Character tokens (1..26) of the digit's word, each replaced by a random letter with probability p."""
+    tokens = torch.tensor([ord(c) - ord("a") + 1 for c in DIGIT_WORDS[label]], dtype=torch.int64)
+    swap = torch.rand(len(tokens), generator=g) < p
+    return torch.where(swap, torch.randint(1, TEXT_VOCAB, (len(tokens),), generator=g), tokens)
+
+
 @dataclass
 class Split:
     audio: List[torch.Tensor]  # (T_i, N_MELS) float32, normalised
     image: torch.Tensor  # (N, 1, 8, 8) float32 in [0, 1]
     label: torch.Tensor  # (N,) int64
     speaker: List[str]
+    speaker_id: torch.Tensor  # (N,) int64: index into AVDigits.speakers
+    text: List[torch.Tensor]  # (len_i,) int64 character tokens of the noisy digit word
 
 
 class AVDigits:
     """Train and test splits of AV-digits (see module docstring). ``AVDigits(dir).train`` / ``.test``."""
 
     def __init__(self, fsdd_dir: Optional[str] = None, *, seed: int = 0, image_test_fraction: float = 0.25,
-                 max_frames: int = 256) -> None:
+                 max_frames: int = 256, difficulty: str = "clean") -> None:
         try:
             from sklearn.datasets import load_digits
         except ImportError as e:  # pragma: no cover
             raise ImportError("AV-digits needs scikit-learn for its images: pip install scikit-learn") from e
+        if difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+        self.difficulty = difficulty
         folder = fsdd_dir_from(fsdd_dir)
         files = sorted(f for f in os.listdir(folder) if _NAME.match(f))
         signals = [read_wav(os.path.join(folder, f)) for f in files]
+        if difficulty == "hard":  # one seeded noise stream: the same corruption on every run
+            rng = np.random.default_rng(seed + 12345)
+            signals = [add_noise_at_snr(x, HARD_SNR_DB, rng) for x in signals]
         spectra = log_mel_batch(signals, max_frames)
         data = {"train": ([], [], []), "test": ([], [], [])}
         for f, frames in zip(files, spectra):
@@ -140,6 +193,7 @@ class AVDigits:
         images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
         targets = torch.from_numpy(digits.target.astype(np.int64))
         g = torch.Generator().manual_seed(seed)
+        self.speakers = sorted({sp for split in data.values() for sp in split[2]})
         img_split = {"train": [], "test": []}
         for d in range(10):  # stratified, disjoint image split
             idx = torch.nonzero(targets == d).flatten()
@@ -149,6 +203,7 @@ class AVDigits:
             img_split["train"].append(idx[n_test:])
 
         splits = {}
+        g_corrupt = torch.Generator().manual_seed(seed + 54321)  # its own stream: pairing is as in clean
         for name, (audio, labels, speakers) in data.items():
             labels_t = torch.tensor(labels, dtype=torch.int64)
             chosen = torch.empty(len(labels), dtype=torch.int64)
@@ -157,18 +212,40 @@ class AVDigits:
                 pool = img_split[name][d]
                 order = pool[torch.randperm(len(pool), generator=g)]
                 chosen[pos] = order[torch.arange(len(pos)) % len(order)]
-            splits[name] = Split([(a - mean) / std for a in audio], images[chosen], labels_t, speakers)
+            image = images[chosen]
+            if difficulty == "hard":
+                image = corrupt_images(image, g_corrupt)
+            text = [noisy_word(int(d), TEXT_NOISE[difficulty], g_corrupt) for d in labels]
+            speaker_id = torch.tensor([self.speakers.index(sp) for sp in speakers], dtype=torch.int64)
+            splits[name] = Split([(a - mean) / std for a in audio], image, labels_t, speakers, speaker_id, text)
         self.train, self.test = splits["train"], splits["test"]
         self.image_indices = {k: torch.cat(v) for k, v in img_split.items()}
 
     @staticmethod
-    def batches(split: Split, batch_size: int, *, shuffle: bool, generator: Optional[torch.Generator] = None):
-        """Yields (inputs, lengths, labels) batches: inputs = {"audio": (B, T, 40), "image": (B, 1, 8, 8)}."""
+    def batches(split: Split, batch_size: int, *, shuffle: bool, generator: Optional[torch.Generator] = None,
+                text: bool = False, speaker: bool = False):
+        """Yields (inputs, lengths, labels) batches: inputs = {"audio": (B, T, 40), "image": (B, 1, 8, 8)}
+        (+ "text": (B, T') int64 with ``text=True``); labels = the digits (B,), or with ``speaker=True``
+        {"digit": (B,), "speaker": (B,)}."""
         n = len(split.label)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
-            yield collate([split.audio[j] for j in idx], split.image[idx], split.label[idx])
+            inputs, lengths, label = collate([split.audio[j] for j in idx], split.image[idx], split.label[idx])
+            if text:
+                inputs["text"], lengths["text"] = pad_tokens([split.text[j] for j in idx])
+            if speaker:
+                label = {"digit": label, "speaker": split.speaker_id[idx]}
+            yield inputs, lengths, label
+
+
+def pad_tokens(seqs: List[torch.Tensor]):
+    """Token sequences -> ``(B, T)`` int64 (0 = padding) and their lengths."""
+    lengths = torch.tensor([len(t) for t in seqs], dtype=torch.int64)
+    out = torch.zeros(len(seqs), int(lengths.max()) if len(seqs) else 0, dtype=torch.int64)
+    for i, t in enumerate(seqs):
+        out[i, : len(t)] = t
+    return out, lengths
 
 
 def collate(audio: List[torch.Tensor], image: torch.Tensor, label: torch.Tensor):

@@ -11,20 +11,30 @@ from torch import nn
 Encoded = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # tokens, lengths, pooled
 
 
+KINDS = ("image", "sequence", "vector", "text")
+SEQUENCE_MODELS = ("conv", "gru", "lstm")
+
+
 @dataclass(frozen=True)
 class ModalitySpec:
-    """``kind``: "image" (``(B, C, H, W)``), "sequence" (``(B, T, F)`` + lengths), "vector" (``(B, F)``).
-    ``channels_or_features``: C for images, F for sequences and vectors. ``sequence_model``: "conv" or "gru"."""
+    """``kind``: "image" (``(B, C, H, W)``), "sequence" (``(B, T, F)`` float + lengths), "vector"
+    (``(B, F)``), "text" (``(B, T)`` int64 token ids + lengths; id 0 is padding).
+    ``channels_or_features``: C for images, F for sequences and vectors, the vocabulary size for text.
+    ``sequence_model`` (sequence and text): "conv" (sequence: 1-D convs only; text: one conv), "gru" or
+    "lstm" (a recurrent layer that never sees the padding); default "conv" for sequences, "lstm" for text."""
 
     kind: str
     channels_or_features: int
-    sequence_model: str = "conv"
+    sequence_model: Optional[str] = None
 
     def __post_init__(self):
-        if self.kind not in ("image", "sequence", "vector"):
-            raise ValueError(f"ModalitySpec.kind must be 'image', 'sequence' or 'vector', got {self.kind!r}")
-        if self.sequence_model not in ("conv", "gru"):
-            raise ValueError(f"ModalitySpec.sequence_model must be 'conv' or 'gru', got {self.sequence_model!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"ModalitySpec.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.sequence_model is not None and self.sequence_model not in SEQUENCE_MODELS:
+            raise ValueError(f"ModalitySpec.sequence_model must be one of {SEQUENCE_MODELS}, got {self.sequence_model!r}")
+        if isinstance(self.channels_or_features, bool) or not isinstance(self.channels_or_features, int) \
+                or self.channels_or_features < 1:
+            raise ValueError(f"ModalitySpec.channels_or_features must be a positive int, got {self.channels_or_features!r}")
 
 
 def masked_mean(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -55,9 +65,34 @@ class ImageEncoder(nn.Module):
         return tokens, lens, tokens.mean(1)
 
 
+def _lengths_or_full(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    B, T = x.shape[:2]
+    if lengths is None:
+        return torch.full((B,), T, dtype=torch.int64, device=x.device)
+    lengths = lengths.to(device=x.device, dtype=torch.int64)
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape (B,) = ({B},), got {tuple(lengths.shape)}")
+    return lengths.clamp(0, T)
+
+
+def _recurrent(model: str, d_model: int) -> Optional[nn.Module]:
+    if model == "gru":
+        return nn.GRU(d_model, d_model, batch_first=True)
+    if model == "lstm":
+        return nn.LSTM(d_model, d_model, batch_first=True)
+    return None
+
+
+def _run_recurrent(rnn: nn.Module, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The RNN over each sample's first ``lengths`` steps only (packed); padded steps come back as 0."""
+    packed = nn.utils.rnn.pack_padded_sequence(h, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = nn.utils.rnn.pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=h.shape[1])
+    return out
+
+
 class SequenceEncoder(nn.Module):
-    """Variable-length sequences (e.g. audio frames): 1-D convs (stride 2), optionally a GRU on top.
-    Lengths follow the striding; padded positions never reach the pooled feature."""
+    """Variable-length sequences (e.g. audio frames): 1-D convs (stride 2), optionally a GRU or LSTM on
+    top. Lengths follow the striding; padded positions never reach the pooled feature."""
 
     def __init__(self, in_features: int, d_model: int, model: str = "conv"):
         super().__init__()
@@ -66,24 +101,42 @@ class SequenceEncoder(nn.Module):
             nn.Conv1d(d_model, d_model, 5, padding=2, stride=2), nn.GELU(),
             nn.Conv1d(d_model, d_model, 3, padding=1), nn.GELU(),
         )
-        self.gru = nn.GRU(d_model, d_model, batch_first=True) if model == "gru" else None
+        self.gru = _recurrent(model, d_model)  # (named gru for state-dict compatibility; may be an LSTM)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Encoded:
         if x.dim() != 3:
             raise ValueError(f"sequence input must be (B, T, F), got {tuple(x.shape)}")
-        B, T, _ = x.shape
-        if lengths is None:
-            lengths = torch.full((B,), T, dtype=torch.int64, device=x.device)
-        lengths = lengths.to(device=x.device, dtype=torch.int64)
+        T = x.shape[1]
+        lengths = _lengths_or_full(x, lengths)
         valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
         h = self.conv((x * valid[..., None]).transpose(1, 2)).transpose(1, 2)  # (B, ceil(T/2), d)
         out_lens = torch.div(lengths + 1, 2, rounding_mode="floor").clamp(max=h.shape[1])
         if self.gru is not None:
-            T2 = h.shape[1]
-            packed = nn.utils.rnn.pack_padded_sequence(h, out_lens.clamp_min(1).cpu(), batch_first=True,
-                                                       enforce_sorted=False)
-            h, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=T2)
+            h = _run_recurrent(self.gru, h, out_lens)
         return h, out_lens, masked_mean(h, out_lens)
+
+
+class TextEncoder(nn.Module):
+    """Token ids ``(B, T)`` int64 with lengths: embedding (id 0 = padding), then an LSTM or GRU over the
+    valid tokens only ("conv": one 1-D conv over the masked embeddings). One token per input token."""
+
+    def __init__(self, vocab_size: int, d_model: int, model: str = "lstm"):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=0)
+        self.rnn = _recurrent(model, d_model)
+        self.conv = nn.Sequential(nn.Conv1d(d_model, d_model, 3, padding=1), nn.GELU()) if self.rnn is None else None
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Encoded:
+        if x.dim() != 2 or x.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"text input must be (B, T) int64 token ids, got {tuple(x.shape)} {x.dtype}")
+        lengths = _lengths_or_full(x, lengths)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        h = self.embed(torch.where(valid, x.long(), torch.zeros_like(x, dtype=torch.long)))
+        if self.rnn is not None:
+            h = _run_recurrent(self.rnn, h, lengths)
+        else:
+            h = self.conv(h.transpose(1, 2)).transpose(1, 2) * valid[..., None].to(h.dtype)
+        return h, lengths, masked_mean(h, lengths)
 
 
 class VectorEncoder(nn.Module):
@@ -108,5 +161,7 @@ def make_encoder(spec: Union[ModalitySpec, tuple, dict], d_model: int) -> nn.Mod
     if spec.kind == "image":
         return ImageEncoder(spec.channels_or_features, d_model)
     if spec.kind == "sequence":
-        return SequenceEncoder(spec.channels_or_features, d_model, spec.sequence_model)
+        return SequenceEncoder(spec.channels_or_features, d_model, spec.sequence_model or "conv")
+    if spec.kind == "text":
+        return TextEncoder(spec.channels_or_features, d_model, spec.sequence_model or "lstm")
     return VectorEncoder(spec.channels_or_features, d_model)
