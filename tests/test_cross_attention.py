@@ -275,10 +275,20 @@ def test_bad_inputs_raise_clear_errors(bad, exc, msg):
         mmkernels.cross_attention(args["q"], args["k"], args["v"], **kw)
 
 
-def test_float64_rejected_on_cuda_message():
-    # the float64 check names the device restriction (exercised on CPU through the message helper)
-    with pytest.raises(TypeError, match="float32"):
+def test_non_float_dtype_rejected_with_the_allowed_list():
+    with pytest.raises(TypeError, match="q must be float32, float16 or bfloat16"):
         mmkernels.cross_attention(torch.randn(1, 2, 1, 4).bool(), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4))
+
+
+@pytest.mark.skipif(not mmkernels.testing.emulation_available(), reason="needs the emulation build")
+def test_float64_rejected_by_the_cuda_kernels_with_the_device_restriction():
+    # The CUDA glue (here under the emulation; on a GPU test_cuda.py checks the same) names the restriction.
+    x = torch.randn(1, 2, 1, 8, dtype=torch.float64)
+    with mmkernels.testing.emulated_cuda():
+        with pytest.raises(TypeError, match="float64 is supported on CPU only"):
+            mmkernels.cross_attention(x, x, x)
+        with pytest.raises(TypeError, match="float64 is supported on CPU only"):
+            mmkernels.concat_linear([x[0, 0]], torch.randn(3, 8, dtype=torch.float64))
 
 
 def test_reference_switch_uses_reference():
