@@ -85,9 +85,9 @@ class _FusionBase(nn.Module):
             raise ValueError(f"at least one of the modalities {self.names} must be given")
         return given[0].shape[0], given[0].device
 
-    def _or_missing(self, pooled: torch.Tensor, e: Encoded, name: str) -> torch.Tensor:
+    def _or_missing(self, pooled: torch.Tensor, present: torch.Tensor, name: str) -> torch.Tensor:
         """``pooled`` where the modality is present, its learned "missing" embedding elsewhere."""
-        return torch.where(e.present[:, None], pooled, self.missing[name].to(pooled.dtype).expand_as(pooled))
+        return torch.where(present[:, None], pooled, self.missing[name].to(pooled.dtype).expand_as(pooled))
 
     def encode(self, inputs, lengths=None, present=None) -> Dict[str, Encoded]:
         """``{name: Encoded}`` for every modality of the model (missing ones included)."""
@@ -109,8 +109,7 @@ class _FusionBase(nn.Module):
             if n in present:
                 here = here & present[n].to(device=device, dtype=torch.bool)
             tok_len = torch.where(here, tok_len, torch.zeros_like(tok_len))
-            out[n] = Encoded(tokens, tok_len, pooled, here)
-            out[n] = out[n]._replace(pooled=self._or_missing(pooled, out[n], n))
+            out[n] = Encoded(tokens, tok_len, self._or_missing(pooled, here, n), here)
         return out
 
 
@@ -192,7 +191,7 @@ class AttentionFusion(_FusionBase):
                 if s != t:
                     h = self.blocks[f"{t}_from_{s}"](h, enc[s].tokens, enc[s].lengths)
             p = masked_mean(h, enc[t].lengths) if len(self.names) > 1 else enc[t].pooled
-            pooled.append(self._or_missing(p, enc[t], t))
+            pooled.append(self._or_missing(p, enc[t].present, t))
         return self.outputs(self.head(self.fuse(pooled)))
 
 
@@ -228,7 +227,7 @@ class LayerwiseFusion(_FusionBase):
                     if s != t:
                         x = layer[f"{t}_from_{s}"](x, own[s], enc[s].lengths)
                 h[t] = x
-        pooled = [self._or_missing(masked_mean(h[n], enc[n].lengths), enc[n], n) for n in self.names]
+        pooled = [self._or_missing(masked_mean(h[n], enc[n].lengths), enc[n].present, n) for n in self.names]
         return self.outputs(self.head(self.fuse(pooled)))
 
 
