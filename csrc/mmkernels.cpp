@@ -18,7 +18,7 @@
 #endif
 
 TORCH_LIBRARY(mmkernels, m) {
-  // Returns (out (B, Lq, H, Dv), lse (B, H, Lq)): lse is float64 for float32/float64 inputs, else float32.
+  // Returns (out (B, Lq, H, Dv), lse (B, H, Lq)): lse is float64 (common/dtype.h).
   m.def("cross_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? kv_lengths, Tensor? key_padding_mask, "
         "float scale, bool is_causal=False) -> (Tensor, Tensor)");
   // Returns (dq, dk, dv), contiguous, shaped like q, k, v.

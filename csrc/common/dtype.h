@@ -12,15 +12,21 @@ enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
 constexpr size_t dtype_size(DType d) { return d == DType::Float64 ? 8 : d == DType::Float32 ? 4 : 2; }
 
 // cross_attention saves the softmax's log-sum-exp for the backward, which recomputes P = exp(s - lse).
-// It is float64 for float32/float64 inputs: a float32 lse (|lse| ~ log Lk + max s) would put a relative
-// error of ~eps*|lse| on every recomputed P and break the float32 error budget for the gradients (plain
-// softmax only pays eps*|s - max|). 16-bit inputs keep a float32 lse (their budget is far looser).
-// This is the one place the rule is written; `lse_t<T>` is its element-type form (float/double inputs
-// on CPU and GPU alike, every other element type -> float).
-constexpr DType lse_dtype(DType input) {
-  return (input == DType::Float32 || input == DType::Float64) ? DType::Float64 : DType::Float32;
-}
+// It is float64 for every input dtype, and the kernels evaluate exp((s - hi) - lo) in float with the
+// lse split into float hi + lo. That keeps the recomputed P consistent with the forward's
+// normalisation to ~2^-48 relative whatever |lse| is: a float32 lse puts eps*|lse| on every P (the
+// float32 budget breaks) and, once |lse| is large (a softmax saturated by a huge scale, |s| ~ 1e10),
+// loses log(l) entirely, so tied keys each get P = 1 and exp2 of the rounding overflows.
+// This is the one place the rule is written; `lse_t<T>` is its element-type form.
+constexpr DType lse_dtype(DType /*input*/) { return DType::Float64; }
 template <typename T>
-using lse_t = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, double, float>;
+using lse_t = double;
+
+// The dtype the kernels compute in (scores, softmax, accumulators): float64 for float64 inputs, else
+// float32. A scale must be finite in it (checked by the glue).
+constexpr DType compute_dtype(DType input) { return input == DType::Float64 ? DType::Float64 : DType::Float32; }
+constexpr double compute_max(DType input) {
+  return compute_dtype(input) == DType::Float64 ? 1.7976931348623157e308 : 3.4028234663852886e38;
+}
 
 }  // namespace mmkernels

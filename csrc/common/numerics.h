@@ -1,6 +1,8 @@
 // Numeric rules of the attention softmax shared by every kernel (CPU, CUDA, emulation; torch-free).
 #pragma once
 
+#include <cmath>
+
 #include "common/device/backend.h"
 
 namespace mmkernels {
@@ -16,6 +18,14 @@ MMK_HOST_DEVICE A max_nan(A a, A b) {
 template <typename A>
 MMK_HOST_DEVICE A inverse_row_sum(A l) {
   return (l > A(0) || l != l) ? A(1) / l : A(0);
+}
+
+// A row's softmax denominator after its last key. A row that had a counting key but whose scores all
+// came out -inf (scale * q.k overflowed the compute dtype) has no sound normalisation: plain PyTorch
+// gives NaN there (exp(-inf - -inf)), and so do we, rather than the zeros of a row with no valid key.
+template <typename A>
+MMK_HOST_DEVICE A final_row_sum(A l, bool had_key) {
+  return (l == A(0) && had_key) ? A(NAN) : l;
 }
 
 }  // namespace mmkernels

@@ -18,7 +18,7 @@ struct CrossAttentionParams {
   const void* k = nullptr;
   const void* v = nullptr;
   void* out = nullptr;
-  void* lse = nullptr;  // (B, H, Lq) contiguous; float64 for float32/float64 inputs, else float32; -inf: no valid key
+  void* lse = nullptr;  // (B, H, Lq) contiguous float64 (common/dtype.h); -inf: no valid key
 
   // Backward (null in forward).
   // dq, dk, dv are contiguous (B, L, H, D) buffers; grad_out has its own strides (do_*).

@@ -13,7 +13,7 @@
 //   cp_async<Bytes>(dst, src, src_bytes)  cp_async_commit()  cp_async_wait<N>()     sm_80 async copies
 //   ldmatrix<N, Trans>(regs, row_address)                               8x8 b16 matrix loads
 //   mma_m16n8k16<bf16|half>(d, a, b, c)  mma_m16n8k8_tf32  float_to_tf32      tensor cores
-//   to_float  from_float<T>  pack2<T>  exp2_fast                        conversions and math
+//   to_float  from_float<T>  pack2<T>  mul_rn  exp2_fast                conversions and math
 //   launch(name, kernel, grid, block, smem, stream, args...)  set_max_dynamic_smem  (host side)
 #pragma once
 

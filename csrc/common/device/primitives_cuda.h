@@ -164,6 +164,11 @@ template <typename T> MMK_DEVICE uint32_t pack2(float lo, float hi) {
   }
 }
 
+// ---- a*b rounded to float, never fused into a neighbouring add (nvcc contracts a*b + c into one
+// FFMA by default, which keeps the product's rounding error): for values a backward pass must
+// recompute with the same bits as the forward (the softmax's scaled scores).
+MMK_DEVICE float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+
 // ---- fast math: 2^x (ex2.approx, relative error <= 2^-22); the softmax's exponential.
 MMK_DEVICE float exp2_fast(float x) {
   float y;

@@ -174,6 +174,7 @@ void forward_impl(const CrossAttentionParams& p) {
   const int64_t nqb = (Lq + BQ - 1) / BQ;
   at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> S(BQ * BK), O(BQ * Dv), m(BQ), l(BQ), scratch;
+    std::vector<char> had_key(BQ);  // a key counted for the row (see final_row_sum)
     PackedOperand<T> KT(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, Lk, D, /*transposed=*/true, vnni);
     PackedOperand<T> V(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, Lk, Dv, /*transposed=*/false, vnni);
     std::vector<T> P(is_reduced_v<T> ? BQ * BK : 0);
@@ -187,6 +188,7 @@ void forward_impl(const CrossAttentionParams& p) {
       std::fill(m.begin(), m.end(), neg_inf);
       std::fill(l.begin(), l.end(), A(0));
       std::fill(O.begin(), O.end(), A(0));
+      std::fill(had_key.begin(), had_key.end(), 0);
 
       // Causal: key blocks entirely above the block's last row's diagonal are never computed.
       const int64_t kv_end = std::min(n_valid[b], causal_end(p, b, q0 + rows - 1));
@@ -209,8 +211,11 @@ void forward_impl(const CrossAttentionParams& p) {
             }
           }
           A rmax = hmax<A>(vmax);
+          had_key[i] |= !mrow && live > 0;
           for (; j < live; ++j) {
-            s[j] = (mrow && mrow[k0 + j]) ? neg_inf : s[j] * scale;
+            const bool counts = !mrow || !mrow[k0 + j];
+            had_key[i] |= counts;
+            s[j] = counts ? s[j] * scale : neg_inf;
             rmax = max_nan(rmax, s[j]);
           }
           for (; j < cols; ++j) s[j] = neg_inf;
@@ -247,6 +252,7 @@ void forward_impl(const CrossAttentionParams& p) {
       }
       // normalise; rows without any valid key give zeros and lse = -inf
       for (int64_t i = 0; i < rows; ++i) {
+        l[i] = final_row_sum(l[i], had_key[i] != 0);
         const A inv = inverse_row_sum(l[i]);
         T* orow = out + b * p.o_stride_b + (q0 + i) * p.o_stride_l + h * p.o_stride_h;
         scale_convert_row(O.data() + i * Dv, inv, orow, Dv);

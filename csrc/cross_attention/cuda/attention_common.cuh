@@ -23,13 +23,22 @@ MMK_DEVICE int64_t valid_keys(const CrossAttentionParams& p, int64_t b) {
   return n;
 }
 
-// P = exp(s - lse) with lse split into float hi + lo (exact for a float64 lse to ~2^-48): the float32
-// precision of the saved lse (see common/dtype.h) without double arithmetic in the key loop.
+// The saved float64 lse (common/dtype.h) as float hi + lo in a chosen unit (1: natural log; log2(e):
+// the exp2 domain of the flash kernels). (x - hi) - lo keeps P consistent with the forward's
+// normalisation to ~2^-48 relative however large |lse| is, with float arithmetic in the key loop; x
+// must be the forward's score rounded the same way (dev::mul_rn, no fused multiply-add).
 struct Lse {
-  float hi = 0.f, lo = 0.f;
-  template <typename L> MMK_DEVICE explicit Lse(L full) : hi(static_cast<float>(full)), lo(static_cast<float>(full - L(hi))) {}
+  float hi = -INFINITY, lo = 0.f;
+  MMK_DEVICE Lse() = default;
+  MMK_DEVICE explicit Lse(double full, double unit = 1.0) {
+    if (full == -INFINITY) return;  // the row has no valid key (lo stays 0, not -inf - -inf)
+    const double u = full * unit;
+    hi = static_cast<float>(u);
+    lo = static_cast<float>(u - static_cast<double>(hi));
+  }
   MMK_DEVICE bool empty() const { return hi == -INFINITY; }
-  MMK_DEVICE float prob(float s) const { return expf((s - hi) - lo); }
+  MMK_DEVICE float offset(float x) const { return (x - hi) - lo; }
+  MMK_DEVICE float prob(float s) const { return expf(offset(s)); }
 };
 
 // Query heads per kv head. 32-bit division: a 64-bit one is a subroutine call on the GPU (heads and

@@ -83,10 +83,13 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) forward_ker
   MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) acc[t] = 0.f;
   float m = -INFINITY, l = 0.f;
+  bool had_key = false;  // uniform across the warp (see final_row_sum)
   for (int64_t j0 = 0; j0 < n_valid; j0 += kWarp) {
     const int64_t j = j0 + lane;
+    const bool counts = j < n_valid && key_ok(p, b, j);
+    had_key = had_key || dev::any(dev::kFullMask, counts);
     float s = -INFINITY;
-    if (j < n_valid && key_ok(p, b, j)) s = dot_row<T>(qs, k + j * p.k_stride_l, p.D) * scale;
+    if (counts) s = dev::mul_rn(dot_row<T>(qs, k + j * p.k_stride_l, p.D), scale);
     const float m_new = max_nan(m, warp_max(s));
     if (m_new == -INFINITY) continue;  // nothing valid yet for this row (uniform across the warp)
     const float alpha = expf(m - m_new);
@@ -108,7 +111,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) forward_ker
     }
   }
   T* o = static_cast<T*>(p.out) + b * p.o_stride_b + i * p.o_stride_l + h * p.o_stride_h;
-  const float inv = l > 0.f ? 1.f / l : 0.f;
+  l = final_row_sum(l, had_key);
+  const float inv = inverse_row_sum(l);
   MMK_UNROLL
   for (int t = 0; t < kMaxDimPerLane; ++t) {
     const int d = lane + t * kWarp;
@@ -146,7 +150,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) softmax_gra
     const int64_t n_valid = dev::min(valid_keys(p, b), causal_end(p, b, i));
     for (int64_t j = lane; j < n_valid; j += kWarp) {
       if (!key_ok(p, b, j)) continue;
-      const float pj = lse.prob(dot_row<T>(qs, k + j * p.k_stride_l, p.D) * scale);
+      const float pj = lse.prob(dev::mul_rn(dot_row<T>(qs, k + j * p.k_stride_l, p.D), scale));
       acc = fmaf(pj, dot_row<T>(gs, v + j * p.v_stride_l, p.Dv), acc);
     }
   }
@@ -182,7 +186,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) dq_kernel(c
       const int64_t j = j0 + lane;
       float ds = 0.f;
       if (j < n_valid && key_ok(p, b, j)) {
-        const float pj = lse.prob(dot_row<T>(qs, k + j * p.k_stride_l, p.D) * scale);
+        const float pj = lse.prob(dev::mul_rn(dot_row<T>(qs, k + j * p.k_stride_l, p.D), scale));
         const float dp = dot_row<T>(gs, v + j * p.v_stride_l, p.Dv);
         ds = pj * (dp - di) * scale;
       }
@@ -239,7 +243,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) dkdv_kernel
       float pij = 0.f, ds = 0.f;
       const Lse lse_i(i < p.Lq && j < causal_end(p, b, i) ? lse[i] : lse_t<T>(-INFINITY));
       if (!lse_i.empty()) {
-        pij = lse_i.prob(dot_row<T>(ks, q + i * p.q_stride_l, p.D) * scale);
+        pij = lse_i.prob(dev::mul_rn(dot_row<T>(ks, q + i * p.q_stride_l, p.D), scale));
         const float dp = dot_row<T>(vs, go + i * p.do_stride_l, p.Dv);
         ds = pij * (dp - di[i]) * scale;
       }

@@ -33,7 +33,8 @@ MMK_BACKEND_BEGIN
 namespace flash {
 
 constexpr int kWarps = 4, kThreads = kWarps * dev::kWarpSize;
-constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr double kLog2eD = 1.4426950408889634, kLn2D = 0.6931471805599453;
 
 // Columns of a row that the loads must read (the glue pads D to a multiple of 8 with zeros).
 MMK_DEVICE int load_cols(int64_t d) { return static_cast<int>((d + 7) / 8 * 8); }
@@ -60,7 +61,7 @@ struct BwdTraits {
   // passes, dV first (needs only P), then dK.
   static constexpr bool kSplitDkDv = kD > 128;
   static constexpr size_t kDkDvSmemBytes =
-      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + sizeof(float) * 3 * kBlockM;
+      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + sizeof(float) * 4 * kBlockM;
   // dQ kernel: query rows per CTA and keys per step
   static constexpr int kDqBlockM = 16 * kWarps;
   static constexpr int kDqBlockN = kD <= 128 ? 64 : (kD <= 192 ? 32 : 16);  // dQ acc 16 x kD per warp
@@ -99,6 +100,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
   float o[kDT][4];
   dev::zero(o);
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  bool had_key[2] = {false, false};  // a key counted for the row, in this thread's columns
   auto load_kv = [&](int t, int buf) {
     const int n0 = t * kBN;
     const int rows = dev::min(kBN, n_valid - n0);
@@ -144,7 +146,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       }
       dev::mma_b_nmajor<kNT, T>(s, a, Kt, kP, 0, ks * 16);
     }
-    // Online softmax in the log2 domain: x = s * scale * log2(e), masked keys -inf.
+    // Online softmax in the log2 domain: x = s * scale * log2(e) rounded once (mul_rn: the backward
+    // recomputes the same x), masked keys -inf.
     const int n0 = t * kBN;
     float mx[2] = {-INFINITY, -INFINITY};
     MMK_UNROLL
@@ -152,7 +155,9 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       MMK_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int key = n0 + j * 8 + 2 * tq + (e & 1);
-        s[j][e] = key < row_end[e / 2] && key_ok(p, b, key) ? s[j][e] * scale_log2 : -INFINITY;
+        const bool counts = key < row_end[e / 2] && key_ok(p, b, key);
+        had_key[e / 2] = had_key[e / 2] || counts;
+        s[j][e] = counts ? dev::mul_rn(s[j][e], scale_log2) : -INFINITY;
         mx[e / 2] = max_nan(mx[e / 2], s[j][e]);
       }
     MMK_UNROLL
@@ -185,10 +190,10 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
   }
 
   T* out = static_cast<T*>(p.out) + b * p.o_stride_b + h * p.o_stride_h;
-  float* lse = static_cast<float*>(p.lse) + (b * p.H + h) * p.Lq;
+  double* lse = static_cast<double*>(p.lse) + (b * p.H + h) * p.Lq;
   MMK_UNROLL
   for (int r = 0; r < 2; ++r) {
-    const float l_tot = dev::quad_sum(l[r]);
+    const float l_tot = final_row_sum(dev::quad_sum(l[r]), dev::quad_max(had_key[r] ? 1.f : 0.f) > 0.f);
     const float inv = inverse_row_sum(l_tot);  // zeros for a row with no valid key, NaN stays NaN
     const int64_t row = m0 + warp * 16 + g + 8 * r;
     if (row >= p.Lq) continue;
@@ -199,7 +204,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       if (d < p.Dv) orow[d] = dev::from_float<T>(o[dt][2 * r] * inv);
       if (d + 1 < p.Dv) orow[d + 1] = dev::from_float<T>(o[dt][2 * r + 1] * inv);
     }
-    if (tq == 0) lse[row] = (l_tot > 0.f || l_tot != l_tot) ? (m[r] + log2f(l_tot)) * kLn2 : -INFINITY;
+    // natural log, in float64 (common/dtype.h): exact enough that the backward gets m + log2(l) back
+    if (tq == 0) lse[row] = (l_tot > 0.f || l_tot != l_tot) ? (double(m[r]) + log2(double(l_tot))) * kLn2D : -INFINITY;
   }
 }
 
@@ -221,16 +227,16 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_di_kernel(const CrossAttention
   if (lane == 0) Di[(b * p.H + h) * p.Lq + i] = acc;
 }
 
-// Softmax-gradient pieces of one query row for the backward: the row's log-sum-exp in the log2
-// domain (-inf: the row has no valid key, or lies beyond Lq) and D_i.
-MMK_DEVICE float lse_log2(const CrossAttentionParams& p, int64_t b, int64_t h, int64_t row) {
-  if (row >= p.Lq) return -INFINITY;
-  return static_cast<const float*>(p.lse)[(b * p.H + h) * p.Lq + row] * kLog2e;
+// One query row's log-sum-exp in the log2 domain as float hi + lo (empty: the row has no valid key,
+// or lies beyond Lq).
+MMK_DEVICE Lse lse_log2(const CrossAttentionParams& p, int64_t b, int64_t h, int64_t row) {
+  if (row >= p.Lq) return Lse();
+  return Lse(static_cast<const double*>(p.lse)[(b * p.H + h) * p.Lq + row], kLog2eD);
 }
 
-// P = exp2(x - lse2) where the key and the row count, else 0.
-MMK_DEVICE float prob(float x, float lse2, bool key_valid) {
-  return (key_valid && lse2 != -INFINITY) ? dev::exp2_fast(x - lse2) : 0.f;
+// P = exp2(x - lse2) where the key and the row count, else 0; x = the forward's rounded s * scale_log2.
+MMK_DEVICE float prob(float s, float scale_log2, const Lse& lse2, bool key_valid) {
+  return (key_valid && !lse2.empty()) ? dev::exp2_fast(lse2.offset(dev::mul_rn(s, scale_log2))) : 0.f;
 }
 
 // dK, dV for kBlockN keys of one (batch, kv head). kPass: 0 both, 1 dV only, 2 dK only.
@@ -251,8 +257,9 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttenti
   dev::SmemPtr<T> Vs = Ks + kBN * kP;
   dev::SmemPtr<T> Qs = Vs + kBN * kP;       // [2] stages
   dev::SmemPtr<T> dOs = Qs + 2 * kBM * kP;  // [2] stages
-  dev::SmemPtr<float> lse_s = (dOs + 2 * kBM * kP).template cast<float>();
-  dev::SmemPtr<float> di_s = lse_s + kBM;
+  dev::SmemPtr<float> lse_hi_s = (dOs + 2 * kBM * kP).template cast<float>();
+  dev::SmemPtr<float> lse_lo_s = lse_hi_s + kBM;
+  dev::SmemPtr<float> di_s = lse_lo_s + kBM;
   dev::SmemPtr<int> end_s = (di_s + kBM).template cast<int>();  // each row's causal end
   // Causal: only query tiles holding a row that sees the first key of this tile (row >= n0 - offset).
   const int q_first = p.causal ? static_cast<int>(dev::max<int64_t>(0, n0 - causal_offset(p, b))) / kBM : 0;
@@ -299,7 +306,9 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttenti
     }
     // Row statistics of this query tile (the previous step's readers passed its closing barrier).
     for (int i = dev::thread_rank(); i < kBM; i += kThreads) {
-      lse_s[i] = lse_log2(p, b, h, m0 + i);
+      const Lse lse2 = lse_log2(p, b, h, m0 + i);
+      lse_hi_s[i] = lse2.hi;
+      lse_lo_s[i] = lse2.lo;
       end_s[i] = static_cast<int>(causal_end(p, b, m0 + i));
       di_s[i] = m0 + i < p.Lq ? Di[(b * p.H + h) * p.Lq + m0 + i] : 0.f;
     }
@@ -317,7 +326,10 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttenti
       for (int e = 0; e < 4; ++e) {
         const int col = j * 8 + 2 * tq + (e & 1);
         const bool visible = my_key[e / 2] < end_s[col];
-        pt[j][e] = prob(pt[j][e] * scale_log2, lse_s[col], visible);
+        Lse lse2;
+        lse2.hi = lse_hi_s[col];
+        lse2.lo = lse_lo_s[col];
+        pt[j][e] = prob(pt[j][e], scale_log2, lse2, visible);
       }
     if constexpr (kWantV) {  // dV += P^T dO
       MMK_UNROLL
@@ -405,7 +417,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttention
     load_kv(0, 0);
     dev::cp_async_commit();
   }
-  float lse2[2], di[2];
+  Lse lse2[2];
+  float di[2];
   int row_end[2];
   MMK_UNROLL
   for (int r = 0; r < 2; ++r) {
@@ -440,7 +453,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttention
       for (int e = 0; e < 4; ++e) {
         const int key = n0 + j * 8 + 2 * tq + (e & 1);
         const float pr =
-            prob(s[j][e] * scale_log2, lse2[e / 2], key < row_end[e / 2] && key_ok(p, b, key));
+            prob(s[j][e], scale_log2, lse2[e / 2], key < row_end[e / 2] && key_ok(p, b, key));
         s[j][e] = pr * (dp[j][e] - di[e / 2]);  // dS
       }
     MMK_UNROLL

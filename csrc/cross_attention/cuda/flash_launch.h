@@ -6,6 +6,7 @@
 // MMKERNELS_HEAD_DIMS trims the list for quick builds; head dims without a kernel take the SIMT path).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -65,11 +66,19 @@ dev::Error head_dim_switch(int64_t d, Fn&& fn, Fallback&& fallback) {
 inline bool chunk_aligned(const void* ptr, int64_t sb, int64_t sl, int64_t sh) {
   return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && sb % 8 == 0 && sl % 8 == 0 && sh % 8 == 0;
 }
-// Whether the tensor-core kernels take this call: 16-byte aligned rows, and sequence lengths whose key and
-// row indices fit the kernels' 32-bit index math.
+// The largest |scale| the tensor-core kernels take. Their backward takes D_i = rowsum(dO * O) from the
+// stored output (as FlashAttention-2 does): equal to sum_j P_ij dP_ij up to float32 rounding, which dq
+// and dk see multiplied by |scale|. In a softmax saturated by a huge scale the exact gradient is ~0 and
+// that rounding would be all of it (|dq| ~ 1e4 at scale 1e10 instead of 0). Above this bound (far
+// above 1/sqrt(D) or any temperature in use) the SIMT kernels run, whose D_i comes from the
+// recomputed P and dP; the forward too, so that both passes round the scores alike.
+constexpr double kMaxScale = 256.0;
+
+// Whether the tensor-core kernels take this call: |scale| <= kMaxScale, 16-byte aligned
+// rows, and sequence lengths whose key and row indices fit the kernels' 32-bit index math.
 inline bool eligible(const CrossAttentionParams& p, bool backward) {
   constexpr int64_t kMax32 = (int64_t(1) << 31) - 1024;
-  return p.Lq < kMax32 && p.Lk < kMax32 && chunk_aligned(p.q, p.q_stride_b, p.q_stride_l, p.q_stride_h) &&
+  return std::abs(p.scale) <= kMaxScale && p.Lq < kMax32 && p.Lk < kMax32 && chunk_aligned(p.q, p.q_stride_b, p.q_stride_l, p.q_stride_h) &&
          chunk_aligned(p.k, p.k_stride_b, p.k_stride_l, p.k_stride_h) &&
          chunk_aligned(p.v, p.v_stride_b, p.v_stride_l, p.v_stride_h) &&
          (!backward || chunk_aligned(p.grad_out, p.do_stride_b, p.do_stride_l, p.do_stride_h));

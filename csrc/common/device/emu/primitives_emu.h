@@ -172,6 +172,9 @@ template <typename T> inline uint32_t pack2(float lo, float hi) {
   else return uint32_t(float_to_half_bits(lo)) | (uint32_t(float_to_half_bits(hi)) << 16);
 }
 
+// a*b rounded to float (the emulation is compiled with -ffp-contract=off: nothing is fused).
+inline float mul_rn(float a, float b) { return a * b; }
+
 // 2^x. The device's ex2.approx differs from this by at most ~2^-22 relative.
 inline float exp2_fast(float x) { return std::exp2(x); }
 
