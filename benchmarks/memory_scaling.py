@@ -13,26 +13,35 @@ import json
 import subprocess
 import sys
 
-CHILD = r"""
-import resource, sys, torch, mmkernels
-from mmkernels import reference as R
-impl, L, B, H, D, dev = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-g = torch.Generator(device=dev).manual_seed(0)
-q, k, v = (torch.randn(B, L, H, D, generator=g, device=dev).requires_grad_() for _ in range(3))
-grad = torch.randn(B, L, H, D, generator=g, device=dev)
-fn = mmkernels.cross_attention if impl == "mmkernels" else R.cross_attention
-if dev == "cuda":
-    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-else:
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-fn(q, k, v).backward(grad)
-peak = torch.cuda.max_memory_allocated() if dev == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(max(peak - base, 0))
-"""
+def child(impl, L, B, H, D, dev):
+    """One measurement, in a fresh process (``--child``): prints the growth of peak memory in bytes."""
+    import resource
+
+    import torch
+
+    import mmkernels
+    from mmkernels import reference as R
+
+    g = torch.Generator(device=dev).manual_seed(0)
+    q, k, v = (torch.randn(B, L, H, D, generator=g, device=dev).requires_grad_() for _ in range(3))
+    grad = torch.randn(B, L, H, D, generator=g, device=dev)
+    fn = mmkernels.cross_attention if impl == "mmkernels" else R.cross_attention
+    if dev == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    fn(q, k, v).backward(grad)
+    if dev == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(max(peak - base, 0))
 
 
 def measure(impl, L, B, H, D, device):
-    out = subprocess.run([sys.executable, "-c", CHILD, impl, str(L), str(B), str(H), str(D), device],
+    out = subprocess.run([sys.executable, __file__, "--child", impl, str(L), str(B), str(H), str(D), device],
                          capture_output=True, text=True)
     if out.returncode != 0:
         return None
@@ -40,6 +49,9 @@ def measure(impl, L, B, H, D, device):
 
 
 def main():
+    if len(sys.argv) == 8 and sys.argv[1] == "--child":
+        impl, L, B, H, D, dev = sys.argv[2:]
+        return child(impl, int(L), int(B), int(H), int(D), dev)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--lengths", default="1024,2048,4096,8192")

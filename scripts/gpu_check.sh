@@ -74,15 +74,7 @@ stamp "ncu: attention B4 L2048 H16 D128 and concat_linear M8192 256+256+128 N512
 t=$(box 90)
 if (( t >= 30 )); then
   timeout "$t" ncu --clock-control none --kernel-name regex:"flash|tc_gemm" --launch-count 11 --section SpeedOfLight \
-    --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats python3 -c "
-import torch, mmkernels
-g = torch.Generator(device='cuda').manual_seed(0)
-r = lambda *s: torch.randn(*s, device='cuda', generator=g).bfloat16().requires_grad_()
-q, k, v = r(4, 2048, 16, 128), r(4, 2048, 16, 128), r(4, 2048, 16, 128)
-mmkernels.cross_attention(q, k, v).backward(torch.randn_like(q))
-xs, w = [r(8192, 256), r(8192, 256), r(8192, 128)], r(512, 640)
-mmkernels.concat_linear(xs, w, None, 'gelu').backward(torch.randn(8192, 512, device='cuda').bfloat16())
-torch.cuda.synchronize()" > "$OUT/ncu.txt" 2>&1
+    --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats python3 scripts/ncu_workload.py > "$OUT/ncu.txt" 2>&1
   RC[ncu]=$?
   grep -E "^  [a-z].*(flash_|tc_gemm)|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|No Eligible" \
     "$OUT/ncu.txt" | sed -E 's/\(CrossAttentionParams.*|\(mmkernels::.*GemmArgs.*//' | head -70

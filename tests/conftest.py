@@ -10,17 +10,20 @@ torch.manual_seed(0)
 # emulation (builds with MMKERNELS_CUDA_EMULATION=ON): the test body sees device "cpu" and runs inside
 # mmkernels.testing.emulated_cuda(), with the emulation's checkers on.
 EMULATED = "emulated"
+# The one rule for CUDA tests: they need a GPU and a CUDA build of mmkernels. A test that needs them is
+# marked `cuda` (or takes the "cuda" device parameter) and is skipped here otherwise.
+HAS_CUDA = torch.cuda.is_available() and bool(mmkernels.ops._C.with_cuda)
 DEVICES = (
     ["cpu"]
     + ([EMULATED] if mmkernels.testing.emulation_available() else [])
-    + (["cuda"] if torch.cuda.is_available() else [])
+    + (["cuda"] if HAS_CUDA else [])
 )
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "cuda" in item.keywords and not torch.cuda.is_available():
-            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+        if "cuda" in item.keywords and not HAS_CUDA:
+            item.add_marker(pytest.mark.skip(reason="needs a GPU and a CUDA build of mmkernels"))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -53,3 +53,18 @@ def test_cli_end_to_end_quick_run_and_gate(tmp_path, monkeypatch):
 def test_time_fn_reports_a_positive_median():
     t = time_fn(lambda i: torch.ones(8).sum(), torch.device("cpu"), warmup=1, min_runs=3, budget_s=0.01)
     assert t.median_ms > 0 and t.runs >= 3
+
+
+def test_memory_scaling_script_measures_both_implementations(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "memory_scaling.py"
+    out = tmp_path / "mem.json"
+    r = subprocess.run([sys.executable, str(script), "--lengths", "96", "--heads", "2", "--head-dim", "16",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {row["impl"] for row in rows} == {"mmkernels", "reference"}
+    assert all(isinstance(row["extra_peak_bytes"], int) and row["extra_peak_bytes"] >= 0 for row in rows)

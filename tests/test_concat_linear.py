@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -119,15 +121,31 @@ def test_deterministic(device, dtype):
         assert torch.equal(a, c)
 
 
-def test_opcheck():
-    xs, w, b = make(((4, 3), (5, 2), 6), torch.float32, "cpu", seed=5)
+# (shape, dtype, bias): several samples per op, on every device the tests run on
+OPCHECK_SAMPLES = [
+    (((4,), (3, 2), 6), torch.float32, True),
+    (((), (1,), 1), torch.float32, False),
+    (((2, 3), (17, 8, 1), 33), torch.bfloat16, True),
+    (((5,), (64,), 16), torch.float16, False),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sample", OPCHECK_SAMPLES, ids=lambda s: f"{s[0]}-{s[1]}-bias{s[2]}")
+def test_opcheck(sample, device):
+    shape, dtype, bias = sample
+    xs, w, b = make(shape, dtype, device, seed=5, bias=bias)
     xs = [x.requires_grad_() for x in xs]
-    for act in range(5):
-        torch.library.opcheck(torch.ops.mmkernels.concat_linear_fwd, (xs, w.requires_grad_(), b.requires_grad_(), act))
-    y, z = torch.ops.mmkernels.concat_linear_fwd([x.detach() for x in xs], w.detach(), b.detach(), 2)
-    torch.library.opcheck(torch.ops.mmkernels.concat_linear_bwd,
-                          (torch.randn_like(y), [x.detach() for x in xs], w.detach(), z, True, 2))
-    torch.library.opcheck(torch.ops.mmkernels.concat_linear_fwd, ([x.detach() for x in xs], w.detach(), None, 2, False))
+    w.requires_grad_()
+    b = b.requires_grad_() if bias else None
+    fwd, bwd = torch.ops.mmkernels.concat_linear_fwd, torch.ops.mmkernels.concat_linear_bwd
+    for act in range(len(mmkernels.ops.ACTIVATIONS)):
+        torch.library.opcheck(fwd, (xs, w, b, act))
+    torch.library.opcheck(fwd, ([x.detach() for x in xs], w.detach(), None, 2, False))
+    y, z = fwd([x.detach() for x in xs], w.detach(), None if b is None else b.detach(), 2)
+    plain = [x.detach() for x in xs]
+    torch.library.opcheck(bwd, (torch.randn_like(y), plain, w.detach(), z, bias, 2))
+    torch.library.opcheck(bwd, (torch.randn_like(y), plain, w.detach(), z, bias, 2, [0] * len(xs), False))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -221,3 +239,13 @@ def test_frozen_inputs_skip_their_gemms():
         launched = mmkernels.testing.emulated_kernel_launches()
     gemms = [n for n in launched if n.startswith("tc_gemm_kernel")]
     assert len(gemms) == 2 and all("kAKMajor = true" in n for n in gemms)  # dW slices only, no dX
+
+
+@pytest.mark.skipif(not os.environ.get("MMKERNELS_BIG_TESTS"), reason="needs ~20 GiB; set MMKERNELS_BIG_TESTS=1")
+def test_64bit_indexing_concat_linear():
+    # y has M * N > 2^31 elements: every offset in the CPU kernels is 64-bit.
+    M, N = (1 << 31) // 64 + 3, 64
+    x = torch.ones(M, 2, dtype=torch.bfloat16)
+    w = torch.ones(N, 2, dtype=torch.bfloat16)
+    y = mmkernels.concat_linear([x], w)
+    assert y.shape == (M, N) and y[-1, -1].item() == 2.0 and y[0, 0].item() == 2.0

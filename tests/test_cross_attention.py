@@ -214,17 +214,26 @@ def test_deterministic(dtype, device):
         assert torch.equal(a, b)
 
 
-def test_opcheck():
-    q, k, v, kl, m = make_inputs((2, 7, 9, 4, 2, 8, 5), "both", "cpu", seed=2)
-    q, k, v = [t.float().requires_grad_() for t in (q, k, v)]
-    torch.library.opcheck(torch.ops.mmkernels.cross_attention_fwd, (q, k, v, kl, m, 0.3))
-    torch.library.opcheck(torch.ops.mmkernels.cross_attention_fwd, (q, k, v, None, None, 0.3))
-    out, lse = torch.ops.mmkernels.cross_attention_fwd(q, k, v, kl, m, 0.3)
+# (shape, masking, dtype, is_causal): several samples per op, on every device the tests run on
+OPCHECK_SAMPLES = [
+    ((2, 7, 9, 4, 2, 8, 5), "both", torch.float32, False),
+    ((1, 1, 1, 1, 1, 1, 1), "none", torch.float32, False),
+    ((3, 5, 12, 2, 1, 16, 16), "lengths", torch.bfloat16, True),
+    ((2, 9, 4, 2, 2, 64, 64), "mask", torch.float16, False),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sample", OPCHECK_SAMPLES, ids=lambda s: f"{'x'.join(map(str, s[0]))}-{s[1]}-{s[2]}-causal{s[3]}")
+def test_opcheck(sample, device):
+    shape, masking, dtype, causal = sample
+    q, k, v, kl, m = make_inputs(shape, masking, device, seed=2)
+    q, k, v = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    fwd, bwd = torch.ops.mmkernels.cross_attention_fwd, torch.ops.mmkernels.cross_attention_bwd
+    torch.library.opcheck(fwd, (q, k, v, kl, m, 0.3, causal))
+    out, lse = fwd(q, k, v, kl, m, 0.3, causal)
     g = torch.randn_like(out)
-    torch.library.opcheck(
-        torch.ops.mmkernels.cross_attention_bwd,
-        (g, q.detach(), k.detach(), v.detach(), out.detach(), lse, kl, m, 0.3),
-    )
+    torch.library.opcheck(bwd, (g, q.detach(), k.detach(), v.detach(), out.detach(), lse, kl, m, 0.3, causal))
 
 
 def test_torch_compile_fullgraph_forward_backward():
@@ -299,3 +308,11 @@ def test_reference_switch_uses_reference():
         a = mmkernels.cross_attention(q, k, v, key_padding_mask=m)
     assert not mmkernels.using_reference_ops()
     assert torch.equal(a, R.cross_attention(q, k, v, key_padding_mask=m))
+
+
+def test_all_lengths_zero_gives_zeros():
+    q, k = torch.randn(3, 4, 2, 8, requires_grad=True), torch.randn(3, 5, 2, 8, requires_grad=True)
+    out = mmkernels.cross_attention(q, k, k, kv_lengths=torch.zeros(3, dtype=torch.int32))
+    assert (out == 0).all()
+    out.sum().backward()
+    assert (q.grad == 0).all() and (k.grad == 0).all()

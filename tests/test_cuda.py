@@ -5,14 +5,9 @@ import torch
 import mmkernels
 from mmkernels import reference as R
 
-pytestmark = pytest.mark.cuda
-
-needs_cuda_build = pytest.mark.skipif(
-    not torch.cuda.is_available() or not mmkernels.ops._C.with_cuda, reason="needs a GPU and a CUDA build"
-)
+pytestmark = pytest.mark.cuda  # skipped without a GPU and a CUDA build (conftest.py)
 
 
-@needs_cuda_build
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_cross_attention_cuda_agrees_with_cpu(dtype):
     g = torch.Generator().manual_seed(0)
@@ -29,21 +24,18 @@ def test_cross_attention_cuda_agrees_with_cpu(dtype):
     assert (cpu.double() - ref).abs().max() < tol
 
 
-@needs_cuda_build
 def test_float64_is_rejected_on_cuda_with_a_clear_error():
     x = torch.randn(1, 2, 1, 8, device="cuda", dtype=torch.float64)
     with pytest.raises(TypeError, match="float64 is supported on CPU only"):
         mmkernels.cross_attention(x, x, x)
 
 
-@needs_cuda_build
 def test_kv_lengths_out_of_range_raise_on_cuda():
     x = torch.randn(2, 3, 1, 8, device="cuda")
     with pytest.raises(ValueError, match="kv_lengths must lie in"):
         mmkernels.cross_attention(x, x, x, kv_lengths=torch.tensor([1, 9], device="cuda"))
 
 
-@needs_cuda_build
 def test_cuda_graph_capture_and_replay():
     q = torch.randn(2, 33, 4, 64, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(2, 70, 4, 64, device="cuda", dtype=torch.bfloat16)
@@ -67,7 +59,6 @@ def test_cuda_graph_capture_and_replay():
     torch.testing.assert_close(y, mmkernels.concat_linear(xs, w, None, "gelu"))
 
 
-@needs_cuda_build
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_autocast_cuda_through_layers(dtype):
     from mmkernels.nn import ConcatLinear, CrossModalAttention
