@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/dispatch.h"
 #include "common/dtype.h"
 #include "common/numerics.h"
 
@@ -30,6 +31,12 @@ using acc_type = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 template <typename T>
 constexpr bool is_reduced_v = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;
+
+// fn(TypeTag<T>{}) with T the CPU element type of `d` (the one dtype switch: common/dispatch.h).
+template <typename Fn>
+decltype(auto) dispatch_cpu_dtype(DType d, const char* what, Fn&& fn) {
+  return dispatch_dtype<float, c10::Half, c10::BFloat16, double>(d, what, std::forward<Fn>(fn));
+}
 
 // C[M,N] (+)= A[M,K] @ B[K,N]; row-major operands with leading dimensions; C in the accumulation type.
 // float / bfloat16 / half go to ATen's batch-reduce GEMM micro-kernel (oneDNN brgemm: AVX-512 FMA,

@@ -201,29 +201,19 @@ bool forward_tiled(const ConcatLinearForwardParams& p) {
 }  // namespace
 
 bool concat_linear_forward_tiled(const ConcatLinearForwardParams& p) {
-  switch (p.dtype) {
-    case DType::Float32: return forward_tiled<float>(p);
-    case DType::BFloat16: return forward_tiled<c10::BFloat16>(p);
-    default: return false;  // float16 / float64: per-segment ATen GEMMs
-  }
+  if (p.dtype == DType::Float32) return forward_tiled<float>(p);
+  if (p.dtype == DType::BFloat16) return forward_tiled<c10::BFloat16>(p);
+  return false;  // float16 / float64: per-segment ATen GEMMs
 }
 
 void concat_linear_epilogue_forward(const ConcatLinearEpilogueParams& p) {
-  switch (p.dtype) {
-    case DType::Float32: return epilogue_forward_impl<float>(p);
-    case DType::Float64: return epilogue_forward_impl<double>(p);
-    case DType::BFloat16: return epilogue_forward_impl<c10::BFloat16>(p);
-    case DType::Float16: return epilogue_forward_impl<c10::Half>(p);
-  }
+  dispatch_cpu_dtype(p.dtype, "concat_linear",
+                     [&](auto tag) { epilogue_forward_impl<typename decltype(tag)::type>(p); });
 }
 
 void concat_linear_epilogue_backward(const ConcatLinearGradParams& p) {
-  switch (p.dtype) {
-    case DType::Float32: return epilogue_backward_impl<float>(p);
-    case DType::Float64: return epilogue_backward_impl<double>(p);
-    case DType::BFloat16: return epilogue_backward_impl<c10::BFloat16>(p);
-    case DType::Float16: return epilogue_backward_impl<c10::Half>(p);
-  }
+  dispatch_cpu_dtype(p.dtype, "concat_linear",
+                     [&](auto tag) { epilogue_backward_impl<typename decltype(tag)::type>(p); });
 }
 
 }  // namespace mmkernels::cpu::CPU_CAPABILITY
