@@ -29,7 +29,7 @@ MMK_DEVICE int64_t valid_keys(const CrossAttentionParams& p, int64_t b) {
 // must be the forward's score rounded the same way (dev::mul_rn, no fused multiply-add).
 struct Lse {
   float hi = -INFINITY, lo = 0.f;
-  MMK_DEVICE Lse() = default;
+  Lse() = default;
   MMK_DEVICE explicit Lse(double full, double unit = 1.0) {
     if (full == -INFINITY) return;  // the row has no valid key (lo stays 0, not -inf - -inf)
     const double u = full * unit;

@@ -147,37 +147,55 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       dev::mma_b_nmajor<kNT, T>(s, a, Kt, kP, 0, ks * 16);
     }
     // Online softmax in the log2 domain: x = s * scale * log2(e) rounded once (mul_rn: the backward
-    // recomputes the same x), masked keys -inf.
+    // recomputes the same x), masked keys -inf. A tile wholly inside a row's visible keys with no
+    // padding mask (every tile but the last and the causal diagonal's) skips the per-key checks; the
+    // row maxima and sums run as two independent chains (even / odd 8-key groups) to halve the
+    // dependent-latency chain that ncu showed stalling the warps (NOTES, run 2).
     const int n0 = t * kBN;
-    float mx[2] = {-INFINITY, -INFINITY};
-    MMK_UNROLL
-    for (int j = 0; j < kNT; ++j)
-      MMK_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int key = n0 + j * 8 + 2 * tq + (e & 1);
-        const bool counts = key < row_end[e / 2] && key_ok(p, b, key);
-        had_key[e / 2] = had_key[e / 2] || counts;
-        s[j][e] = counts ? dev::mul_rn(s[j][e], scale_log2) : -INFINITY;
-        mx[e / 2] = max_nan(mx[e / 2], s[j][e]);
-      }
+    float mx[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};  // [row][chain]
     MMK_UNROLL
     for (int r = 0; r < 2; ++r) {
-      const float m_new = max_nan(m[r], dev::quad_max(mx[r]));
+      if (p.key_padding_mask == nullptr && n0 + kBN <= row_end[r]) {
+        had_key[r] = true;
+        MMK_UNROLL
+        for (int j = 0; j < kNT; ++j)
+          MMK_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            s[j][2 * r + c] = dev::mul_rn(s[j][2 * r + c], scale_log2);
+            mx[r][j & 1] = max_nan(mx[r][j & 1], s[j][2 * r + c]);
+          }
+      } else {
+        MMK_UNROLL
+        for (int j = 0; j < kNT; ++j)
+          MMK_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            const int key = n0 + j * 8 + 2 * tq + c;
+            const bool counts = key < row_end[r] && key_ok(p, b, key);
+            had_key[r] = had_key[r] || counts;
+            s[j][2 * r + c] = counts ? dev::mul_rn(s[j][2 * r + c], scale_log2) : -INFINITY;
+            mx[r][j & 1] = max_nan(mx[r][j & 1], s[j][2 * r + c]);
+          }
+      }
+    }
+    MMK_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const float m_new = max_nan(m[r], dev::quad_max(max_nan(mx[r][0], mx[r][1])));
       const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with no valid key yet stays at 0
       const float alpha = dev::exp2_fast(m[r] - m_use);
       m[r] = m_new;
-      l[r] *= alpha;
       MMK_UNROLL
       for (int d = 0; d < kDT; ++d) {
         o[d][2 * r] *= alpha;
         o[d][2 * r + 1] *= alpha;
       }
+      float part[2] = {0.f, 0.f};
       MMK_UNROLL
       for (int j = 0; j < kNT; ++j) {
         s[j][2 * r] = dev::exp2_fast(s[j][2 * r] - m_use);
         s[j][2 * r + 1] = dev::exp2_fast(s[j][2 * r + 1] - m_use);
-        l[r] += s[j][2 * r] + s[j][2 * r + 1];
+        part[j & 1] += s[j][2 * r] + s[j][2 * r + 1];
       }
+      l[r] = l[r] * alpha + (part[0] + part[1]);
     }
     // O += P V with P as the A operand straight from registers.
     MMK_UNROLL
