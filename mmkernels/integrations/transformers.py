@@ -13,9 +13,11 @@ self-attention and causal self-attention (with padding), with grouped-query head
 to transformers' own SDPA function, visibly (``stats()`` counts each route; the first fallback for each
 reason is logged once):
 
-- attention dropout in training, additive position bias (T5's relative bias), softcapping, sliding
-  windows, ``output_attentions``, and any mask pattern other than padding + plain causal (packed
-  sequences, chunked attention, static caches whose key length exceeds the filled positions).
+- attention dropout in training, additive position bias (T5's learned relative bias in its self-
+  attention), softcapping, sliding windows, ``output_attentions``, and any mask pattern other than
+  padding + plain causal (packed sequences, chunked attention, static caches whose key length exceeds
+  the filled positions). T5/mT5 cross-attention routes to mmkernels: the position bias transformers
+  passes there is zero by construction (see ``_ZERO_BIAS_ATTENTION``).
 
 Routing is decided from static facts (the mask function, shapes and arguments), never by reading mask
 values on the device, so ``torch.compile(fullgraph=True)`` traces through it. HF's padding masks mean
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import weakref
 from typing import Optional
 
 import torch
@@ -86,10 +89,34 @@ def _mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mas
     return padding[:, None, :] if causal else padding
 
 
+# Attention classes whose cross-attention gets an all-zero position bias by construction: T5 and mT5 build
+# every encoder-decoder attention without a relative bias (T5LayerCrossAttention:
+# has_relative_attention_bias=False, is_causal=False), so the bias their stack passes down is the
+# torch.zeros that the first cross-attention layer creates. Their self-attention biases are learned and
+# fall back. A static fact of the module; in eager mode it is also checked once per module against the
+# tensor (one host sync), so a transformers version that changed this would fall back, not be wrong.
+_ZERO_BIAS_ATTENTION = ("T5Attention", "MT5Attention")
+_checked_zero_bias: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # module -> bool (eager)
+
+
+def _zero_position_bias(module, bias) -> bool:
+    static = (type(module).__name__ in _ZERO_BIAS_ATTENTION and getattr(module, "is_decoder", False)
+              and not getattr(module, "is_causal", True) and not getattr(module, "has_relative_attention_bias", True))
+    if not static or torch.compiler.is_compiling():
+        return static
+    if module not in _checked_zero_bias:
+        _checked_zero_bias[module] = not bool(torch.count_nonzero(bias).item())
+        if not _checked_zero_bias[module]:
+            _log.warning("mmkernels attention: %s cross-attention got a non-zero position bias; falling back",
+                         type(module).__name__)
+    return _checked_zero_bias[module]
+
+
 def _fallback_reason(module, query, attention_mask, dropout, kwargs) -> Optional[str]:
     if attention_mask is not None and attention_mask.dim() == 4:
         return "mask pattern beyond padding + causal (sliding window, packing, static cache, custom)"
-    if kwargs.get("position_bias") is not None:
+    bias = kwargs.get("position_bias")
+    if bias is not None and not _zero_position_bias(module, bias):
         return "additive position bias"
     if kwargs.get("softcap") is not None:
         return "softcapping"
