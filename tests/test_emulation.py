@@ -142,12 +142,15 @@ def test_16bit_attention_runs_the_tensor_core_kernels(dims, kd):
 
 
 @needs_emulation
-def test_float32_attention_runs_the_simt_kernels():
-    q = torch.randn(1, 5, 1, 16)
+def test_float32_attention_runs_the_tiled_forward_and_the_simt_backward():
+    q = torch.randn(1, 5, 1, 16, requires_grad=True)
     with emulated_cuda():
         mmkernels.testing.emulated_kernel_launches()
-        mmkernels.cross_attention(q, q, q)
-        assert mmkernels.testing.emulated_kernel_launches() == ["forward_kernel<T> [T = float]"]
+        out = mmkernels.cross_attention(q, q, q)
+        assert mmkernels.testing.emulated_kernel_launches() == ["tiled_forward_kernel<T> [T = float]"]
+        out.sum().backward()
+        assert mmkernels.testing.emulated_kernel_launches() == [
+            "softmax_grad_rowsum_kernel<T> [T = float]", "dq_kernel<T> [T = float]", "dkdv_kernel<T> [T = float]"]
 
 
 @needs_emulation

@@ -1,14 +1,12 @@
 // CUDA kernels for cross_attention (torch-free; parameters in cross_attention/params.h), written on the
 // device-primitive layer so that the same source runs on the GPU and in the host emulation.
 //
-// This file: the portable SIMT kernels (float32 accumulation), correct for every case of the contract
-// (any D/Dv in 1..256, GQA, kv_lengths, masks, strides, empty rows) and deterministic: the float32
-// path, and the fallback for head dims whose tensor-core kernels a trimmed build left out. At the end,
-// the entry points that choose between them and the tensor-core kernels (flash_kernels.cuh).
+// This file: the portable SIMT backward kernels (float32 accumulation), correct for every case of the
+// contract (any D/Dv in 1..256, GQA, kv_lengths, masks, strides, empty rows) and deterministic: the
+// float32 path, and the fallback for calls the tensor-core kernels do not take. The forward of those
+// calls is tiled_forward.cuh. At the end, the entry points that choose between them and the
+// tensor-core kernels (flash_kernels.cuh).
 //
-// Forward: one warp per query row. Keys are processed 32 at a time: lane j computes the score of key
-// j0 + j (query row broadcast from shared memory), the warp does the online-softmax update, then every
-// lane accumulates its slice of the output (d = lane + 32 t) over the 32 keys.
 // Backward: Di = sum_j P_ij dP_ij (recomputed); dQ with one warp per query row (same key loop); dK/dV with one warp
 // per key, looping over the group's query heads and all query rows in a fixed order (no atomics).
 #pragma once
@@ -23,6 +21,7 @@
 #include "cross_attention/cuda/attention_common.cuh"
 #include "cross_attention/cuda/cross_attention_launch.h"
 #include "cross_attention/cuda/flash_launch.h"
+#include "cross_attention/cuda/tiled_forward.cuh"
 #include "cross_attention/params.h"
 
 namespace mmkernels::cuda {
@@ -59,67 +58,6 @@ MMK_DEVICE float dot_row(dev::SmemPtr<const float> s_vec, const T* row, int n) {
     total += acc;
   }
   return total;
-}
-
-// grid (ceil(Lq / kRowsPerBlock), H, B), block kRowsPerBlock * 32 threads,
-// dynamic shared memory kRowsPerBlock * D floats.
-template <typename T>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) forward_kernel(const CrossAttentionParams p) {
-  const int warp = dev::warp_id(), lane = dev::lane_id();
-  const int64_t b = dev::block_idx().z, h = dev::block_idx().y;
-  const int64_t i = int64_t(dev::block_idx().x) * kRowsPerBlock + warp;
-  if (i >= p.Lq) return;  // whole warps only
-  const int64_t group = gqa_group(p), hk = static_cast<int>(h) / static_cast<int>(group);
-  const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + i * p.q_stride_l + h * p.q_stride_h;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
-  dev::SmemPtr<float> qs = dev::dynamic_smem<float>() + warp * p.D;
-  for (int d = lane; d < p.D; d += kWarp) qs[d] = dev::to_float(q[d]);
-  dev::sync_warp();
-
-  const float scale = static_cast<float>(p.scale);
-  const int64_t n_valid = dev::min(valid_keys(p, b), causal_end(p, b, i));
-  float acc[kMaxDimPerLane];
-  MMK_UNROLL
-  for (int t = 0; t < kMaxDimPerLane; ++t) acc[t] = 0.f;
-  float m = -INFINITY, l = 0.f;
-  bool had_key = false;  // uniform across the warp (see final_row_sum)
-  for (int64_t j0 = 0; j0 < n_valid; j0 += kWarp) {
-    const int64_t j = j0 + lane;
-    const bool counts = j < n_valid && key_ok(p, b, j);
-    had_key = had_key || dev::any(dev::kFullMask, counts);
-    float s = -INFINITY;
-    if (counts) s = dev::mul_rn(dot_row<T>(qs, k + j * p.k_stride_l, p.D), scale);
-    const float m_new = max_nan(m, warp_max(s));
-    if (m_new == -INFINITY) continue;  // nothing valid yet for this row (uniform across the warp)
-    const float alpha = expf(m - m_new);
-    const float pj = s == -INFINITY ? 0.f : expf(s - m_new);
-    l = l * alpha + warp_sum(pj);
-    m = m_new;
-    const int nk = static_cast<int>(dev::min(int64_t(kWarp), n_valid - j0));
-    MMK_UNROLL
-    for (int t = 0; t < kMaxDimPerLane; ++t) acc[t] *= alpha;
-    for (int jj = 0; jj < nk; ++jj) {
-      const float pb = dev::shfl(dev::kFullMask, pj, jj);
-      if (pb == 0.f) continue;  // uniform across the warp
-      const T* vrow = v + (j0 + jj) * p.v_stride_l;
-      MMK_UNROLL
-      for (int t = 0; t < kMaxDimPerLane; ++t) {
-        const int d = lane + t * kWarp;
-        if (d < p.Dv) acc[t] = fmaf(pb, dev::to_float(vrow[d]), acc[t]);
-      }
-    }
-  }
-  T* o = static_cast<T*>(p.out) + b * p.o_stride_b + i * p.o_stride_l + h * p.o_stride_h;
-  l = final_row_sum(l, had_key);
-  const float inv = inverse_row_sum(l);
-  MMK_UNROLL
-  for (int t = 0; t < kMaxDimPerLane; ++t) {
-    const int d = lane + t * kWarp;
-    if (d < p.Dv) o[d] = dev::from_float<T>(acc[t] * inv);
-  }
-  using L = lse_t<T>;
-  if (lane == 0) static_cast<L*>(p.lse)[(b * p.H + h) * p.Lq + i] = (l > 0.f || l != l) ? L(double(m) + log(double(l))) : L(-INFINITY);
 }
 
 // Di = rowsum(dO * O) = sum_j P_ij dP_ij, the softmax-backward correction term, float32 (B, H, Lq).
@@ -276,21 +214,6 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kRowsPerBlock * kWarp, kMinBlocks) dkdv_kernel
 }  // namespace simt
 
 template <typename T>
-dev::Error simt_forward(const CrossAttentionParams& p_all, dev::Stream stream) {
-  using namespace simt;
-  if (p_all.Lq == 0 || p_all.H == 0 || p_all.B == 0) return dev::kSuccess;
-  for (int64_t b0 = 0; b0 < p_all.B; b0 += kMaxGridYZ) {
-    const CrossAttentionParams p = batch_slice(p_all, b0, std::min<int64_t>(kMaxGridYZ, p_all.B - b0));
-    const dev::Dim3 grid{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, kRowsPerBlock)),
-                         static_cast<uint32_t>(p.H), static_cast<uint32_t>(p.B)};
-    const dev::Dim3 block{kRowsPerBlock * kWarp, 1, 1};
-    const dev::Error err = MMK_LAUNCH(forward_kernel<T>, grid, block, kRowsPerBlock * p.D * sizeof(float), stream, p);
-    if (err != dev::kSuccess) return err;
-  }
-  return dev::kSuccess;
-}
-
-template <typename T>
 dev::Error simt_backward(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream) {
   using namespace simt;
   if (p_all.Lq == 0 || p_all.H == 0 || p_all.Lk == 0 || p_all.B == 0) return dev::kSuccess;
@@ -312,10 +235,11 @@ dev::Error simt_backward(const CrossAttentionParams& p_all, float* Di_all, dev::
 }
 
 // 16-bit inputs take the tensor-core kernels (flash_kernels.cuh) for every head dim up to 256 whose
-// kernels are compiled; float32 (and anything else) the SIMT kernels above.
+// kernels are compiled; float32 (and anything else) the tiled SIMT forward (tiled_forward.cuh) and the
+// SIMT backward above.
 template <typename T>
 dev::Error cross_attention_forward(const CrossAttentionParams& p, dev::Stream stream) {
-  auto simt = [&] { return simt_forward<T>(p, stream); };
+  auto simt = [&] { return tiled::forward<T>(p, stream); };
   if constexpr (!std::is_same_v<T, float>) {
     if (flash::eligible(p, /*backward=*/false))
       return flash::head_dim_switch(
