@@ -3,7 +3,8 @@
 // kernel change recompiles little; and the head-dim switch from runtime sizes to kD.
 //
 // Head dims compiled: MMK_FLASH_HDIM_<kD> for kD in 32, 64, 96, 128, 192, 256 (the CMake option
-// MMKERNELS_HEAD_DIMS trims the list for quick builds; head dims without a kernel take the SIMT path).
+// MMKERNELS_HEAD_DIMS trims the list for quick builds; head dims without a kernel take the tiled SIMT
+// kernels).
 #pragma once
 
 #include <cmath>
@@ -70,7 +71,7 @@ inline bool chunk_aligned(const void* ptr, int64_t sb, int64_t sl, int64_t sh) {
 // stored output (as FlashAttention-2 does): equal to sum_j P_ij dP_ij up to float32 rounding, which dq
 // and dk see multiplied by |scale|. In a softmax saturated by a huge scale the exact gradient is ~0 and
 // that rounding would be all of it (|dq| ~ 1e4 at scale 1e10 instead of 0). Above this bound (far
-// above 1/sqrt(D) or any temperature in use) the SIMT kernels run, whose D_i comes from the
+// above 1/sqrt(D) or any temperature in use) the tiled SIMT kernels run, whose D_i comes from the
 // recomputed P and dP; the forward too, so that both passes round the scores alike.
 constexpr double kMaxScale = 256.0;
 
@@ -78,7 +79,8 @@ constexpr double kMaxScale = 256.0;
 // rows, and sequence lengths whose key and row indices fit the kernels' 32-bit index math.
 inline bool eligible(const CrossAttentionParams& p, bool backward) {
   constexpr int64_t kMax32 = (int64_t(1) << 31) - 1024;
-  return std::abs(p.scale) <= kMaxScale && p.Lq < kMax32 && p.Lk < kMax32 && chunk_aligned(p.q, p.q_stride_b, p.q_stride_l, p.q_stride_h) &&
+  return std::abs(p.scale) <= kMaxScale && p.Lq < kMax32 && p.Lk < kMax32 &&
+         chunk_aligned(p.q, p.q_stride_b, p.q_stride_l, p.q_stride_h) &&
          chunk_aligned(p.k, p.k_stride_b, p.k_stride_l, p.k_stride_h) &&
          chunk_aligned(p.v, p.v_stride_b, p.v_stride_l, p.v_stride_h) &&
          (!backward || chunk_aligned(p.grad_out, p.do_stride_b, p.do_stride_l, p.do_stride_h));

@@ -1,0 +1,461 @@
+// Tiled SIMT kernels of cross_attention (torch-free): every call the tensor-core kernels do not take
+// (float32 inputs above all, and 16-bit calls outside flash::eligible). They replace one-warp-per-row
+// kernels that read every key row from global memory once per query row.
+//
+// Layout shared by all three kernels: a CTA of 128 threads works on 32 x 32 tiles held in shared memory
+// as float. Thread (ty, tx) = (tid / 8, tid % 8) owns tile rows ty and ty + 16 and, of a 32-wide score
+// tile, the columns tx + 8c (c < 4); of a D-wide output, the columns tx + 8c (c < kCols). The 8 threads
+// of a row are adjacent lanes, so a row reduction is three shuffles.
+//
+// Scores are blocked float32 dot products (32-long fmaf chains summed in order, as plain GEMMs block
+// their reduction), the same in every kernel (tile_dots; fmaf(k, q) == fmaf(q, k)), rounded once with
+// the scale (mul_rn): the backward recomputes the forward's scores bit for bit, so a saturated softmax
+// gets P = 1 exactly. D_i = sum_j P_ij dP_ij from those same P and dP (not rowsum(dO * O), whose
+// float32 rounding dq would see times |scale|): these kernels serve every |scale|.
+//
+//   forward:  grid (ceil(Lq / 32), H, B)    online softmax over key tiles; O, lse
+//   dq:       grid (ceil(Lq / 32), H, B)    pass 1 over key tiles: D_i (also stored); pass 2: dQ
+//   dkdv:     grid (ceil(Lk / 32), Hkv, B)  over the group's query heads and query tiles in order: dK, dV
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/device/primitives.h"
+#include "common/dtype.h"
+#include "common/numerics.h"
+#include "cross_attention/cuda/attention_common.cuh"
+#include "cross_attention/params.h"
+
+namespace mmkernels::cuda {
+MMK_BACKEND_BEGIN
+namespace tiled {
+
+constexpr int kTile = 32, kThreads = 128;
+constexpr int kRowThreads = 8;  // threads sharing a tile row (adjacent lanes)
+constexpr int kSP = kTile + 1;  // pitch of a 32 x 32 score tile in shared memory
+// Odd row pitches: the 8 rows a warp reads at one column fall in 8 different banks.
+MMK_HOST_DEVICE int pitch(int64_t d) { return static_cast<int>(d) | 1; }
+
+MMK_DEVICE float row_max(float v) {  // over the 8 lanes of a row, NaN-propagating
+  MMK_UNROLL
+  for (int o = 1; o < kRowThreads; o <<= 1) v = max_nan(v, dev::shfl_xor(dev::kFullMask, v, o));
+  return v;
+}
+MMK_DEVICE float row_sum(float v) {
+  MMK_UNROLL
+  for (int o = 1; o < kRowThreads; o <<= 1) v += dev::shfl_xor(dev::kFullMask, v, o);
+  return v;
+}
+
+// rows x cols of x (row stride `ld` elements) into a float tile of pitch `ldt`; zeros past `rows`.
+template <typename T>
+MMK_DEVICE void load_tile(dev::SmemPtr<float> tile, int ldt, const T* x, int64_t ld, int rows, int cols) {
+  for (int i = dev::thread_rank(); i < kTile * cols; i += kThreads) {
+    const int r = i / cols, c = i % cols;
+    tile[r * ldt + c] = r < rows ? dev::to_float(x[r * ld + c]) : 0.f;
+  }
+}
+
+// s[r][c] = A[ty + 16 r] . B[tx + 8 c] over n columns, blocked in chunks of 32.
+MMK_DEVICE void tile_dots(float (&s)[2][4], dev::SmemPtr<const float> A, int lda, dev::SmemPtr<const float> B,
+                          int ldb, int n, int ty, int tx) {
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r)
+    MMK_UNROLL
+    for (int c = 0; c < 4; ++c) s[r][c] = 0.f;
+  for (int d0 = 0; d0 < n; d0 += 32) {
+    float part[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    const int d1 = dev::min(n, d0 + 32);
+    for (int d = d0; d < d1; ++d) {
+      const float a0 = A[ty * lda + d], a1 = A[(ty + 16) * lda + d];
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const float bv = B[(tx + 8 * c) * ldb + d];
+        part[0][c] = fmaf(a0, bv, part[0][c]);
+        part[1][c] = fmaf(a1, bv, part[1][c]);
+      }
+    }
+    MMK_UNROLL
+    for (int r = 0; r < 2; ++r)
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) s[r][c] += part[r][c];
+  }
+}
+
+// acc[r][c] += sum_{j < n} W[ty + 16 r][j] * X[j][tx + 8 c] for output columns < ncols (W: a score
+// tile of pitch kSP; X: pitch ldx).
+template <int kCols>
+MMK_DEVICE void tile_accumulate(float (&acc)[2][kCols], dev::SmemPtr<const float> W, dev::SmemPtr<const float> X,
+                                int ldx, int n, int ncols, int ty, int tx) {
+  for (int j = 0; j < n; ++j) {
+    const float w0 = W[ty * kSP + j], w1 = W[(ty + 16) * kSP + j];
+    MMK_UNROLL
+    for (int c = 0; c < kCols; ++c) {
+      const int d = tx + kRowThreads * c;
+      if (d < ncols) {
+        const float x = X[j * ldx + d];
+        acc[0][c] = fmaf(w0, x, acc[0][c]);
+        acc[1][c] = fmaf(w1, x, acc[1][c]);
+      }
+    }
+  }
+}
+
+template <int kCols>
+MMK_DEVICE void zero(float (&acc)[2][kCols]) {
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r)
+    MMK_UNROLL
+    for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
+}
+
+// Row r's acc[r] (columns tx + 8c < ncols) times `mul` into dst (a row of T).
+template <typename T, int kCols>
+MMK_DEVICE void store_row(T* dst, const float (&acc)[2][kCols], int r, float mul, int ncols, int tx) {
+  MMK_UNROLL
+  for (int c = 0; c < kCols; ++c) {
+    const int d = tx + kRowThreads * c;
+    if (d < ncols) dst[d] = dev::from_float<T>(acc[r][c] * mul);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Forward
+
+MMK_HOST_DEVICE size_t fwd_smem_bytes(int64_t D, int64_t Dv) {
+  return sizeof(float) * (size_t(2 * kTile) * pitch(D) + size_t(kTile) * pitch(Dv) + size_t(kTile) * kSP);
+}
+
+template <typename T, int kCols>
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_forward_kernel(const CrossAttentionParams p) {
+  const int tid = dev::thread_rank(), ty = tid / kRowThreads, tx = tid % kRowThreads;
+  const int64_t b = dev::block_idx().z, h = dev::block_idx().y, m0 = int64_t(dev::block_idx().x) * kTile;
+  const int64_t hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
+  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv), pd = pitch(D), pv = pitch(Dv);
+  dev::SmemPtr<float> Qs = dev::dynamic_smem<float>();
+  dev::SmemPtr<float> Ks = Qs + kTile * pd;
+  dev::SmemPtr<float> Vs = Ks + kTile * pd;
+  dev::SmemPtr<float> Ps = Vs + kTile * pv;
+
+  const int q_rows = static_cast<int>(dev::min<int64_t>(kTile, p.Lq - m0));
+  const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
+  const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
+  load_tile(Qs, pd, static_cast<const T*>(p.q) + b * p.q_stride_b + m0 * p.q_stride_l + h * p.q_stride_h,
+            p.q_stride_l, q_rows, D);
+
+  const int64_t n_valid = valid_keys(p, b);
+  int64_t row_end[2];  // one past the last key each of this thread's rows may see (0: beyond Lq)
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = m0 + ty + 16 * r;
+    row_end[r] = row < p.Lq ? dev::min(n_valid, causal_end(p, b, row)) : 0;
+  }
+  const int64_t kv_end = dev::min(n_valid, causal_end(p, b, m0 + q_rows - 1));
+  const float scale = static_cast<float>(p.scale);
+
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  bool had_key[2] = {false, false};
+  float acc[2][kCols];
+  zero(acc);
+  for (int64_t n0 = 0; n0 < kv_end; n0 += kTile) {
+    const int keys = static_cast<int>(dev::min<int64_t>(kTile, n_valid - n0));
+    dev::sync_threads();  // the previous tile's readers are done (and Qs is loaded, the first time)
+    load_tile(Ks, pd, kg + n0 * p.k_stride_l, p.k_stride_l, keys, D);
+    load_tile(Vs, pv, vg + n0 * p.v_stride_l, p.v_stride_l, keys, Dv);
+    dev::sync_threads();
+    float s[2][4];
+    tile_dots(s, Qs, pd, Ks, pd, D, ty, tx);
+    MMK_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const int64_t key = n0 + tx + 8 * c;
+        const bool counts = key < row_end[r] && key_ok(p, b, key);
+        had_key[r] = had_key[r] || counts;
+        s[r][c] = counts ? dev::mul_rn(s[r][c], scale) : -INFINITY;
+        mx = max_nan(mx, s[r][c]);
+      }
+      const float m_new = max_nan(m[r], row_max(mx));
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // no valid key yet: P = 0, acc stays 0
+      const float alpha = expf(m[r] - m_use);
+      m[r] = m_new;
+      float sum = 0.f;
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const float pj = s[r][c] == -INFINITY ? 0.f : expf(s[r][c] - m_use);
+        Ps[(ty + 16 * r) * kSP + tx + 8 * c] = pj;
+        sum += pj;
+      }
+      l[r] = l[r] * alpha + row_sum(sum);
+      MMK_UNROLL
+      for (int c = 0; c < kCols; ++c) acc[r][c] *= alpha;
+    }
+    dev::sync_threads();
+    tile_accumulate(acc, Ps, Vs, pv, keys, Dv, ty, tx);  // O += P V
+  }
+
+  T* out = static_cast<T*>(p.out) + b * p.o_stride_b + h * p.o_stride_h;
+  double* lse = static_cast<double*>(p.lse) + (b * p.H + h) * p.Lq;
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const float l_row = final_row_sum(l[r], row_max(had_key[r] ? 1.f : 0.f) > 0.f);
+    const int64_t row = m0 + ty + 16 * r;
+    if (row >= p.Lq) continue;
+    store_row(out + row * p.o_stride_l, acc, r, inverse_row_sum(l_row), Dv, tx);  // empty row: zeros
+    if (tx == 0) lse[row] = (l_row > 0.f || l_row != l_row) ? double(m[r]) + log(double(l_row)) : -INFINITY;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Backward
+
+MMK_HOST_DEVICE size_t dq_smem_bytes(int64_t D, int64_t Dv) {
+  return sizeof(float) * (size_t(2 * kTile) * (pitch(D) + pitch(Dv)) + size_t(kTile) * kSP);
+}
+MMK_HOST_DEVICE size_t dkdv_smem_bytes(int64_t D, int64_t Dv) {
+  return sizeof(float) * (size_t(2 * kTile) * (pitch(D) + pitch(Dv)) + size_t(2 * kTile) * kSP);
+}
+
+// D_i (pass 1, stored to Di) and dQ (pass 2) for 32 query rows of (b, h).
+template <typename T, int kCols>
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_dq_kernel(const CrossAttentionParams p, float* Di) {
+  const int tid = dev::thread_rank(), ty = tid / kRowThreads, tx = tid % kRowThreads;
+  const int64_t b = dev::block_idx().z, h = dev::block_idx().y, m0 = int64_t(dev::block_idx().x) * kTile;
+  const int64_t hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
+  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv), pd = pitch(D), pv = pitch(Dv);
+  dev::SmemPtr<float> Qs = dev::dynamic_smem<float>();
+  dev::SmemPtr<float> dOs = Qs + kTile * pd;
+  dev::SmemPtr<float> Ks = dOs + kTile * pv;
+  dev::SmemPtr<float> Vs = Ks + kTile * pd;
+  dev::SmemPtr<float> dSs = Vs + kTile * pv;
+
+  const int q_rows = static_cast<int>(dev::min<int64_t>(kTile, p.Lq - m0));
+  load_tile(Qs, pd, static_cast<const T*>(p.q) + b * p.q_stride_b + m0 * p.q_stride_l + h * p.q_stride_h,
+            p.q_stride_l, q_rows, D);
+  load_tile(dOs, pv,
+            static_cast<const T*>(p.grad_out) + b * p.do_stride_b + m0 * p.do_stride_l + h * p.do_stride_h,
+            p.do_stride_l, q_rows, Dv);
+  const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
+  const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
+  const int64_t n_valid = valid_keys(p, b);
+  const double* lse_g = static_cast<const double*>(p.lse) + (b * p.H + h) * p.Lq;
+  int64_t row_end[2];
+  Lse lse[2];
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = m0 + ty + 16 * r;
+    row_end[r] = row < p.Lq ? dev::min(n_valid, causal_end(p, b, row)) : 0;
+    if (row < p.Lq) lse[r] = Lse(lse_g[row]);
+  }
+  const int64_t kv_end = dev::min(n_valid, causal_end(p, b, m0 + q_rows - 1));
+  const float scale = static_cast<float>(p.scale);
+
+  // P and dP of this thread's 2 x 4 block of the key tile at n0 (K, V tiles loaded).
+  auto probs = [&](int64_t n0, float (&pr)[2][4], float (&dp)[2][4]) {
+    tile_dots(pr, Qs, pd, Ks, pd, D, ty, tx);
+    tile_dots(dp, dOs, pv, Vs, pv, Dv, ty, tx);
+    MMK_UNROLL
+    for (int r = 0; r < 2; ++r)
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const int64_t key = n0 + tx + 8 * c;
+        const bool counts = key < row_end[r] && key_ok(p, b, key) && !lse[r].empty();
+        pr[r][c] = counts ? lse[r].prob(dev::mul_rn(pr[r][c], scale)) : 0.f;
+      }
+  };
+  auto load_kv = [&](int64_t n0) {
+    const int keys = static_cast<int>(dev::min<int64_t>(kTile, n_valid - n0));
+    dev::sync_threads();
+    load_tile(Ks, pd, kg + n0 * p.k_stride_l, p.k_stride_l, keys, D);
+    load_tile(Vs, pv, vg + n0 * p.v_stride_l, p.v_stride_l, keys, Dv);
+    dev::sync_threads();
+    return keys;
+  };
+
+  float di[2] = {0.f, 0.f};  // pass 1: D_i = sum_j P_ij dP_ij, in key order
+  for (int64_t n0 = 0; n0 < kv_end; n0 += kTile) {
+    load_kv(n0);
+    float pr[2][4], dp[2][4];
+    probs(n0, pr, dp);
+    MMK_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      float part = 0.f;
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) part = fmaf(pr[r][c], dp[r][c], part);
+      di[r] += row_sum(part);
+    }
+  }
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = m0 + ty + 16 * r;
+    if (row < p.Lq && tx == 0) Di[(b * p.H + h) * p.Lq + row] = di[r];
+  }
+
+  float acc[2][kCols];  // pass 2: dQ += dS K
+  zero(acc);
+  for (int64_t n0 = 0; n0 < kv_end; n0 += kTile) {
+    const int keys = load_kv(n0);
+    float pr[2][4], dp[2][4];
+    probs(n0, pr, dp);
+    MMK_UNROLL
+    for (int r = 0; r < 2; ++r)
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) dSs[(ty + 16 * r) * kSP + tx + 8 * c] = pr[r][c] * (dp[r][c] - di[r]) * scale;
+    dev::sync_threads();
+    tile_accumulate(acc, dSs, Ks, pd, keys, D, ty, tx);
+  }
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = m0 + ty + 16 * r;
+    if (row < p.Lq) store_row(static_cast<T*>(p.dq) + ((b * p.Lq + row) * p.H + h) * p.D, acc, r, 1.f, D, tx);
+  }
+}
+
+// dK, dV for 32 keys of (b, hk): over the group's query heads and their query tiles, in order.
+template <typename T, int kCols>
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_dkdv_kernel(const CrossAttentionParams p, const float* Di) {
+  const int tid = dev::thread_rank(), ty = tid / kRowThreads, tx = tid % kRowThreads;
+  const int64_t b = dev::block_idx().z, hk = dev::block_idx().y, n0 = int64_t(dev::block_idx().x) * kTile;
+  const int64_t n_valid = valid_keys(p, b);
+  if (n0 >= n_valid) return;  // keys that never count keep the glue's zero gradient
+  const int64_t group = gqa_group(p);
+  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv), pd = pitch(D), pv = pitch(Dv);
+  dev::SmemPtr<float> Ks = dev::dynamic_smem<float>();
+  dev::SmemPtr<float> Vs = Ks + kTile * pd;
+  dev::SmemPtr<float> Qs = Vs + kTile * pv;
+  dev::SmemPtr<float> dOs = Qs + kTile * pd;
+  dev::SmemPtr<float> Pt = dOs + kTile * pv;  // P^T: keys x queries
+  dev::SmemPtr<float> dSt = Pt + kTile * kSP;
+
+  const int keys = static_cast<int>(dev::min<int64_t>(kTile, n_valid - n0));
+  load_tile(Ks, pd, static_cast<const T*>(p.k) + b * p.k_stride_b + n0 * p.k_stride_l + hk * p.k_stride_h,
+            p.k_stride_l, keys, D);
+  load_tile(Vs, pv, static_cast<const T*>(p.v) + b * p.v_stride_b + n0 * p.v_stride_l + hk * p.v_stride_h,
+            p.v_stride_l, keys, Dv);
+  bool key_counts[2];  // this thread's keys n0 + ty + 16 r
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t key = n0 + ty + 16 * r;
+    key_counts[r] = key < n_valid && key_ok(p, b, key);
+  }
+  const float scale = static_cast<float>(p.scale);
+  // Causal: query tiles wholly above this key tile's diagonal (their last row sees no key >= n0) skipped.
+  int64_t q_first = 0;
+  if (p.causal) q_first = dev::max<int64_t>(0, n0 - causal_offset(p, b)) / kTile * kTile;
+
+  float dk[2][kCols], dv[2][kCols];
+  zero(dk);
+  zero(dv);
+  for (int64_t g = 0; g < group; ++g) {
+    const int64_t h = hk * group + g;
+    const double* lse_g = static_cast<const double*>(p.lse) + (b * p.H + h) * p.Lq;
+    const float* di_g = Di + (b * p.H + h) * p.Lq;
+    for (int64_t m0 = q_first; m0 < p.Lq; m0 += kTile) {
+      const int q_rows = static_cast<int>(dev::min<int64_t>(kTile, p.Lq - m0));
+      dev::sync_threads();  // the previous step's readers are done (and K, V are loaded)
+      load_tile(Qs, pd, static_cast<const T*>(p.q) + b * p.q_stride_b + m0 * p.q_stride_l + h * p.q_stride_h,
+                p.q_stride_l, q_rows, D);
+      load_tile(dOs, pv,
+                static_cast<const T*>(p.grad_out) + b * p.do_stride_b + m0 * p.do_stride_l + h * p.do_stride_h,
+                p.do_stride_l, q_rows, Dv);
+      dev::sync_threads();
+      // S^T and dP^T: this thread's keys (rows) x queries m0 + tx + 8c (columns)
+      float st[2][4], dpt[2][4];
+      tile_dots(st, Ks, pd, Qs, pd, D, ty, tx);
+      tile_dots(dpt, Vs, pv, dOs, pv, Dv, ty, tx);
+      MMK_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const int64_t row = m0 + tx + 8 * c;
+        const Lse lse(row < p.Lq ? lse_g[row] : -INFINITY);
+        const float di = row < p.Lq ? di_g[row] : 0.f;
+        const int64_t end = row < p.Lq ? causal_end(p, b, row) : 0;
+        MMK_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          const bool counts = key_counts[r] && n0 + ty + 16 * r < end && !lse.empty();
+          const float pij = counts ? lse.prob(dev::mul_rn(st[r][c], scale)) : 0.f;
+          Pt[(ty + 16 * r) * kSP + tx + 8 * c] = pij;
+          dSt[(ty + 16 * r) * kSP + tx + 8 * c] = pij * (dpt[r][c] - di) * scale;
+        }
+      }
+      dev::sync_threads();
+      tile_accumulate(dv, Pt, dOs, pv, q_rows, Dv, ty, tx);   // dV += P^T dO
+      tile_accumulate(dk, dSt, Qs, pd, q_rows, D, ty, tx);   // dK += dS^T Q
+    }
+  }
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t key = n0 + ty + 16 * r;
+    if (key >= n_valid) continue;
+    const int64_t off = (b * p.Lk + key) * p.Hkv + hk;
+    store_row(static_cast<T*>(p.dk) + off * p.D, dk, r, 1.f, D, tx);
+    store_row(static_cast<T*>(p.dv) + off * p.Dv, dv, r, 1.f, Dv, tx);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Launches: the output columns per thread (kCols: 4, 8, 16 or 32 for max(D, Dv) up to 32, 64, 128,
+// 256) are a template parameter, so narrow heads do not carry 256-wide accumulators; batches in slices
+// of at most kMaxGridYZ (grid.z).
+
+template <typename Fn>
+decltype(auto) cols_switch(int64_t d, Fn&& fn) {
+  if (d <= 32) return fn(std::integral_constant<int, 4>{});
+  if (d <= 64) return fn(std::integral_constant<int, 8>{});
+  if (d <= 128) return fn(std::integral_constant<int, 16>{});
+  return fn(std::integral_constant<int, 32>{});
+}
+
+inline dev::Dim3 grid_of(int64_t rows, int64_t heads, int64_t batches) {
+  return dev::Dim3{static_cast<uint32_t>(dev::ceil_div<int64_t>(rows, kTile)), static_cast<uint32_t>(heads),
+                   static_cast<uint32_t>(batches)};
+}
+
+template <typename T, int kCols>
+dev::Error forward_cols(const CrossAttentionParams& p_all, dev::Stream stream) {
+  const size_t smem = fwd_smem_bytes(p_all.D, p_all.Dv);
+  dev::Error err = dev::set_max_dynamic_smem(tiled_forward_kernel<T, kCols>, static_cast<int>(smem));
+  for (int64_t b0 = 0; b0 < p_all.B && err == dev::kSuccess; b0 += kMaxGridYZ) {
+    const CrossAttentionParams p = batch_slice(p_all, b0, dev::min<int64_t>(kMaxGridYZ, p_all.B - b0));
+    err = MMK_LAUNCH((tiled_forward_kernel<T, kCols>), grid_of(p.Lq, p.H, p.B), (dev::Dim3{kThreads, 1, 1}), smem,
+                     stream, p);
+  }
+  return err;
+}
+
+template <typename T, int kCols>
+dev::Error backward_cols(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream) {
+  const size_t smem_q = dq_smem_bytes(p_all.D, p_all.Dv), smem_k = dkdv_smem_bytes(p_all.D, p_all.Dv);
+  dev::Error err = dev::set_max_dynamic_smem(tiled_dq_kernel<T, kCols>, static_cast<int>(smem_q));
+  if (err == dev::kSuccess) err = dev::set_max_dynamic_smem(tiled_dkdv_kernel<T, kCols>, static_cast<int>(smem_k));
+  for (int64_t b0 = 0; b0 < p_all.B && err == dev::kSuccess; b0 += kMaxGridYZ) {
+    const CrossAttentionParams p = batch_slice(p_all, b0, dev::min<int64_t>(kMaxGridYZ, p_all.B - b0));
+    float* Di = Di_all + b0 * p.H * p.Lq;  // indexed from the slice's first batch, as the params are
+    err = MMK_LAUNCH((tiled_dq_kernel<T, kCols>), grid_of(p.Lq, p.H, p.B), (dev::Dim3{kThreads, 1, 1}), smem_q,
+                     stream, p, Di);
+    if (err == dev::kSuccess)
+      err = MMK_LAUNCH((tiled_dkdv_kernel<T, kCols>), grid_of(p.Lk, p.Hkv, p.B), (dev::Dim3{kThreads, 1, 1}), smem_k,
+                       stream, p, static_cast<const float*>(Di));
+  }
+  return err;
+}
+
+template <typename T>
+dev::Error forward(const CrossAttentionParams& p, dev::Stream stream) {
+  if (p.Lq == 0 || p.H == 0 || p.B == 0) return dev::kSuccess;
+  return cols_switch(dev::max(p.D, p.Dv),
+                     [&](auto cols) { return forward_cols<T, decltype(cols)::value>(p, stream); });
+}
+
+// `Di`: float32 workspace of B * H * Lq (written by the dq kernel, read by dkdv).
+template <typename T>
+dev::Error backward(const CrossAttentionParams& p, float* Di, dev::Stream stream) {
+  if (p.Lq == 0 || p.H == 0 || p.Lk == 0 || p.B == 0) return dev::kSuccess;
+  return cols_switch(dev::max(p.D, p.Dv),
+                     [&](auto cols) { return backward_cols<T, decltype(cols)::value>(p, Di, stream); });
+}
+
+}  // namespace tiled
+MMK_BACKEND_END
+}  // namespace mmkernels::cuda
