@@ -110,6 +110,27 @@ MMK_DEVICE void zero(float (&acc)[2][kCols]) {
     for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
 }
 
+// Where a thread of a tiled kernel stands: its place in the tile layout, its CTA's batch, head (grid y:
+// a query head, or a kv head for dkdv) and first tile row (grid x), and the head dims with their
+// shared-memory pitches.
+struct TileCtx {
+  int ty, tx, D, Dv, pd, pv;
+  int64_t b, h, row0;
+  MMK_DEVICE explicit TileCtx(const CrossAttentionParams& p)
+      : ty(dev::thread_rank() / kRowThreads), tx(dev::thread_rank() % kRowThreads), D(static_cast<int>(p.D)),
+        Dv(static_cast<int>(p.Dv)), pd(pitch(p.D)), pv(pitch(p.Dv)), b(dev::block_idx().z), h(dev::block_idx().y),
+        row0(int64_t(dev::block_idx().x) * kTile) {}
+};
+
+// One past the last key each of this thread's two query rows may see (0 for a row beyond Lq).
+MMK_DEVICE void query_row_ends(const CrossAttentionParams& p, const TileCtx& t, int64_t n_valid, int64_t (&end)[2]) {
+  MMK_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = t.row0 + t.ty + 16 * r;
+    end[r] = row < p.Lq ? dev::min(n_valid, causal_end(p, t.b, row)) : 0;
+  }
+}
+
 // Row r's acc[r] (columns tx + 8c < ncols) times `mul` into dst (a row of T).
 template <typename T, int kCols>
 MMK_DEVICE void store_row(T* dst, const float (&acc)[2][kCols], int r, float mul, int ncols, int tx) {
@@ -129,10 +150,9 @@ MMK_HOST_DEVICE size_t fwd_smem_bytes(int64_t D, int64_t Dv) {
 
 template <typename T, int kCols>
 MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_forward_kernel(const CrossAttentionParams p) {
-  const int tid = dev::thread_rank(), ty = tid / kRowThreads, tx = tid % kRowThreads;
-  const int64_t b = dev::block_idx().z, h = dev::block_idx().y, m0 = int64_t(dev::block_idx().x) * kTile;
-  const int64_t hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
-  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv), pd = pitch(D), pv = pitch(Dv);
+  const TileCtx t(p);
+  const int ty = t.ty, tx = t.tx, D = t.D, Dv = t.Dv, pd = t.pd, pv = t.pv;
+  const int64_t b = t.b, h = t.h, m0 = t.row0, hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
   dev::SmemPtr<float> Qs = dev::dynamic_smem<float>();
   dev::SmemPtr<float> Ks = Qs + kTile * pd;
   dev::SmemPtr<float> Vs = Ks + kTile * pd;
@@ -145,12 +165,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_forward_kernel(const CrossAtte
             p.q_stride_l, q_rows, D);
 
   const int64_t n_valid = valid_keys(p, b);
-  int64_t row_end[2];  // one past the last key each of this thread's rows may see (0: beyond Lq)
-  MMK_UNROLL
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = m0 + ty + 16 * r;
-    row_end[r] = row < p.Lq ? dev::min(n_valid, causal_end(p, b, row)) : 0;
-  }
+  int64_t row_end[2];
+  query_row_ends(p, t, n_valid, row_end);
   const int64_t kv_end = dev::min(n_valid, causal_end(p, b, m0 + q_rows - 1));
   const float scale = static_cast<float>(p.scale);
 
@@ -221,10 +237,9 @@ MMK_HOST_DEVICE size_t dkdv_smem_bytes(int64_t D, int64_t Dv) {
 // D_i (pass 1, stored to Di) and dQ (pass 2) for 32 query rows of (b, h).
 template <typename T, int kCols>
 MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_dq_kernel(const CrossAttentionParams p, float* Di) {
-  const int tid = dev::thread_rank(), ty = tid / kRowThreads, tx = tid % kRowThreads;
-  const int64_t b = dev::block_idx().z, h = dev::block_idx().y, m0 = int64_t(dev::block_idx().x) * kTile;
-  const int64_t hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
-  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv), pd = pitch(D), pv = pitch(Dv);
+  const TileCtx t(p);
+  const int ty = t.ty, tx = t.tx, D = t.D, Dv = t.Dv, pd = t.pd, pv = t.pv;
+  const int64_t b = t.b, h = t.h, m0 = t.row0, hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
   dev::SmemPtr<float> Qs = dev::dynamic_smem<float>();
   dev::SmemPtr<float> dOs = Qs + kTile * pd;
   dev::SmemPtr<float> Ks = dOs + kTile * pv;
@@ -242,13 +257,11 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_dq_kernel(const CrossAttention
   const int64_t n_valid = valid_keys(p, b);
   const double* lse_g = static_cast<const double*>(p.lse) + (b * p.H + h) * p.Lq;
   int64_t row_end[2];
+  query_row_ends(p, t, n_valid, row_end);
   Lse lse[2];
   MMK_UNROLL
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = m0 + ty + 16 * r;
-    row_end[r] = row < p.Lq ? dev::min(n_valid, causal_end(p, b, row)) : 0;
-    if (row < p.Lq) lse[r] = Lse(lse_g[row]);
-  }
+  for (int r = 0; r < 2; ++r)
+    if (m0 + ty + 16 * r < p.Lq) lse[r] = Lse(lse_g[m0 + ty + 16 * r]);
   const int64_t kv_end = dev::min(n_valid, causal_end(p, b, m0 + q_rows - 1));
   const float scale = static_cast<float>(p.scale);
 
@@ -316,12 +329,12 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_dq_kernel(const CrossAttention
 // dK, dV for 32 keys of (b, hk): over the group's query heads and their query tiles, in order.
 template <typename T, int kCols>
 MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) tiled_dkdv_kernel(const CrossAttentionParams p, const float* Di) {
-  const int tid = dev::thread_rank(), ty = tid / kRowThreads, tx = tid % kRowThreads;
-  const int64_t b = dev::block_idx().z, hk = dev::block_idx().y, n0 = int64_t(dev::block_idx().x) * kTile;
+  const TileCtx t(p);  // tile rows: keys
+  const int ty = t.ty, tx = t.tx, D = t.D, Dv = t.Dv, pd = t.pd, pv = t.pv;
+  const int64_t b = t.b, hk = t.h, n0 = t.row0;
   const int64_t n_valid = valid_keys(p, b);
   if (n0 >= n_valid) return;  // keys that never count keep the glue's zero gradient
   const int64_t group = gqa_group(p);
-  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv), pd = pitch(D), pv = pitch(Dv);
   dev::SmemPtr<float> Ks = dev::dynamic_smem<float>();
   dev::SmemPtr<float> Vs = Ks + kTile * pd;
   dev::SmemPtr<float> Qs = Vs + kTile * pv;
