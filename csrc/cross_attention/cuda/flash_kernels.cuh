@@ -260,7 +260,7 @@ MMK_DEVICE float prob(float s, float scale_log2, const Lse& lse2, bool key_valid
 // dK, dV for kBlockN keys of one (batch, kv head). kPass: 0 both, 1 dV only, 2 dK only.
 // grid (ceil(Lk / kBlockN), Hkv, B).
 template <typename T, int kD, int kPass>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dkdv_kernel(const CrossAttentionParams p, const float* Di) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAttentionParams p, const float* Di) {
   using Tr = BwdTraits<T, kD>;
   constexpr int kBN = Tr::kBlockN, kBM = Tr::kBlockM, kP = Tr::kPitch;
   constexpr int kNT = kBM / 8, kDT = kD / 8, kKS = kD / 16;
