@@ -137,7 +137,7 @@ struct TileCtx {
         row0(int64_t(dev::block_idx().x) * rows_per_cta) {}
 };
 
-// One past the last key each of this thread's two query rows may see (0 for a row beyond Lq).
+// One past the last key each of this thread's kR query rows may see (0 for a row beyond Lq).
 template <int kR>
 MMK_DEVICE void query_row_ends(const CrossAttentionParams& p, const TileCtx& t, int64_t n_valid, int64_t (&end)[kR]) {
   MMK_UNROLL
