@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <limits>
 #include <type_traits>
 
 namespace mmkernels {
@@ -26,7 +27,8 @@ using lse_t = double;
 // float32. A scale must be finite in it (checked by the glue).
 constexpr DType compute_dtype(DType input) { return input == DType::Float64 ? DType::Float64 : DType::Float32; }
 constexpr double compute_max(DType input) {
-  return compute_dtype(input) == DType::Float64 ? 1.7976931348623157e308 : 3.4028234663852886e38;
+  return compute_dtype(input) == DType::Float64 ? std::numeric_limits<double>::max()
+                                                : double(std::numeric_limits<float>::max());
 }
 
 }  // namespace mmkernels

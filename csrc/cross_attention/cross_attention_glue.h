@@ -52,9 +52,9 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
   TORCH_CHECK_VALUE(Dv >= 1 && Dv <= kMaxHeadDim, "v must have a head dim Dv in 1..", kMaxHeadDim, ", got Dv = ", Dv,
                     " (v ", shape_str(v_in), ")");
   TORCH_CHECK_VALUE(std::isfinite(scale), "scale must be finite, got ", scale);
-  const DType compute = compute_dtype(to_dtype(q_in.scalar_type()));
-  TORCH_CHECK_VALUE(std::abs(scale) <= compute_max(compute), "scale must be finite in ",
-                    dtype_name(to_scalar_type(compute)), " (the dtype cross_attention computes in for ",
+  const DType input = to_dtype(q_in.scalar_type());
+  TORCH_CHECK_VALUE(std::abs(scale) <= compute_max(input), "scale must be finite in ",
+                    dtype_name(to_scalar_type(compute_dtype(input))), " (the dtype cross_attention computes in for ",
                     dtype_name(q_in.scalar_type()), " inputs), got ", scale);
 
   CrossAttentionArgs a;

@@ -36,6 +36,13 @@ struct Lse {
     hi = static_cast<float>(u);
     lo = static_cast<float>(u - static_cast<double>(hi));
   }
+  // From the two halves as kernels keep them (e.g. per row in shared memory).
+  MMK_DEVICE static Lse parts(float hi, float lo) {
+    Lse l;
+    l.hi = hi;
+    l.lo = lo;
+    return l;
+  }
   MMK_DEVICE bool empty() const { return hi == -INFINITY; }
   MMK_DEVICE float offset(float x) const { return (x - hi) - lo; }
   MMK_DEVICE float prob(float s) const { return expf(offset(s)); }

@@ -344,10 +344,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
       for (int e = 0; e < 4; ++e) {
         const int col = j * 8 + 2 * tq + (e & 1);
         const bool visible = my_key[e / 2] < end_s[col];
-        Lse lse2;
-        lse2.hi = lse_hi_s[col];
-        lse2.lo = lse_lo_s[col];
-        pt[j][e] = prob(pt[j][e], scale_log2, lse2, visible);
+        pt[j][e] = prob(pt[j][e], scale_log2, Lse::parts(lse_hi_s[col], lse_lo_s[col]), visible);
       }
     if constexpr (kWantV) {  // dV += P^T dO
       MMK_UNROLL
