@@ -41,4 +41,21 @@ const char* capability_name() {
   }
 }
 
+// __builtin_cpu_supports takes a literal feature name, hence the macro.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MMK_CPU_SUPPORTS(feature) (__builtin_cpu_init(), __builtin_cpu_supports(feature) != 0)
+#else
+#define MMK_CPU_SUPPORTS(feature) false
+#endif
+
+bool native_bf16_gemm() {
+  static const bool has = MMK_CPU_SUPPORTS("avx512bf16");
+  return has;
+}
+
+bool native_fp16_gemm() {
+  static const bool has = MMK_CPU_SUPPORTS("avx512fp16");
+  return has;
+}
+
 }  // namespace mmkernels::cpu

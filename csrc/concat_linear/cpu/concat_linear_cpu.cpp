@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "common/cpu_dispatch.h"
@@ -51,6 +52,14 @@ bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::
 }
 
 at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
+
+// Whether ATen's GEMM should get float32 copies of 16-bit operands (cpu_dispatch.h: no native bf16/fp16
+// GEMM on this CPU).
+bool widen_gemm_operands(at::ScalarType st) {
+  if (st == at::kBFloat16) return !cpu::native_bf16_gemm();
+  if (st == at::kHalf) return !cpu::native_fp16_gemm();
+  return false;
+}
 
 // acc (M, N) = sum_i x_i @ W[:, off_i : off_i + d_i]^T, accumulated in acc's dtype. The fallback for
 // what the tiled kernel does not cover (float16, float64, bf16 without AVX512-BF16): reduced-precision
@@ -117,19 +126,26 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cp
     run_epilogue_backward(p);
   }
   // Each gradient is a single GEMM per segment (no sum across segments), so the input dtype loses
-  // nothing against plain PyTorch: dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place.
+  // nothing against plain PyTorch: dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place. Where
+  // the CPU has no native bf16/fp16 GEMM the operands are widened to float32 first (exact; each result
+  // rounded once, as a float32-accumulating GEMM would): ATen's 16-bit GEMM there runs ~100x slower.
+  const at::ScalarType gemm_st = widen_gemm_operands(st) ? at::kFloat : st;
   const std::vector<bool> want_x = input_grads_wanted(a, input_mask);
+  const bool any_x = std::find(want_x.begin(), want_x.end(), true) != want_x.end();
+  const at::Tensor dz_g = dz.to(gemm_st);
+  const at::Tensor w_g = any_x ? weight.to(gemm_st) : at::Tensor();
+  at::Tensor dw_g = weight_grad ? at::empty({a.N, a.K}, weight.options().dtype(gemm_st)) : at::Tensor();
   std::vector<at::Tensor> dx;
-  at::Tensor dw = weight_grad ? at::empty_like(weight, at::MemoryFormat::Contiguous) : at::empty({0}, weight.options());
   for (size_t i = 0; i < a.x.size(); ++i) {
     const int64_t d = a.x[i].size(1);
-    dx.push_back(want_x[i] ? at::mm(dz, weight.narrow(1, a.offsets[i], d)).view(inputs[i].sizes())
+    dx.push_back(want_x[i] ? at::mm(dz_g, w_g.narrow(1, a.offsets[i], d)).to(st).view(inputs[i].sizes())
                            : at::empty({0}, weight.options()));
     if (weight_grad) {
-      at::Tensor dw_i = dw.narrow(1, a.offsets[i], d);
-      at::mm_out(dw_i, dz.t(), a.x[i]);
+      at::Tensor dw_i = dw_g.narrow(1, a.offsets[i], d);
+      at::mm_out(dw_i, dz_g.t(), a.x[i].to(gemm_st));
     }
   }
+  at::Tensor dw = weight_grad ? dw_g.to(st) : at::empty({0}, weight.options());
   at::Tensor db = has_bias ? dz.sum(0, /*keepdim=*/false, acc_dtype(st)).to(st) : at::empty({0}, weight.options());
   return {dx, dw, db};
 }
