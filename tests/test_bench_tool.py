@@ -1,6 +1,7 @@
 """The benchmark tool's own logic (no timing): regression gate, reports, and a tiny real run."""
 import json
 
+import pytest
 import torch
 
 from mmkernels.bench import __main__ as bench
@@ -48,6 +49,21 @@ def test_cli_end_to_end_quick_run_and_gate(tmp_path, monkeypatch):
     assert any("sdpa" in r["speedup_vs"] for r in ours)
     assert bench.main(["--device", "cpu", "--quick", "--dtypes", "float32", "--compare", str(out),
                        "--max-regression", "100"]) == 0
+
+
+def test_cli_ops_narrows_the_op_suite(tmp_path, monkeypatch):
+    from mmkernels.bench import cases
+
+    monkeypatch.setattr(cases, "attention_shapes", lambda device, quick: [(1, 9, 13, 2, 8, False)])
+    monkeypatch.setattr(cases, "concat_linear_shapes", lambda device, quick: [(5, (3, 4), 6)])
+    out = tmp_path / "r.json"
+    assert bench.main(["--device", "cpu", "--quick", "--dtypes", "float32", "--ops", "concat_linear",
+                       "--json", str(out)]) == 0
+    assert {r["op"] for r in json.loads(out.read_text())["results"]} == {"concat_linear"}
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cpu", "--quick", "--ops", "attention"])  # not an op name
+    with pytest.raises(ValueError, match="unknown op"):
+        cases.build_cases("ops", torch.device("cpu"), True, [torch.float32], ops=["attention"])
 
 
 def test_time_fn_reports_a_positive_median():

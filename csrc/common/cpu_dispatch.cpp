@@ -49,12 +49,12 @@ const char* capability_name() {
 #endif
 
 bool native_bf16_gemm() {
-  static const bool has = MMK_CPU_SUPPORTS("avx512bf16");
+  static const bool has = capability() == Capability::AVX512 && MMK_CPU_SUPPORTS("avx512bf16");
   return has;
 }
 
 bool native_fp16_gemm() {
-  static const bool has = MMK_CPU_SUPPORTS("avx512fp16");
+  static const bool has = capability() == Capability::AVX512 && MMK_CPU_SUPPORTS("avx512fp16");
   return has;
 }
 

@@ -17,7 +17,9 @@ const char* capability_name();
 // products; every AMX CPU has them). Without them ATen's GEMM on those dtypes runs two orders of
 // magnitude below its float32 rate (1.3 vs 129 GFLOP/s on a 2-core AVX2 Zen, torch 2.13), so the glue
 // widens such operands to float32 (exact) and rounds the result once, as a float32-accumulating
-// native GEMM would. Unknown architectures count as not native: widening is never the slow case.
+// native GEMM would. Unknown architectures count as not native: widening is never the slow case. Both
+// follow capability(): MMKERNELS_CPU_CAPABILITY below avx512 turns them off, so one machine can test
+// both paths.
 bool native_bf16_gemm();
 bool native_fp16_gemm();
 

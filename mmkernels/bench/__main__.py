@@ -23,7 +23,7 @@ import torch
 
 import mmkernels
 
-from .cases import OURS, build_cases
+from .cases import OPS, OURS, build_cases
 from .timing import matmul_ceiling, time_fn
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -69,7 +69,8 @@ def progress(i: int, n: int, label: str) -> None:
 
 def run_suite(args, device: torch.device) -> Dict:
     dtypes = [DTYPES[d] for d in args.dtypes.split(",")]
-    builders = build_cases(args.suite, device, args.quick, dtypes, with_compile=not (args.quick or args.no_compile))
+    builders = build_cases(args.suite, device, args.quick, dtypes, with_compile=not (args.quick or args.no_compile),
+                           ops=args.ops.split(","))
     if not builders:
         raise SystemExit(f"no benchmark cases for --suite {args.suite}")
     budget = args.budget if args.budget is not None else (0.25 if args.quick else 1.0)
@@ -211,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32,bfloat16,float16")
     ap.add_argument("--budget", type=float, help="seconds of timed runs per implementation and case "
                     "(default 1.0, 0.25 with --quick; at least 10 runs either way)")
+    ap.add_argument("--ops", default=",".join(OPS),
+                    help="comma-separated ops of the op suite (default: all): " + ",".join(OPS))
     ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile/FlexAttention peers")
     ap.add_argument("--json", help="write the report here")
     ap.add_argument("--markdown", help="write a markdown table here")
@@ -222,6 +225,9 @@ def main(argv=None) -> int:
     for d in args.dtypes.split(","):
         if d not in DTYPES:
             ap.error(f"--dtypes: unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    for op in args.ops.split(","):
+        if op not in OPS:
+            ap.error(f"--ops: unknown op {op!r}; choose from {', '.join(OPS)}")
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:

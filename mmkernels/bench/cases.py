@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -190,9 +190,15 @@ def concat_linear_case(shape, dtype, mode, device, *, with_compile: bool, activa
     return case
 
 
+OPS = ("cross_attention", "concat_linear")
+
+
 def build_cases(suite: str, device: torch.device, quick: bool, dtypes: List[torch.dtype],
-                with_compile: Optional[bool] = None) -> List[Callable[[], Case]]:
-    """Lazily built cases (inputs are allocated only when a case runs)."""
+                with_compile: Optional[bool] = None, ops: Sequence[str] = OPS) -> List[Callable[[], Case]]:
+    """Lazily built cases (inputs are allocated only when a case runs); `ops` narrows the op suite."""
+    unknown = sorted(set(ops) - set(OPS))
+    if unknown:
+        raise ValueError(f"ops: unknown op(s) {unknown}; choose from {list(OPS)}")
     if with_compile is None:
         with_compile = not quick
     if with_compile:
@@ -201,9 +207,9 @@ def build_cases(suite: str, device: torch.device, quick: bool, dtypes: List[torc
     if suite in ("ops", "all"):
         for dtype in dtypes:
             for mode in ("fwd", "fwd+bwd"):
-                for shape in attention_shapes(device, quick):
+                for shape in attention_shapes(device, quick) if "cross_attention" in ops else ():
                     out.append(lambda s=shape, d=dtype, m=mode: attention_case(s, d, m, device, with_compile=with_compile))
-                for shape in concat_linear_shapes(device, quick):
+                for shape in concat_linear_shapes(device, quick) if "concat_linear" in ops else ():
                     out.append(lambda s=shape, d=dtype, m=mode: concat_linear_case(s, d, m, device, with_compile=with_compile))
     if suite in ("models", "all"):
         out.extend(model_cases(device, quick, with_compile))
