@@ -118,7 +118,7 @@ def run_suite(args, device: torch.device) -> Dict:
 
 def format_table(report: Dict) -> str:
     lines = [f"mmkernels bench | {report['device']} | torch {report['torch_version']} | commit {report['commit']}",
-             "ceiling (measured matmul): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()),
+             "ceiling (best measured matmul for the dtype): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()),
              ""]
     header = f"{'case':<52} {'dtype':<8} {'mode':<10} {'ms':>9} {'GFLOP/s':>8} {'%ceil':>6}  speed-up vs peers"
     lines += [header, "-" * len(header)]
@@ -136,7 +136,7 @@ def format_markdown(report: Dict) -> str:
     out = [f"# mmkernels benchmark: {report['device']}", "",
            f"torch {report['torch_version']} (CUDA {report['cuda_version']}), commit `{report['commit']}`, "
            f"CPU kernels `{report['cpu_capability']}`, {report['threads']} threads, {report['date']}.", "",
-           "Ceiling (dense matmul measured in the same run): "
+           "Ceiling (best dense matmul for the dtype, its own or float32's, measured in the same run): "
            + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()), "",
            "| case | dtype | mode | impl | median ms | GFLOP/s | % ceiling | mmkernels speed-up |",
            "|---|---|---|---|---:|---:|---:|---:|"]

@@ -70,16 +70,29 @@ def rotation_count(bytes_per_set: int, device: torch.device) -> int:
     return max(1, min(8, -(-2 * cache // max(bytes_per_set, 1))))
 
 
-def matmul_ceiling(dtype: torch.dtype, device: torch.device, quick: bool = False) -> float:
-    """Measured dense matmul rate (FLOP/s) in ``dtype``: the roofline we report against."""
-    n = 2048 if device.type == "cpu" else 8192
-    if quick and device.type == "cpu":
-        n = 1024
+def _mm_rate(dtype: torch.dtype, device: torch.device, n: int, budget_s: float) -> float:
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, generator=g).to(dtype)
     b = torch.randn(n, n, device=device, generator=g).to(dtype)
-    t = time_fn(lambda i: torch.mm(a, b), device, warmup=2, min_runs=5, budget_s=0.5 if quick else 1.5)
+    t = time_fn(lambda i: torch.mm(a, b), device, warmup=2, min_runs=5, budget_s=budget_s)
     return 2 * n**3 / (t.median_ms / 1e3)
+
+
+def matmul_ceiling(dtype: torch.dtype, device: torch.device, quick: bool = False) -> float:
+    """The roofline we report against: the best measured dense matmul rate (FLOP/s) that a computation on
+    ``dtype`` inputs can use, i.e. ``dtype``'s own or float32's (16-bit operands widen exactly). On a CPU
+    without native 16-bit GEMMs (AVX2) torch's bf16 matmul runs ~100x below float32, so a small probe
+    decides whether the 16-bit rate is worth measuring at full size."""
+    n = 2048 if device.type == "cpu" else 8192
+    if quick and device.type == "cpu":
+        n = 1024
+    budget = 0.5 if quick else 1.5
+    rate32 = _mm_rate(torch.float32, device, n, budget)
+    if dtype in (torch.float32, torch.float64):
+        return rate32 if dtype == torch.float32 else _mm_rate(dtype, device, n, budget)
+    if _mm_rate(dtype, device, 256, 0.05) < 0.5 * _mm_rate(torch.float32, device, 256, 0.05):
+        return rate32
+    return max(rate32, _mm_rate(dtype, device, n, budget))
 
 
 def tensors_bytes(ts: Sequence[torch.Tensor]) -> int:
