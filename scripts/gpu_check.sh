@@ -37,6 +37,11 @@ stamp "primitive conformance (first)"
 timeout "$(box 60)" python3 -m pytest tests/test_device_primitives.py -q -p no:cacheprovider -rfE 2>&1 | tail -15
 RC[conformance]=${PIPESTATUS[0]}
 
+stamp "C++ exceptions from the CPU glue (a crash here: every C++ throw crashes on this machine, not the CUDA path)"
+timeout "$(box 30)" python3 -m pytest -q -p no:cacheprovider -rfE tests/test_robustness.py::test_op_rejects_non_finite_scale \
+  tests/test_concat_linear.py::test_direct_op_call_checks_arguments 2>&1 | tail -4
+RC[cpp_throw_cpu]=${PIPESTATUS[0]}
+
 stamp "CUDA tests (every op test's cuda parameters, test_cuda.py, sanitizer cases)"
 timeout "$(box 170)" python3 -m pytest tests -q -p no:cacheprovider -k "cuda and not emulated" -n 8 --timeout 120 -rfE \
   > "$OUT/tests.log" 2>&1

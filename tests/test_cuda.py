@@ -36,6 +36,22 @@ def test_kv_lengths_out_of_range_raise_on_cuda():
         mmkernels.cross_attention(x, x, x, kv_lengths=torch.tensor([1, 9], device="cuda"))
 
 
+# The C++ glue throws directly (no Python check in front): on the first GPU runs a throw from the CUDA
+# glue crashed the process (benchmarks/NOTES.md, run 2). Two separate tests, to tell a throw at the
+# entry of the CUDA glue from one after device work; the CPU glue's throw is
+# test_concat_linear.py::test_direct_op_call_checks_arguments (gpu_check runs it first).
+def test_cuda_op_shape_error_raises_from_cpp():
+    q, k = torch.randn(2, 3, 1, 8, device="cuda"), torch.randn(2, 5, 1, 4, device="cuda")
+    with pytest.raises(ValueError, match="head dim"):
+        torch.ops.mmkernels.cross_attention_fwd(q, k, k, None, None, 0.5)
+
+
+def test_cuda_op_kv_lengths_out_of_range_raise_from_cpp():
+    x = torch.randn(2, 3, 1, 8, device="cuda")
+    with pytest.raises(ValueError, match="kv_lengths must lie in"):
+        torch.ops.mmkernels.cross_attention_fwd(x, x, x, torch.tensor([1, 9], device="cuda"), None, 0.5)
+
+
 def test_cuda_graph_capture_and_replay():
     q = torch.randn(2, 33, 4, 64, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(2, 70, 4, 64, device="cuda", dtype=torch.bfloat16)
