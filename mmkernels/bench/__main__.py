@@ -23,7 +23,7 @@ import torch
 
 import mmkernels
 
-from .cases import OPS, OURS, build_cases
+from .cases import OPS, OURS, build_cases, unknown_ops
 from .timing import matmul_ceiling, time_fn
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -225,9 +225,8 @@ def main(argv=None) -> int:
     for d in args.dtypes.split(","):
         if d not in DTYPES:
             ap.error(f"--dtypes: unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
-    for op in args.ops.split(","):
-        if op not in OPS:
-            ap.error(f"--ops: unknown op {op!r}; choose from {', '.join(OPS)}")
+    if unknown_ops(args.ops.split(",")):
+        ap.error(f"--ops: unknown op(s) {', '.join(unknown_ops(args.ops.split(',')))}; choose from {', '.join(OPS)}")
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:

@@ -193,10 +193,14 @@ def concat_linear_case(shape, dtype, mode, device, *, with_compile: bool, activa
 OPS = ("cross_attention", "concat_linear")
 
 
+def unknown_ops(ops: Sequence[str]) -> List[str]:
+    return sorted(set(ops) - set(OPS))
+
+
 def build_cases(suite: str, device: torch.device, quick: bool, dtypes: List[torch.dtype],
                 with_compile: Optional[bool] = None, ops: Sequence[str] = OPS) -> List[Callable[[], Case]]:
     """Lazily built cases (inputs are allocated only when a case runs); `ops` narrows the op suite."""
-    unknown = sorted(set(ops) - set(OPS))
+    unknown = unknown_ops(ops)
     if unknown:
         raise ValueError(f"ops: unknown op(s) {unknown}; choose from {list(OPS)}")
     if with_compile is None:
