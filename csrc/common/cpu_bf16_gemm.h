@@ -11,6 +11,7 @@
 
 #include <c10/util/BFloat16.h>
 
+#include "common/cpu_dispatch.h"      // native_bf16_gemm
 #include "common/cpu_kernel_utils.h"  // transpose16x16_32bit
 
 #include <algorithm>
@@ -146,13 +147,9 @@ MMK_BF16_TARGET inline void gemm_bf16_vnni(int64_t M, int64_t N, int64_t K, cons
   }
 }
 
-inline bool cpu_has_bf16_dot() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") != 0;
-  }();
-  return has;
-}
+// This build runs only when capability() is AVX512, where the native-bf16 rule is exactly this CPU's
+// avx512bf16 (one check, cpu_dispatch.cpp).
+inline bool cpu_has_bf16_dot() { return ::mmkernels::cpu::native_bf16_gemm(); }
 
 #else
 

@@ -87,9 +87,11 @@ def matmul_ceiling(dtype: torch.dtype, device: torch.device, quick: bool = False
     if quick and device.type == "cpu":
         n = 1024
     budget = 0.5 if quick else 1.5
+    if dtype == torch.float64:
+        return _mm_rate(dtype, device, n, budget)
     rate32 = _mm_rate(torch.float32, device, n, budget)
-    if dtype in (torch.float32, torch.float64):
-        return rate32 if dtype == torch.float32 else _mm_rate(dtype, device, n, budget)
+    if dtype == torch.float32:
+        return rate32
     if _mm_rate(dtype, device, 256, 0.05) < 0.5 * _mm_rate(torch.float32, device, 256, 0.05):
         return rate32
     return max(rate32, _mm_rate(dtype, device, n, budget))
