@@ -24,8 +24,9 @@ start=$(date +%s)
   || "$VENV/bin/pip" install -q "$TORCH_SPEC"
 # cuobjdump (+ nvdisasm, which its -sass runs) for the audit: the local toolkit has neither; the wheels'
 # (newer) tools read CUDA 13.0 code.
-"$VENV/bin/pip" install -q numpy "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.26" pytest \
-  nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
+source "$ROOT/scripts/deps.sh"
+install_build_deps "$VENV/bin/pip"
+"$VENV/bin/pip" install -q pytest nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 echo "[cuda-build] torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)'), $("$NVCC" --version | tail -1)"
 build_dir="${MMKERNELS_CUDA_BUILD_DIR:-$(mktemp -d)}"
 if ! ( cd "$ROOT" && MMKERNELS_CUDA=ON MMKERNELS_CUDA_ARCHS="${MMKERNELS_CUDA_ARCHS:-80;90a}" MMKERNELS_CUDA_EMULATION=OFF \

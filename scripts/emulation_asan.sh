@@ -14,7 +14,9 @@ VENV="${MMKERNELS_ASAN_VENV:-$(mktemp -d)/venv-asan}"
 start=$(date +%s)
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==2.13.0"
-"$VENV/bin/pip" install -q numpy "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.26" pytest hypothesis
+source "$ROOT/scripts/deps.sh"
+install_build_deps "$VENV/bin/pip"
+"$VENV/bin/pip" install -q pytest hypothesis
 build_dir="$(mktemp -d)"
 if ! ( cd "$ROOT" && MMKERNELS_CUDA=OFF MMKERNELS_CUDA_EMULATION=ON MMKERNELS_EMULATION_SANITIZE=address \
        MMKERNELS_CPU_CAPABILITIES=DEFAULT CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \

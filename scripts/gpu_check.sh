@@ -4,11 +4,23 @@
 # test, the GPU benchmark, the Hugging Face model benchmark, then compute-sanitizer while time is left.
 # Every stage has its own time box inside GPU_CHECK_BUDGET_S, so the script always ends and writes its
 # summary; everything lands in at most 8 files under $OUT (the device tool's limit).
-#   run(command="bash scripts/gpu_check.sh", timeout_s=600)
+# The device machine has no network, so the CUTLASS/CuTe headers travel with the call: here, first
+#   bash scripts/gpu_check.sh --pack      # .deps/cutlass-include.tar.gz from the installed nvidia-cutlass
+#   run(command="bash scripts/gpu_check.sh", carry=[".deps"], timeout_s=600)
 # Uses the machine's python3 (torch with CUDA preinstalled, no network).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+if [ "${1:-}" = "--pack" ]; then
+  inc="$("${PYTHON:-$ROOT/.venv/bin/python}" -c "import importlib.util as u, os; print(os.path.join(u.find_spec('cutlass_library').submodule_search_locations[0], 'source', 'include'))")"
+  mkdir -p .deps && tar -czf .deps/cutlass-include.tar.gz -C "$inc" cute cutlass
+  echo "packed $(du -h .deps/cutlass-include.tar.gz | cut -f1) of CUTLASS headers from $inc"
+  exit 0
+fi
+if [ -z "${MMKERNELS_CUTLASS_DIR:-}" ] && [ -f .deps/cutlass-include.tar.gz ]; then
+  export MMKERNELS_CUTLASS_DIR=/tmp/mmk-cutlass-include
+  mkdir -p "$MMKERNELS_CUTLASS_DIR" && tar -xzf .deps/cutlass-include.tar.gz -C "$MMKERNELS_CUTLASS_DIR"
+fi
 OUT="${OUT:-$ROOT/gpu-out}"
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1

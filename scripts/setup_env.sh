@@ -13,8 +13,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA wheel.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==2.13.0"
-"$VENV/bin/pip" install -q numpy "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.26" \
-  pytest hypothesis pytest-benchmark matplotlib scikit-learn "transformers>=5,<6"
+source "$ROOT/scripts/deps.sh"
+install_build_deps "$VENV/bin/pip"
+"$VENV/bin/pip" install -q pytest hypothesis pytest-benchmark matplotlib scikit-learn "transformers>=5,<6"
 echo "[setup] building mmkernels (torch $("$VENV/bin/python" -c 'import torch;print(torch.__version__)'))"
 ( cd "$ROOT" && CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
     MMKERNELS_CUDA_EMULATION="${MMKERNELS_CUDA_EMULATION:-ON}" \
