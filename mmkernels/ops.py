@@ -421,7 +421,7 @@ def _concat_linear_bwd_fake(grad_out, inputs, weight, z, has_bias, activation, i
     mask = [True] * len(inputs) if input_mask is None else [bool(m) for m in input_mask]
     dx = [x.new_empty(x.shape if want else (0,)) for x, want in zip(inputs, mask)]
     db = weight.new_empty((weight.shape[0],) if has_bias else (0,))
-    return dx, weight.new_empty(weight.shape if weight_grad else (0,)), db
+    return [*dx, weight.new_empty(weight.shape if weight_grad else (0,)), db]
 
 
 def _concat_linear_setup(ctx, inputs, output):
@@ -453,7 +453,7 @@ def _concat_linear_grads(ctx, grad_y, needs_x, needs_w, needs_b):
         return list(dxs), dw, db, None
     # Only the gradients autograd asks for (frozen encoders: no dX; a frozen projection: no dW).
     want_b = bool(needs_b) and ctx.has_bias
-    dxs, dw, db = torch.ops.mmkernels.concat_linear_bwd(
+    *dxs, dw, db = torch.ops.mmkernels.concat_linear_bwd(
         grad_y, xs, weight, z, want_b, ctx.activation, [int(bool(n)) for n in needs_x], bool(needs_w)
     )
     dxs = [d if n else None for d, n in zip(dxs, needs_x)]
