@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from . import reference
+from . import _sharding, reference
 from . import _C  # noqa: F401  (loads the native library; registers torch.ops.mmkernels.*)
 
 __all__ = ["cross_attention", "concat_linear", "use_reference_ops", "using_reference_ops", "cpu_capability"]
@@ -241,6 +241,7 @@ def cross_attention(
     scale = _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale)
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    kv_lengths, key_padding_mask = _sharding.replicate_plain_masks(q, kv_lengths, key_padding_mask)
     if _USE_REFERENCE:
         return reference.cross_attention(q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=scale,
                                          is_causal=is_causal)
@@ -569,3 +570,6 @@ class _ConcatLinearFn(torch.autograd.Function):
         dxs, dw, db = _concat_linear_grads(ctx, grad_y, needs[3:], needs[0], needs[1])
         return (dw, db, None, *dxs)
 
+
+# DTensor sharding rules for every op above (mmkernels/_sharding.py), registered once DTensor is loaded.
+_sharding.register_when_dtensor_loads()
