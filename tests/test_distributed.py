@@ -260,9 +260,9 @@ def dtensor_concat_linear(mesh):
     return result
 
 
-SCENARIOS = {f.__name__: f for f in (tensor_parallel_attention, tensor_parallel_attention_f32,
-                                     tensor_parallel_concat_linear, tensor_parallel_indivisible_kv_heads, fsdp2_training,
-                                     dtensor_cross_attention, dtensor_concat_linear)}
+SCENARIOS = {f.__name__: f for f in (
+    tensor_parallel_attention, tensor_parallel_attention_f32, tensor_parallel_concat_linear,
+    tensor_parallel_indivisible_kv_heads, fsdp2_training, dtensor_cross_attention, dtensor_concat_linear)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -320,7 +320,8 @@ def _assert_matches_one_process(ranks, scenario, rtol=1e-12, atol=1e-12):
         assert set(tensors) == set(single), f"rank {rank}: {sorted(set(tensors) ^ set(single))}"
         for key, expected in single.items():
             assert expected.abs().max() > 0, f"{key}: a zero reference proves nothing"
-            torch.testing.assert_close(tensors[key], expected, rtol=rtol, atol=atol, msg=lambda m: f"rank {rank}, {key}: {m}")
+            torch.testing.assert_close(tensors[key], expected, rtol=rtol, atol=atol,
+                                       msg=lambda m: f"rank {rank}, {key}: {m}")
     return _per_rank(ranks, scenario)
 
 
