@@ -28,11 +28,13 @@ TORCH_LIBRARY(mmkernels, m) {
   // 3 gelu_tanh, 4 silu.
   // Returns (y (..., N), z): z is the pre-activation kept for backward (empty when activation is none).
   m.def("concat_linear_fwd(Tensor[] inputs, Tensor weight, Tensor? bias, int activation, bool save_preactivation=True) -> (Tensor, Tensor)");
-  // Returns (grad_inputs, grad_weight, grad_bias); only the requested gradients are computed, the others
-  // are empty tensors: grad_bias when has_bias is false, grad_inputs[i] when input_mask[i] == 0 (all
-  // when input_mask is None), grad_weight when weight_grad is false (frozen encoders / projections).
+  // Returns one list [grad_inputs[0], ..., grad_inputs[n-1], grad_weight, grad_bias] (flat, so that DTensor
+  // can place each gradient: concat_linear/concat_linear_glue.h); only the requested gradients are
+  // computed, the others are empty tensors: grad_bias when has_bias is false, grad_inputs[i] when
+  // input_mask[i] == 0 (all when input_mask is None), grad_weight when weight_grad is false (frozen
+  // encoders / projections).
   m.def("concat_linear_bwd(Tensor grad_out, Tensor[] inputs, Tensor weight, Tensor z, bool has_bias, "
-        "int activation, int[]? input_mask=None, bool weight_grad=True) -> (Tensor[], Tensor, Tensor)");
+        "int activation, int[]? input_mask=None, bool weight_grad=True) -> Tensor[]");
 }
 
 PYBIND11_MODULE(_C, m) {

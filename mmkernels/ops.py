@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from . import reference
+from . import _sharding, reference
 from . import _C  # noqa: F401  (loads the native library; registers torch.ops.mmkernels.*)
 
 __all__ = ["cross_attention", "concat_linear", "use_reference_ops", "using_reference_ops", "cpu_capability"]
@@ -241,6 +241,7 @@ def cross_attention(
     scale = _validate_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale)
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    kv_lengths, key_padding_mask = _sharding.replicate_plain_masks(q, kv_lengths, key_padding_mask)
     if _USE_REFERENCE:
         return reference.cross_attention(q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=scale,
                                          is_causal=is_causal)
@@ -282,15 +283,26 @@ def _cross_attention_save(ctx, inputs, output):
     ctx.is_causal = is_causal
 
 
-def _differentiable_vjp(fn, primals, needs, grad_out):
-    """Gradients of ``fn(*primals)`` (a plain-PyTorch formulation) for the primals in ``needs``, as a
-    differentiable graph: what a backward run with ``create_graph=True`` must return so that
-    second-order gradients (gradient penalties, Hessian-vector products, MAML) are correct. The fused
-    backward kernels compute first-order gradients only."""
-    wanted = [p for p, n in zip(primals, needs) if n and p is not None]
+def _vjp(fn, primals, needs, cotangents):
+    """Gradients of ``fn(*primals)`` (a plain-PyTorch formulation returning a tensor or a sequence of
+    tensors, matched with ``cotangents``; ``None`` cotangents are skipped) for the primals in ``needs``;
+    ``None`` for the others, zeros for a needed primal the outputs do not depend on.
+
+    With grad mode on (a backward run with ``create_graph=True``) the result is a differentiable graph
+    of the primals, so second- and higher-order gradients (gradient penalties, Hessian-vector products,
+    MAML) are correct; with it off, plain tensors. The fused backward kernels compute first-order
+    gradients only: this is the formula every higher order goes through."""
+    create = torch.is_grad_enabled()
     with torch.enable_grad():
-        out = fn(*primals)
-        grads = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True, allow_unused=True))
+        xs = [p if p is None or (create and p.requires_grad) else p.detach().requires_grad_(bool(n))
+              for p, n in zip(primals, needs)]
+        outs = fn(*xs)
+        outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
+        cotangents = [cotangents] if isinstance(cotangents, torch.Tensor) else list(cotangents)
+        pairs = [(o, c) for o, c in zip(outs, cotangents) if c is not None and o.requires_grad]
+        wanted = [x for x, n in zip(xs, needs) if n and x is not None]
+        grads = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [c for _, c in pairs], create_graph=create,
+                                         allow_unused=True) if pairs and wanted else [None] * len(wanted))
     result = []
     for p, n in zip(primals, needs):
         g = next(grads) if (n and p is not None) else None
@@ -298,22 +310,64 @@ def _differentiable_vjp(fn, primals, needs, grad_out):
     return result
 
 
+def _input_grads(ctx, *grads):
+    """An autograd formula's return: the gradients of the leading inputs, then None for each remaining
+    (non-tensor or optional) argument the op was called with; the dispatcher may have dropped trailing
+    arguments equal to their defaults, and the return must match the call's structure."""
+    return (*grads, *([None] * (len(ctx.needs_input_grad) - len(grads))))
+
+
+def _backward_op(op, tensors, *args):
+    """Calls a backward op from an autograd formula (grad mode off). In plain eager mode the kernel is
+    called below Autograd: the op's own autograd formula (registered below, for differentiating the
+    backward op itself) would only add its Python dispatch cost to every first-order backward."""
+    if _eager_fast_path(tensors):
+        return _below_autograd(op.default, *args)
+    return op(*args)
+
+
+def _cross_attention_vjp(grad_out, q, k, v, kv_lengths, key_padding_mask, scale, is_causal, needs=(True,) * 3):
+    """(dq, dk, dv) of the reference attention: differentiable in grad_out, q, k, v with grad mode on."""
+    fn = lambda q, k, v: reference.cross_attention(
+        q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=scale, is_causal=is_causal
+    )
+    return _vjp(fn, (q, k, v), needs, grad_out)
+
+
 def _cross_attention_backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, kv_lengths, key_padding_mask = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True: higher-order gradients through the reference
-        fn = lambda q, k, v: reference.cross_attention(
-            q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask, scale=ctx.scale, is_causal=ctx.is_causal
-        )
-        dq, dk, dv = _differentiable_vjp(fn, (q, k, v), ctx.needs_input_grad[:3], grad_out)
-        return dq, dk, dv, None, None, None, None
-    dq, dk, dv = torch.ops.mmkernels.cross_attention_bwd(
-        grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, ctx.scale, ctx.is_causal
-    )
-    return dq, dk, dv, None, None, None, None
+        dq, dk, dv = _cross_attention_vjp(grad_out, q, k, v, kv_lengths, key_padding_mask, ctx.scale, ctx.is_causal,
+                                          ctx.needs_input_grad[:3])
+        return _input_grads(ctx, dq, dk, dv)
+    tensors = (grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask)
+    dq, dk, dv = _backward_op(torch.ops.mmkernels.cross_attention_bwd, tensors, *tensors, ctx.scale, ctx.is_causal)
+    return _input_grads(ctx, dq, dk, dv)
 
 
 torch.library.register_autograd(
     "mmkernels::cross_attention_fwd", _cross_attention_backward, setup_context=_cross_attention_setup
+)
+
+
+# The backward op's own autograd formula (what opcheck, and a user differentiating the op directly, run):
+# the derivative of the reference VJP. That VJP is a function of (grad_out, q, k, v) alone; out and lse
+# are cross_attention_fwd's outputs for these q, k, v (the op's contract) and get no gradient.
+def _cross_attention_bwd_setup(ctx, inputs, output):
+    grad_out, q, k, v, _out, _lse, kv_lengths, key_padding_mask, scale, is_causal = inputs
+    ctx.save_for_backward(grad_out, q, k, v, kv_lengths, key_padding_mask)
+    ctx.scale, ctx.is_causal = scale, is_causal
+
+
+def _cross_attention_bwd_backward(ctx, gdq, gdk, gdv):
+    grad_out, q, k, v, kv_lengths, key_padding_mask = ctx.saved_tensors
+    fn = lambda g, q, k, v: _cross_attention_vjp(g, q, k, v, kv_lengths, key_padding_mask, ctx.scale, ctx.is_causal)
+    grads = _vjp(fn, (grad_out, q, k, v), ctx.needs_input_grad[:4], (gdq, gdk, gdv))
+    return _input_grads(ctx, *grads)
+
+
+torch.library.register_autograd(
+    "mmkernels::cross_attention_bwd", _cross_attention_bwd_backward, setup_context=_cross_attention_bwd_setup
 )
 
 
@@ -421,7 +475,7 @@ def _concat_linear_bwd_fake(grad_out, inputs, weight, z, has_bias, activation, i
     mask = [True] * len(inputs) if input_mask is None else [bool(m) for m in input_mask]
     dx = [x.new_empty(x.shape if want else (0,)) for x, want in zip(inputs, mask)]
     db = weight.new_empty((weight.shape[0],) if has_bias else (0,))
-    return dx, weight.new_empty(weight.shape if weight_grad else (0,)), db
+    return [*dx, weight.new_empty(weight.shape if weight_grad else (0,)), db]
 
 
 def _concat_linear_setup(ctx, inputs, output):
@@ -438,7 +492,7 @@ def _concat_linear_save(ctx, inputs, output):
 
 
 def _concat_linear_backward(ctx, grad_y, grad_z):
-    return _concat_linear_grads(ctx, grad_y, *ctx.needs_input_grad[:3])
+    return _input_grads(ctx, *_concat_linear_grads(ctx, grad_y, *ctx.needs_input_grad[:3]))
 
 
 def _concat_linear_grads(ctx, grad_y, needs_x, needs_w, needs_b):
@@ -449,19 +503,54 @@ def _concat_linear_grads(ctx, grad_y, needs_x, needs_w, needs_b):
         act = ACTIVATIONS[ctx.activation]
         fn = lambda w, b, *xs: reference.concat_linear(list(xs), w, b, act)
         needs = (needs_w, bool(needs_b) and ctx.has_bias) + tuple(bool(x) for x in needs_x)
-        dw, db, *dxs = _differentiable_vjp(fn, (weight, bias, *xs), needs, grad_y)
-        return list(dxs), dw, db, None
+        dw, db, *dxs = _vjp(fn, (weight, bias, *xs), needs, grad_y)
+        return list(dxs), dw, db
     # Only the gradients autograd asks for (frozen encoders: no dX; a frozen projection: no dW).
     want_b = bool(needs_b) and ctx.has_bias
-    dxs, dw, db = torch.ops.mmkernels.concat_linear_bwd(
-        grad_y, xs, weight, z, want_b, ctx.activation, [int(bool(n)) for n in needs_x], bool(needs_w)
-    )
+    *dxs, dw, db = _backward_op(torch.ops.mmkernels.concat_linear_bwd, (grad_y, *xs, weight, z), grad_y, xs, weight, z,
+                                want_b, ctx.activation, [int(bool(n)) for n in needs_x], bool(needs_w))
     dxs = [d if n else None for d, n in zip(dxs, needs_x)]
-    return dxs, (dw if needs_w else None), (db if want_b else None), None
+    return dxs, (dw if needs_w else None), (db if want_b else None)
 
 
 torch.library.register_autograd(
     "mmkernels::concat_linear_fwd", _concat_linear_backward, setup_context=_concat_linear_setup
+)
+
+
+def _concat_linear_bwd_reference(grad_out, xs, weight, z, activation):
+    """[dx_0, ..., dx_{n-1}, dw, db] of the reference at the pre-activation z, for the cotangent grad_out:
+    what concat_linear_bwd computes, differentiable in grad_out, xs, weight and z with grad mode on."""
+    act = ACTIVATIONS[activation]
+    dz = grad_out
+    if act != "none":
+        (dz,) = _vjp(lambda z: reference.apply_activation(z, act), (z,), (True,), grad_out)
+    fn = lambda w, *xs: reference.concat_linear(list(xs), w, None, "none")
+    dw, *dxs = _vjp(fn, (weight, *xs), (True,) * (len(xs) + 1), dz)
+    return [*dxs, dw, dz.reshape(-1, weight.shape[0]).sum(0)]
+
+
+# The backward op's own autograd formula (what opcheck, and a user differentiating the op directly, run):
+# the derivative of the reference backward above. z is an input of its own here (the bias is not).
+def _concat_linear_bwd_setup(ctx, inputs, output):
+    grad_out, xs, weight, z, has_bias, activation, input_mask, weight_grad = inputs
+    ctx.save_for_backward(grad_out, weight, z, *xs)
+    ctx.activation = activation
+    mask = [True] * len(xs) if input_mask is None else [bool(m) for m in input_mask]
+    ctx.computed = [*mask, bool(weight_grad), bool(has_bias)]  # which outputs are gradients, not empty
+
+
+def _concat_linear_bwd_backward(ctx, grads):
+    grad_out, weight, z, *xs = ctx.saved_tensors
+    cotangents = [g if computed else None for g, computed in zip(grads, ctx.computed)]
+    fn = lambda g, w, z, *xs: _concat_linear_bwd_reference(g, xs, w, z, ctx.activation)
+    needs_g, needs_x, needs_w, needs_z = ctx.needs_input_grad[:4]
+    dg, dw, dz, *dxs = _vjp(fn, (grad_out, weight, z, *xs), (needs_g, needs_w, needs_z, *needs_x), cotangents)
+    return _input_grads(ctx, dg, dxs, dw, dz)
+
+
+torch.library.register_autograd(
+    "mmkernels::concat_linear_bwd", _concat_linear_bwd_backward, setup_context=_concat_linear_bwd_setup
 )
 
 
@@ -478,5 +567,9 @@ class _ConcatLinearFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         needs = ctx.needs_input_grad
-        dxs, dw, db, _ = _concat_linear_grads(ctx, grad_y, needs[3:], needs[0], needs[1])
+        dxs, dw, db = _concat_linear_grads(ctx, grad_y, needs[3:], needs[0], needs[1])
         return (dw, db, None, *dxs)
+
+
+# DTensor sharding rules for every op above (mmkernels/_sharding.py), registered once DTensor is loaded.
+_sharding.register_when_dtensor_loads()

@@ -121,6 +121,8 @@ def test_deterministic(device, dtype):
         assert torch.equal(a, c)
 
 
+# The ops test_opcheck covers (tests/test_torch_integration.py checks that every op is covered somewhere).
+OPCHECKED = ("concat_linear_fwd", "concat_linear_bwd")
 # (shape, dtype, bias): several samples per op, on every device the tests run on
 OPCHECK_SAMPLES = [
     (((4,), (3, 2), 6), torch.float32, True),
@@ -138,14 +140,17 @@ def test_opcheck(sample, device):
     xs = [x.requires_grad_() for x in xs]
     w.requires_grad_()
     b = b.requires_grad_() if bias else None
-    fwd, bwd = torch.ops.mmkernels.concat_linear_fwd, torch.ops.mmkernels.concat_linear_bwd
+    fwd, bwd = (getattr(torch.ops.mmkernels, name) for name in OPCHECKED)
     for act in range(len(mmkernels.ops.ACTIVATIONS)):
         torch.library.opcheck(fwd, (xs, w, b, act))
     torch.library.opcheck(fwd, ([x.detach() for x in xs], w.detach(), None, 2, False))
     y, z = fwd([x.detach() for x in xs], w.detach(), None if b is None else b.detach(), 2)
-    plain = [x.detach() for x in xs]
-    torch.library.opcheck(bwd, (torch.randn_like(y), plain, w.detach(), z, bias, 2))
-    torch.library.opcheck(bwd, (torch.randn_like(y), plain, w.detach(), z, bias, 2, [0] * len(xs), False))
+    # the backward op with inputs that require grad (its own autograd formula, ops.py), every gradient
+    # requested, then none of the inputs' and no weight gradient; and with plain inputs
+    grad = lambda: (torch.randn_like(y).requires_grad_(), xs, w, z.detach().requires_grad_())
+    torch.library.opcheck(bwd, (*grad(), bias, 2))
+    torch.library.opcheck(bwd, (*grad(), bias, 2, [0] * len(xs), False))
+    torch.library.opcheck(bwd, (torch.randn_like(y), [x.detach() for x in xs], w.detach(), z, bias, 2, [1] * len(xs)))
 
 
 @pytest.mark.parametrize("device", DEVICES)

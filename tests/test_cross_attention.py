@@ -214,26 +214,31 @@ def test_deterministic(dtype, device):
         assert torch.equal(a, b)
 
 
-# (shape, masking, dtype, is_causal): several samples per op, on every device the tests run on
+# The ops test_opcheck covers (tests/test_torch_integration.py checks that every op is covered somewhere).
+OPCHECKED = ("cross_attention_fwd", "cross_attention_bwd")
+# (shape, masking, dtype, is_causal, which of (grad_out, q, k, v) require grad in the backward op's check):
+# several samples per op, on every device the tests run on. The forward's q, k, v always require grad.
 OPCHECK_SAMPLES = [
-    ((2, 7, 9, 4, 2, 8, 5), "both", torch.float32, False),
-    ((1, 1, 1, 1, 1, 1, 1), "none", torch.float32, False),
-    ((3, 5, 12, 2, 1, 16, 16), "lengths", torch.bfloat16, True),
-    ((2, 9, 4, 2, 2, 64, 64), "mask", torch.float16, False),
+    ((2, 7, 9, 4, 2, 8, 5), "both", torch.float32, False, (True, True, True, True)),
+    ((1, 1, 1, 1, 1, 1, 1), "none", torch.float32, False, (False, True, False, False)),
+    ((3, 5, 12, 2, 1, 16, 16), "lengths", torch.bfloat16, True, (True, True, True, True)),
+    ((2, 9, 4, 2, 2, 64, 64), "mask", torch.float16, False, (True, False, False, True)),
 ]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sample", OPCHECK_SAMPLES, ids=lambda s: f"{'x'.join(map(str, s[0]))}-{s[1]}-{s[2]}-causal{s[3]}")
 def test_opcheck(sample, device):
-    shape, masking, dtype, causal = sample
+    shape, masking, dtype, causal, bwd_grads = sample
     q, k, v, kl, m = make_inputs(shape, masking, device, seed=2)
     q, k, v = [t.to(dtype).requires_grad_() for t in (q, k, v)]
-    fwd, bwd = torch.ops.mmkernels.cross_attention_fwd, torch.ops.mmkernels.cross_attention_bwd
+    fwd, bwd = (getattr(torch.ops.mmkernels, name) for name in OPCHECKED)
     torch.library.opcheck(fwd, (q, k, v, kl, m, 0.3, causal))
     out, lse = fwd(q, k, v, kl, m, 0.3, causal)
     g = torch.randn_like(out)
-    torch.library.opcheck(bwd, (g, q.detach(), k.detach(), v.detach(), out.detach(), lse, kl, m, 0.3, causal))
+    # the backward op with inputs that require grad: its own autograd formula (ops.py)
+    g, q, k, v = [t.detach().requires_grad_(r) for t, r in zip((g, q, k, v), bwd_grads)]
+    torch.library.opcheck(bwd, (g, q, k, v, out.detach(), lse, kl, m, 0.3, causal))
 
 
 def test_torch_compile_fullgraph_forward_backward():

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "common/checks.h"
@@ -97,6 +98,17 @@ inline std::pair<at::Tensor, at::Tensor> prepare_concat_linear_grads(const Conca
   TORCH_CHECK_VALUE(z.numel() == a.M * a.N, "z must hold the forward's pre-activation (", a.M, " x ", a.N,
                     " values), got ", shape_str(z));
   return {dy, z.reshape({a.M, a.N}).contiguous()};
+}
+
+// concat_linear_bwd's result as the op returns it: one flat list (grad_inputs[0..n), grad_weight,
+// grad_bias). A flat list rather than (Tensor[], Tensor, Tensor): DTensor's sharding propagation gives a
+// placement to each tensor of a list or tuple return, but cannot describe a list nested in a tuple.
+inline std::vector<at::Tensor> flat_grads(std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> grads) {
+  auto& [dx, dw, db] = grads;
+  std::vector<at::Tensor> flat = std::move(dx);
+  flat.push_back(std::move(dw));
+  flat.push_back(std::move(db));
+  return flat;
 }
 
 }  // namespace mmkernels

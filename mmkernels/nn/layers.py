@@ -99,13 +99,31 @@ class CrossModalAttention(nn.Module):
             raise ValueError(f"value must be (B, Lk, vdim={self.vdim}) like key {tuple(key.shape)}, got {tuple(value.shape)}")
         if key.shape[0] != query.shape[0]:
             raise ValueError(f"key must have the batch size of query ({query.shape[0]}), got key {tuple(key.shape)}")
-        B, Lq, _ = query.shape
-        Lk = key.shape[1]
-        q = self.q_proj(query).view(B, Lq, self.num_heads, self.head_dim)
-        k = self.k_proj(key).view(B, Lk, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(value).view(B, Lk, self.num_kv_heads, self.head_dim)
+        q, k, v = self._split_heads(self.q_proj(query), self.k_proj(key), self.v_proj(value))
         o = ops.cross_attention(q, k, v, kv_lengths=kv_lengths, key_padding_mask=key_padding_mask)
-        return self.out_proj(o.reshape(B, Lq, self.embed_dim))
+        return self.out_proj(o.flatten(2))
+
+    def _split_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """(B, L, heads * head_dim) projections to (B, L, heads, head_dim). The head counts come from the
+        projections' widths, not from num_heads / num_kv_heads: under tensor parallelism
+        (``ColwiseParallel`` on q/k/v_proj, ``RowwiseParallel`` on out_proj) each rank's projections hold
+        a slice of the heads, and attention runs on those."""
+        widths = {"q_proj": q.shape[-1], "k_proj": k.shape[-1], "v_proj": v.shape[-1]}
+        for name, width in widths.items():
+            if width % self.head_dim != 0:
+                raise RuntimeError(
+                    f"{name} gives {width} features per position, not a whole number of heads of head_dim="
+                    f"{self.head_dim}: under tensor parallelism, num_heads={self.num_heads} and num_kv_heads="
+                    f"{self.num_kv_heads} must both be divisible by the number of shards of the projections")
+        heads, kv_heads = q.shape[-1] // self.head_dim, k.shape[-1] // self.head_dim
+        if v.shape[-1] != k.shape[-1] or heads * self.num_kv_heads != kv_heads * self.num_heads:
+            raise RuntimeError(
+                f"q_proj, k_proj and v_proj give {heads}, {kv_heads} and {v.shape[-1] // self.head_dim} heads: "
+                f"the grouped-query ratio must stay num_heads / num_kv_heads = {self.num_heads} / "
+                f"{self.num_kv_heads} on every rank, so shard q_proj, k_proj and v_proj alike (ColwiseParallel "
+                f"on all three) with num_kv_heads={self.num_kv_heads} divisible by the number of shards")
+        split = lambda t, h: t.unflatten(-1, (h, self.head_dim))
+        return split(q, heads), split(k, kv_heads), split(v, kv_heads)
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> "CrossModalAttention":

@@ -107,12 +107,13 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, 
   return {y.view(shape), a.store_z ? z.view(shape) : z};
 }
 
-std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cpu(
+std::vector<at::Tensor> concat_linear_bwd_cpu(
     const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z,
     bool has_bias, int64_t activation, at::OptionalIntArrayRef input_mask, bool weight_grad) {
 #if defined(MMK_WITH_EMULATION)
   if (emulation::active())
-    return emulated::concat_linear_bwd(grad_out, inputs, weight, z, has_bias, activation, input_mask, weight_grad);
+    return flat_grads(
+        emulated::concat_linear_bwd(grad_out, inputs, weight, z, has_bias, activation, input_mask, weight_grad));
 #endif
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const auto st = inputs[0].scalar_type();
@@ -147,7 +148,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cp
   }
   at::Tensor dw = weight_grad ? dw_g.to(st) : at::empty({0}, weight.options());
   at::Tensor db = has_bias ? dz.sum(0, /*keepdim=*/false, acc_dtype(st)).to(st) : at::empty({0}, weight.options());
-  return {dx, dw, db};
+  return flat_grads({std::move(dx), dw, db});
 }
 
 }  // namespace

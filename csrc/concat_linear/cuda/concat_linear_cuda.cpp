@@ -18,13 +18,13 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cuda(at::TensorList inputs,
   return cuda::run_concat_linear_fwd(a, weight, bias, c10::cuda::getCurrentCUDAStream());
 }
 
-std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd_cuda(
+std::vector<at::Tensor> concat_linear_bwd_cuda(
     const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z,
     bool has_bias, int64_t activation, at::OptionalIntArrayRef input_mask, bool weight_grad) {
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const c10::cuda::CUDAGuard guard(inputs[0].device());
-  return cuda::run_concat_linear_bwd(a, grad_out, inputs, weight, z, has_bias, input_mask, weight_grad,
-                                     c10::cuda::getCurrentCUDAStream());
+  return flat_grads(cuda::run_concat_linear_bwd(a, grad_out, inputs, weight, z, has_bias, input_mask, weight_grad,
+                                                c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace
