@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "common/activation.h"
+#include "common/device/conformance/conformance.h"
 #include "common/cpu_dispatch.h"
 #include "common/dtype.h"
 #include "common/emulation.h"
@@ -62,6 +63,13 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  // The sm_90a conformance cases (csrc/common/device/conformance/conformance.h), for the tests.
+  pybind11::list wgmma_cases, tma_cases;
+  for (const auto& c : mmkernels::conformance::kWgmmaCases)
+    wgmma_cases.append(pybind11::make_tuple(c.n, c.swizzle, c.a_mn, c.b_mn, c.a_regs, c.fp16));
+  for (const auto& c : mmkernels::conformance::kTmaCases) tma_cases.append(pybind11::make_tuple(c.rows, c.cols, c.swizzle));
+  m.attr("_WGMMA_CASES") = wgmma_cases;
+  m.attr("_TMA_CASES") = tma_cases;
   m.attr("with_emulation") = mmkernels::emulation::kBuilt;
   m.def("_set_emulated_cuda", &mmkernels::emulation::set_active,
         "Switch the CPU implementations to the emulated CUDA kernels; returns the previous state");

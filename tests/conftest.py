@@ -13,6 +13,8 @@ EMULATED = "emulated"
 # The one rule for CUDA tests: they need a GPU and a CUDA build of mmkernels. A test that needs them is
 # marked `cuda` (or takes the "cuda" device parameter) and is skipped here otherwise.
 HAS_CUDA = torch.cuda.is_available() and bool(mmkernels.ops._C.with_cuda)
+# Hopper (sm_90) kernels and primitives need an sm_90 GPU.
+HAS_SM90 = HAS_CUDA and torch.cuda.get_device_capability() >= (9, 0)
 DEVICES = (
     ["cpu"]
     + ([EMULATED] if mmkernels.testing.emulation_available() else [])

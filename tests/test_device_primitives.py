@@ -6,6 +6,12 @@ Programming Guide text (shared/research/cuda-host-emulation.md): mma fragment la
 9.7.14.5.8 and 9.7.14.5.7), ldmatrix lanes and fragments (9.7.14.5.15), shuffle source lanes, votes,
 cp.async zero-fill, round-to-nearest-even conversions.
 
+The sm_90a primitives run in one-warpgroup kernels written on CuTe (conformance_sm90.cu): TMA box
+loads into each swizzled layout (the image in shared memory is derived here from the PTX ISA's swizzle
+rule: the 16-byte chunk index, address bits 4..6, XORed with address bits 7..9; out-of-bounds elements
+zero), and wgmma with both operands in shared memory (each swizzle and majorness, CuTe's descriptors) or
+A from registers, checked as the matrix product of the logical operands.
+
 "cpu" runs the host emulation (builds with MMKERNELS_CUDA_EMULATION=ON). "cuda" runs the same kernels
 on the GPU, and test_hardware_matches_emulation compares hardware with the emulation directly: the first
 thing to run whenever a GPU is available.
@@ -15,10 +21,10 @@ import torch
 
 import mmkernels
 
-from conftest import HAS_CUDA
+from conftest import HAS_CUDA, HAS_SM90
 
 C = mmkernels.ops._C
-MMA_BF16, MMA_F16, MMA_TF32, LDMATRIX, SHFL, VOTE, CP_ASYNC, CONVERT = range(8)
+MMA_BF16, MMA_F16, MMA_TF32, LDMATRIX, SHFL, VOTE, CP_ASYNC, CONVERT, WGMMA, TMA = range(10)
 
 # "cpu": the emulation runs the primitives on CPU tensors; "cuda": the hardware (conftest's rule)
 DEVICES = (["cpu"] if C.with_emulation else []) + (["cuda"] if HAS_CUDA else [])
@@ -248,6 +254,88 @@ def test_tf32_conversion_rounds_ties_away(device):
     out = as_u64(run(CONVERT, x, out_shape=(x.numel(),), n=x.numel(), mode=1, device=device))
     finite = torch.isfinite(x)
     assert torch.equal(out[finite], tf32_round(x)[finite])
+
+
+# ---- sm_90a: TMA and wgmma ------------------------------------------------------------------------------
+
+SM90_DEVICES = (["cpu"] if C.with_emulation else []) + (["cuda"] if HAS_SM90 else [])
+TMA_BOXES = [(40, 100, 104, 3, 5), (20, 70, 72, -2, 60), (5, 24, 24, 2, -3)]  # rows, cols, stride, row0, col0
+
+
+def tma_image(g, rows, cols, swizzle, row0, col0):
+    """The box's shared-memory bytes after a TMA load (PTX 9.7.9.25.5.1 and the tensor-map swizzle modes):
+    elements row-major in the box, each 16-byte chunk at address bits 4..6 XOR bits 7..9 (128-byte
+    swizzle; 7..8 for 64, 7 for 32), elements outside the tensor zero."""
+    R, Cc = g.shape[0], g.shape[1]
+    mask = {128: 7, 64: 3, 32: 1, 0: 0}[swizzle]
+    img = torch.zeros(rows * cols, dtype=torch.int16)
+    for r in range(rows):
+        for c in range(cols):
+            o = (r * cols + c) * 2
+            a = o ^ (((o >> 7) & mask) << 4)
+            rr, cc = row0 + r, col0 + c
+            img[a // 2] = g[rr, cc] if (0 <= rr < R and 0 <= cc < Cc) else 0
+    return img
+
+
+def run_tma(case, g, box, device):
+    R, Cc, ld, r0, c0 = box
+    rows, cols, _ = C._TMA_CASES[case]
+    spec = torch.tensor([R, Cc, ld, r0, c0], dtype=torch.int32)
+    return run(TMA, g, spec, out_shape=(rows * cols // 2,), mode=case, device=device).view(torch.int16)
+
+
+@pytest.mark.parametrize("device", SM90_DEVICES)
+@pytest.mark.parametrize("case", range(len(C._TMA_CASES)), ids=lambda i: "box{}x{}-sw{}".format(*C._TMA_CASES[i]))
+def test_tma_box_load_swizzles_and_zero_fills(case, device):
+    rows, cols, swizzle = C._TMA_CASES[case]
+    for box in TMA_BOXES:
+        R, Cc, ld, r0, c0 = box
+        g = (torch.randperm(R * ld, generator=torch.Generator().manual_seed(case)) % 30000 + 1).to(torch.int16).view(R, ld)
+        got = run_tma(case, g, box, device)
+        assert torch.equal(got, tma_image(g[:, :Cc], rows, cols, swizzle, r0, c0)), f"box {box}"
+
+
+def wgmma_operands(case, seed):
+    n, swizzle, a_mn, b_mn, a_regs, fp16 = C._WGMMA_CASES[case]
+    g = torch.Generator().manual_seed(seed)
+    dtype = torch.float16 if fp16 else torch.bfloat16
+    A = torch.randn(64, 64, generator=g).to(dtype)
+    B = torch.randn(n, 64, generator=g).to(dtype)
+    stored = lambda M, mn: (M.t() if mn else M).contiguous().view(torch.int16)  # MN-major: rows of M / N
+    return A, B, stored(A, a_mn), stored(B, b_mn)
+
+
+def wgmma_name(i):
+    n, sw, a_mn, b_mn, a_regs, fp16 = C._WGMMA_CASES[i]
+    return f"n{n}-sw{sw}-A{'mn' if a_mn else 'k'}{'-regs' if a_regs else ''}-B{'mn' if b_mn else 'k'}{'-f16' if fp16 else ''}"
+
+
+@pytest.mark.parametrize("device", SM90_DEVICES)
+@pytest.mark.parametrize("case", range(len(C._WGMMA_CASES)), ids=wgmma_name)
+def test_wgmma_is_the_product_of_its_operands(case, device):
+    n = C._WGMMA_CASES[case][0]
+    A, B, a, b = wgmma_operands(case, case)
+    D = run(WGMMA, a, b, out_shape=(64, n), out_dtype=torch.float32, mode=case, device=device)
+    ref = A.double() @ B.double().T
+    # float32 accumulation of 64 exact products: a few float32 ulps of the absolute sum
+    bound = 64 * 2**-23 * (A.double().abs() @ B.double().abs().T) + 1e-30
+    assert ((D.double() - ref).abs() <= bound).all(), f"max error {(D.double() - ref).abs().max():.3e}"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (C.with_emulation and HAS_SM90), reason="needs an sm_90 GPU and a build with the emulation")
+def test_hopper_hardware_matches_emulation():
+    for case in range(len(C._WGMMA_CASES)):
+        n = C._WGMMA_CASES[case][0]
+        _, _, a, b = wgmma_operands(case, 100 + case)
+        emu = run(WGMMA, a, b, out_shape=(64, n), out_dtype=torch.float32, mode=case, device="cpu")
+        gpu = run(WGMMA, a, b, out_shape=(64, n), out_dtype=torch.float32, mode=case, device="cuda")
+        torch.testing.assert_close(gpu, emu, rtol=1e-5, atol=1e-5, msg=wgmma_name(case))
+    for case in range(len(C._TMA_CASES)):
+        for box in TMA_BOXES:
+            g = torch.randint(-30000, 30000, (box[0], box[2]), generator=torch.Generator().manual_seed(7), dtype=torch.int16)
+            assert torch.equal(run_tma(case, g, box, "cuda"), run_tma(case, g, box, "cpu")), (case, box)
 
 
 # ---- hardware vs emulation ---------------------------------------------------------------------------

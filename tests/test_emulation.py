@@ -28,6 +28,17 @@ BROKEN = {
     "mismatched_shuffle": ["lanes of a warp disagree", "shfl"],
     "cp_async_no_wait": ["read before cp.async completed"],
     "missing_syncwarp": ["shared-memory race", "no barrier in between"],
+    # sm_90a (selftest_sm90.cpp): TMA, wgmma, mbarriers, named barriers
+    "tma_read_before_wait": ["read before the TMA that fills it completed", "mbarrier phase"],
+    "wgmma_operand_overwritten": ["write while a wgmma reads it", "thread (0,0,0) writes shared offset 0"],
+    "wgmma_accumulator_read_early": ["wgmma accumulator accessed while the wgmma writing it is in flight"],
+    "wgmma_missing_fence": ["wgmma.mma_async before any wgmma.fence", "selftest_sm90.cpp"],
+    "missing_proxy_fence": ["generic-proxy write not visible to the async proxy", "fence.proxy.async"],
+    "mbarrier_phase_out_of_step": ["mbarrier phase out of step", "already waited for"],
+    "mbarrier_tx_mismatch": ["deadlock", "mbarrier at shared offset", "-4096 transaction byte(s) pending"],
+    "mbarrier_init_not_visible": ["before its initialization is visible", "initialized by thread (0,0,0)"],
+    "named_barrier_never_arrived": ["deadlock", "named barrier 1"],
+    "stage_released_before_read": ["write after read", "a TMA issued by thread (0,0,0)", "read by thread (32,0,0)"],
 }
 ASAN = os.environ.get("MMKERNELS_EMULATION_SANITIZE") == "address"
 

@@ -13,12 +13,15 @@
 #define MMK_DEVICE inline
 #define MMK_HOST_DEVICE inline
 #define MMK_LAUNCH_BOUNDS(...)
+#define MMK_GRID_CONSTANT
 #elif defined(__CUDACC__)
 #define MMK_BACKEND_BEGIN inline namespace gpu {
 #define MMK_GLOBAL __global__
 #define MMK_DEVICE __device__ __forceinline__
 #define MMK_HOST_DEVICE __host__ __device__ __forceinline__
 #define MMK_LAUNCH_BOUNDS(...) __launch_bounds__(__VA_ARGS__)
+// A kernel parameter that stays in parameter memory, so its address may be taken (a TMA tensor map).
+#define MMK_GRID_CONSTANT __grid_constant__
 #else  // host compiler in a CUDA build (torch glue): sees declarations and host-side helpers only
 #define MMK_BACKEND_BEGIN inline namespace gpu {
 #define MMK_HOST_DEVICE inline

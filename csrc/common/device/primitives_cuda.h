@@ -7,6 +7,10 @@
 #endif
 
 #include <cuda_runtime.h>
+#include <cute/arch/cluster_sm90.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -60,6 +64,7 @@ class SmemPtr {
   MMK_DEVICE operator SmemPtr<const U>() const { return SmemPtr<const U>(p_); }
   // 32-bit shared-window address, the operand of ldmatrix / cp.async.
   MMK_DEVICE uint32_t address() const { return static_cast<uint32_t>(__cvta_generic_to_shared(p_)); }
+  MMK_DEVICE T* get() const { return p_; }
 
  private:
   T* p_ = nullptr;
@@ -176,6 +181,32 @@ MMK_DEVICE float exp2_fast(float x) {
   return y;
 }
 
+// ---- sm_90a (Hopper): warp specialization, mbarriers, named barriers, wgmma synchronization, through
+// CUTLASS/CuTe's own device functions (the tensor-core and TMA operations are CuTe atoms, cute.h).
+// Compiled for sm_90a only where a kernel uses them.
+MMK_DEVICE bool elect_one_sync() { return cute::elect_one_sync() != 0; }
+// bar.sync / bar.arrive on named barrier `id` (1..15; 0 is __syncthreads') for `count` threads.
+MMK_DEVICE void named_barrier_sync(int id, int count) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory"); }
+MMK_DEVICE void named_barrier_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+template <int Regs> MMK_DEVICE void setmaxnreg_inc() { cutlass::arch::warpgroup_reg_alloc<Regs>(); }
+template <int Regs> MMK_DEVICE void setmaxnreg_dec() { cutlass::arch::warpgroup_reg_dealloc<Regs>(); }
+MMK_DEVICE void fence_proxy_async() { cutlass::arch::fence_view_async_shared(); }
+MMK_DEVICE void fence_barrier_init() { cutlass::arch::fence_barrier_init(); }
+MMK_DEVICE void mbarrier_init(uint64_t* bar, int count) { cutlass::arch::ClusterBarrier::init(bar, count); }
+MMK_DEVICE void mbarrier_arrive(uint64_t* bar) { cutlass::arch::ClusterBarrier::arrive(bar); }
+MMK_DEVICE void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(bar, bytes);
+}
+MMK_DEVICE void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes) {
+  cutlass::arch::ClusterTransactionBarrier::expect_transaction(bar, bytes);
+}
+MMK_DEVICE void mbarrier_wait(uint64_t* bar, int phase) { cutlass::arch::ClusterBarrier::wait(bar, phase); }
+MMK_DEVICE void warpgroup_arrive() { cute::warpgroup_arrive(); }
+MMK_DEVICE void warpgroup_commit_batch() { cute::warpgroup_commit_batch(); }
+template <int N> MMK_DEVICE void warpgroup_wait() { cute::warpgroup_wait<N>(); }
+
 // ---- launches (host side of a .cu translation unit)
 template <typename... P, typename... A>
 inline Error launch(const char* /*name*/, void (*kernel)(P...), Dim3 grid, Dim3 block, size_t smem, Stream stream,
@@ -194,6 +225,14 @@ inline int max_dynamic_smem_optin() {
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
     return 48 * 1024;
   return v;
+}
+// The current device's architecture as 10 * major + minor (90 on an H100).
+inline int device_arch() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    return 0;
+  return 10 * major + minor;
 }
 inline int multiprocessor_count() {
   int dev = 0, v = 0;

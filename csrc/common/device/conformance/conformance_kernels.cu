@@ -110,6 +110,8 @@ dev::Error run(const Args& a, dev::Stream stream) {
       const dev::Dim3 grid{static_cast<uint32_t>(dev::ceil_div<int64_t>(a.n, 128)), 1, 1};
       return a.n == 0 ? dev::kSuccess : MMK_LAUNCH(convert_kernel, grid, (dev::Dim3{128, 1, 1}), 0, stream, a);
     }
+    case Primitive::Wgmma:
+    case Primitive::Tma: return run_sm90(a, stream);
   }
   return dev::kErrorInvalidValue;
 }

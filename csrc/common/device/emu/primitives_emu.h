@@ -83,6 +83,12 @@ class SmemRef {
     std::memcpy(&v, emu::smem_access(p_, sizeof(T), false), sizeof(T));
     return v;
   }
+  // Explicit conversions through the element type (e.g. float(bf16 element)), as on the device.
+  template <typename U>
+    requires(!std::is_same_v<U, V> && std::is_constructible_v<U, V>)
+  explicit operator U() const {
+    return static_cast<U>(static_cast<V>(*this));
+  }
   SmemRef& operator=(const V& v) requires(!std::is_const_v<T>) {
     std::memcpy(emu::smem_access(p_, sizeof(T), true), &v, sizeof(T));
     return *this;
@@ -105,8 +111,13 @@ class SmemRef {
 template <typename T>
 class SmemPtr {
  public:
+  // An iterator for CuTe tensors too (common/device/cute.h): elements are read and written through SmemRef.
+  using value_type = std::remove_const_t<T>;
+  using element_type = T;
+  using reference = SmemRef<T>;
+
   SmemPtr() = default;
-  explicit SmemPtr(T* p) : p_(p) {}
+  SmemPtr(T* p) : p_(p) {}  // NOLINT: implicit, as CuTe rebuilds iterators from raw pointers (swizzles)
   SmemRef<T> operator[](int64_t i) const { return SmemRef<T>(p_ + i); }
   SmemRef<T> operator*() const { return SmemRef<T>(p_); }
   SmemPtr operator+(int64_t i) const { return SmemPtr(p_ + i); }
@@ -115,11 +126,14 @@ class SmemPtr {
     return *this;
   }
   template <typename U> SmemPtr<U> cast() const { return SmemPtr<U>(reinterpret_cast<U*>(p_)); }
+  friend bool operator==(SmemPtr a, SmemPtr b) { return a.p_ == b.p_; }
+  friend bool operator<(SmemPtr a, SmemPtr b) { return a.p_ < b.p_; }
   template <typename U = T>
     requires(!std::is_const_v<U>)
   operator SmemPtr<const U>() const { return SmemPtr<const U>(p_); }
-  // For the primitives (ldmatrix, cp.async): the host address in the block's arena.
+  // For the primitives (ldmatrix, cp.async, mbarriers): the host address in the block's arena.
   T* host() const { return p_; }
+  T* get() const { return p_; }
 
  private:
   T* p_ = nullptr;
@@ -178,6 +192,35 @@ inline float mul_rn(float a, float b) { return a * b; }
 // 2^x. The device's ex2.approx differs from this by at most ~2^-22 relative.
 inline float exp2_fast(float x) { return std::exp2(x); }
 
+// ---- sm_90a (Hopper): warp specialization, mbarriers, named barriers, wgmma synchronization. The
+// tensor-core and TMA operations themselves are CuTe atoms (common/device/cute.h).
+inline bool elect_one_sync(Site site = MMK_EMU_SITE) { return emu::elect_one(kFullMask, site); }
+// bar.sync / bar.arrive on named barrier `id` (1..15; 0 is __syncthreads') for `count` threads.
+inline void named_barrier_sync(int id, int count, Site site = MMK_EMU_SITE) { emu::named_barrier(id, count, true, site); }
+inline void named_barrier_arrive(int id, int count, Site site = MMK_EMU_SITE) {
+  emu::named_barrier(id, count, false, site);
+}
+template <int Regs> inline void setmaxnreg_inc(Site site = MMK_EMU_SITE) { emu::setmaxnreg(Regs, true, site); }
+template <int Regs> inline void setmaxnreg_dec(Site site = MMK_EMU_SITE) { emu::setmaxnreg(Regs, false, site); }
+inline void fence_proxy_async(Site site = MMK_EMU_SITE) { emu::fence_proxy_async(site); }
+// fence.mbarrier_init: the init is made visible by the __syncthreads that must follow it (checked).
+inline void fence_barrier_init(Site = MMK_EMU_SITE) {}
+inline void mbarrier_init(uint64_t* bar, int count, Site site = MMK_EMU_SITE) { emu::mbarrier_init(bar, count, site); }
+inline void mbarrier_arrive(uint64_t* bar, Site site = MMK_EMU_SITE) { emu::mbarrier_arrive(bar, 0, site); }
+inline void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes, Site site = MMK_EMU_SITE) {
+  emu::mbarrier_arrive(bar, bytes, site);
+}
+inline void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes, Site site = MMK_EMU_SITE) {
+  emu::mbarrier_expect_tx(bar, bytes, site);
+}
+inline void mbarrier_wait(uint64_t* bar, int phase, Site site = MMK_EMU_SITE) { emu::mbarrier_wait(bar, phase, site); }
+inline void warpgroup_arrive(Site site = MMK_EMU_SITE) { emu::wgmma_fence(site); }
+inline void warpgroup_commit_batch(Site site = MMK_EMU_SITE) { emu::wgmma_commit(site); }
+template <int N> inline void warpgroup_wait(Site site = MMK_EMU_SITE) {
+  static_assert(N >= 0 && N <= 7, "wgmma.wait_group takes 0..7");
+  emu::wgmma_wait(N, site);
+}
+
 // ---- launches: every CUDA thread runs `kernel(args...)` as a fiber; parameters are copied per
 // thread, as kernel parameters are by value on the device.
 template <typename... P, typename... A>
@@ -192,6 +235,8 @@ template <typename... P> inline Error set_max_dynamic_smem(void (*kernel)(P...),
 }
 inline int max_dynamic_smem_optin() { return emu::max_dynamic_smem_optin(); }
 inline int multiprocessor_count() { return emu::multiprocessor_count(); }
+// The emulated architecture (emulated_cuda(arch=...)): 80 or 90.
+inline int device_arch() { return emu::arch(); }
 
 MMK_BACKEND_END
 }  // namespace mmkernels::dev

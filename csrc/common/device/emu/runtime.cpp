@@ -1,15 +1,17 @@
-// Host SIMT emulation runtime (see runtime.h, and csrc/README.md for what it can and cannot see).
+// Host SIMT emulation runtime (see runtime.h, and csrc/README.md for what it can and cannot see): the
+// threads, warps, the block scheduler and the shared-memory checker. The sm_90 parts (warpgroups,
+// mbarriers, named barriers, TMA, wgmma) are in hopper.cpp; the state both share is in state.h.
 //
 // Semantics follow the PTX ISA 9.0 / CUDA Programming Guide text collected in
-// shared/research/cuda-host-emulation.md: shuffle source lanes (section 1.5), ldmatrix row-address
+// docs/research/cuda-host-emulation.md: shuffle source lanes (section 1.5), ldmatrix row-address
 // lanes and per-lane fragments (PTX 9.7.14.5.15), mma m16n8k16 / m16n8k8 fragments (9.7.14.5.8,
 // 9.7.14.5.7), cp.async zero-fill and group completion (9.7.9.25.3).
 //
 // Checkers, each reported with kernel, block, thread, shared-memory offset and call site:
 //  - shared-memory out-of-bounds accesses (the access is redirected to a scratch sink);
-//  - shared-memory data races: two threads, at least one writing, the same byte, with no barrier
-//    (__syncthreads, or a __syncwarp naming both) in between; cp.async writes count from their issue
-//    and become visible to the issuing thread at its wait;
+//  - shared-memory data races: two accesses of one byte, at least one writing, not ordered by the
+//    model of state.h (barriers, __syncwarp, mbarriers, named barriers, TMA and wgmma completion);
+//    cp.async writes count from their issue and become visible to the issuing thread at its wait;
 //  - reads of shared memory never written in this block;
 //  - barrier divergence: threads at different barriers, or at a barrier while others exited;
 //  - warp operations whose mask names absent/exited lanes, or whose lanes disagree on the operation;
@@ -20,6 +22,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -33,6 +36,7 @@
 #include <vector>
 
 #include "common/device/emu/fiber.h"
+#include "common/device/emu/state.h"
 
 namespace mmkernels::dev {
 MMK_BACKEND_BEGIN
@@ -41,17 +45,15 @@ MMK_BACKEND_END
 }  // namespace mmkernels::dev
 
 namespace mmkernels::dev::emu {
+namespace detail {
+
 namespace {
-
-constexpr int kWarp = kWarpSize;
-constexpr size_t kMaxReports = 12;
-// A100 limits: what fits the emulated device fits both targets (sm_80, sm_90a).
+// Device limits per emulated architecture: the A100's (sm_80) and the H100 SXM's (sm_90a).
 constexpr int kDefaultDynamicSmem = 48 * 1024;
-constexpr int kMaxDynamicSmemOptin = 163 * 1024;
-constexpr int kMultiprocessors = 108;
-
-enum class State : uint8_t { Ready, AtBarrier, AtWarpOp, Exited };
-enum class OpKind : uint8_t { SyncWarp, Shfl, Vote, Ldmatrix, Mma };
+std::atomic<int> g_arch{90};  // process-wide, like the emulated_cuda() switch
+int max_optin_for(int arch) { return arch >= 90 ? 227 * 1024 : 163 * 1024; }
+int multiprocessors_for(int arch) { return arch >= 90 ? 132 : 108; }
+}  // namespace
 
 const char* op_name(OpKind k) {
   switch (k) {
@@ -60,83 +62,10 @@ const char* op_name(OpKind k) {
     case OpKind::Vote: return "vote";
     case OpKind::Ldmatrix: return "ldmatrix";
     case OpKind::Mma: return "mma";
+    case OpKind::Elect: return "elect.sync";
   }
   return "?";
 }
-
-struct AsyncCopy {
-  uint8_t* dst;
-  const uint8_t* src;
-  int cp_size, src_size;
-};
-
-struct ThreadState {
-  int tid = 0;
-  Dim3 idx;
-  int warp = 0, lane = 0;
-  State state = State::Ready;
-  Site wait_site;
-  Fiber fiber;
-  std::vector<AsyncCopy> uncommitted;
-  std::deque<std::vector<AsyncCopy>> groups;
-  uint64_t result = 0;  // a shuffle's or vote's value for this lane
-};
-
-// One warp-synchronous operation waiting for its lanes. Payloads point into the lanes' own stacks,
-// which stay alive while they wait.
-struct WarpOp {
-  OpKind kind;
-  int mode = 0;
-  uint32_t mask = 0;
-  Site site;
-  uint32_t arrived = 0;
-  int width = 0, num = 0;
-  bool trans = false;
-  uint64_t value[kWarp] = {};
-  int arg[kWarp] = {};
-  const void* addr[kWarp] = {};
-  uint32_t* regs[kWarp] = {};
-  float* d[kWarp] = {};
-  const uint32_t* a[kWarp] = {};
-  const uint32_t* b[kWarp] = {};
-  const float* c[kWarp] = {};
-};
-
-struct WarpState {
-  uint32_t present = 0, exited = 0;
-  std::vector<std::unique_ptr<WarpOp>> pending;
-  std::vector<uint32_t> sync_log;  // masks of the __syncwarps completed since the last block barrier
-};
-
-// Per shared-memory byte: the last write and the reads since the last barrier. Epochs advance at each
-// block barrier and each new block, so a record from an older epoch is ordered before everything now.
-struct Shadow {
-  uint32_t w_epoch = 0, r_epoch = 0, init_block = 0;
-  uint16_t w_tid = 0, r_tid = 0;
-  uint16_t w_gen = 0, r_gen = 0;  // warp __syncwarp count at the access
-  uint8_t flags = 0;
-};
-constexpr uint8_t kReadMulti = 1, kReadMultiWarp = 2, kPending = 4;
-
-struct Launch {
-  std::string name;
-  Dim3 grid, block, block_idx;
-  size_t smem_bytes = 0;
-  uint32_t block_serial = 0, epoch = 0;
-  std::vector<std::unique_ptr<ThreadState>> threads;
-  std::vector<WarpState> warps;
-  std::vector<uint8_t> arena;  // shared memory (+ alignment slack)
-  uint8_t* smem = nullptr;
-  std::vector<Shadow> shadow;
-  alignas(16) uint8_t sink[64] = {};
-  int barrier_arrived = 0, exited = 0;
-  Site barrier_site;
-  const std::function<void()>* body = nullptr;
-  ThreadState* current = nullptr;
-  bool fatal = false;
-  std::vector<std::string> reports;
-  size_t report_count = 0;
-};
 
 thread_local Launch* g_launch = nullptr;
 thread_local std::string g_last_error;
@@ -152,6 +81,7 @@ thread_local std::vector<std::unique_ptr<ThreadState>> g_pool;
 
 Launch& L() { return *g_launch; }
 ThreadState& cur() { return *L().current; }
+int nthreads() { return static_cast<int>(L().threads.size()); }
 
 std::string dim_str(Dim3 d) {
   return "(" + std::to_string(d.x) + "," + std::to_string(d.y) + "," + std::to_string(d.z) + ")";
@@ -162,6 +92,15 @@ std::string site_str(Site s) {
   return std::string(" at ") + (f ? f + 1 : s.file_name()) + ":" + std::to_string(s.line());
 }
 std::string thread_str(int tid) { return "thread " + dim_str(L().threads[tid]->idx); }
+std::string who_str(int who) {
+  const int n = nthreads();
+  if (who < n) return thread_str(who);
+  const int agent = who - n;
+  if (agent < kMaxWarpgroups) return "the wgmma of warpgroup " + std::to_string(agent);
+  for (const auto& [off, b] : L().mbarriers)
+    if (b.agent == agent) return "a TMA completing on the mbarrier at shared offset " + std::to_string(off);
+  return "an async agent";
+}
 bool same_site(Site a, Site b) {
   return a.line() == b.line() && a.column() == b.column() &&
          (a.file_name() == b.file_name() || std::strcmp(a.file_name(), b.file_name()) == 0);
@@ -176,6 +115,11 @@ std::string pc_str(const void* pc) {
     return std::string(" (code ") + (f ? f + 1 : info.dli_fname) + buf + ")";
   }
   return "";
+}
+std::string mask_str(uint32_t m) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", m);
+  return buf;
 }
 
 void report(const std::string& what) {
@@ -194,26 +138,45 @@ void report(const std::string& what) {
   std::abort();
 }
 
-void yield(State s, Site site) {
+void yield(State s, Site site, std::string what) {
   ThreadState& t = cur();
   t.state = s;
   t.wait_site = site;
+  t.wait_what = std::move(what);
   t.fiber.switch_out();
 }
 
-// ---- shared-memory checks -------------------------------------------------------------------------
+// ---- vector clocks ---------------------------------------------------------------------------------
 
-bool ordered(int prev_tid, uint16_t prev_gen, int tid) {
-  if (prev_tid == tid) return true;
-  const Launch& l = L();
-  const ThreadState &p = *l.threads[prev_tid], &t = *l.threads[tid];
-  if (p.warp != t.warp) return false;
-  const uint32_t need = (1u << p.lane) | (1u << t.lane);
-  const auto& log = l.warps[t.warp].sync_log;
-  for (size_t k = prev_gen; k < log.size(); ++k)
-    if ((log[k] & need) == need) return true;
-  return false;
+int agent_index(int agent) { return nthreads() + agent; }
+
+std::vector<uint32_t>& vc_of(ThreadState& t) {
+  Launch& l = L();
+  if (t.vc_block != l.block_serial) {
+    t.vc.assign(l.threads.size() + kMaxAgents, 0);
+    t.vc_block = l.block_serial;
+    l.vc_used = true;
+  }
+  return t.vc;
 }
+void join(std::vector<uint32_t>& into, const std::vector<uint32_t>& from) {
+  if (into.size() < from.size()) into.resize(from.size(), 0);
+  for (size_t i = 0; i < from.size(); ++i) into[i] = std::max(into[i], from[i]);
+}
+void release(ThreadState& t, std::vector<uint32_t>& into) {
+  join(into, vc_of(t));
+  into[t.tid] = std::max(into[t.tid], t.clock);
+  t.clock++;
+}
+void acquire(ThreadState& t, const std::vector<uint32_t>& from) { join(vc_of(t), from); }
+bool ordered_vc(const Rec& prev, int tid) {
+  const ThreadState& t = *L().threads[tid];
+  return t.vc_block == L().block_serial && prev.who < t.vc.size() && t.vc[prev.who] >= prev.clk;
+}
+
+namespace {
+
+// ---- shared-memory checks -------------------------------------------------------------------------
 
 bool full_warp_sync_since(int warp, uint16_t gen) {
   const WarpState& w = L().warps[warp];
@@ -222,14 +185,134 @@ bool full_warp_sync_since(int warp, uint16_t gen) {
   return false;
 }
 
-enum class Access { Read, Write, AsyncIssue, AsyncComplete };
+// Whether an access `prev` of this epoch happens before thread `tid`'s current point.
+bool ordered(const Rec& prev, int tid) {
+  if (prev.who == tid) return true;
+  Launch& l = L();
+  if (prev.who < l.threads.size()) {
+    const ThreadState &p = *l.threads[prev.who], &t = *l.threads[tid];
+    if (p.warp == t.warp) {
+      const uint32_t need = (1u << p.lane) | (1u << t.lane);
+      const auto& log = l.warps[t.warp].sync_log;
+      for (size_t k = prev.gen; k < log.size(); ++k)
+        if ((log[k] & need) == need) return true;
+    }
+  }
+  return ordered_vc(prev, tid);
+}
 
-enum class Hazard { None, ReadPending, Uninit, RAW, WAWPending, WAW, WAR };
+int warp_of(int who) { return who < nthreads() ? L().threads[who]->warp : -1 - who; }
+
+void record_read(Shadow& s, const Rec& me) {
+  Launch& l = L();
+  if (s.r_epoch != l.epoch) {
+    s.r_epoch = l.epoch;
+    s.r[0] = me;
+    s.nr = 1;
+    s.r_gen_min = me.gen;
+    s.flags &= ~kReadMultiWarp;
+    return;
+  }
+  const int known = std::min<int>(s.nr, kReaders);
+  for (int i = 0; i < known; ++i)
+    if (s.r[i].who == me.who) {
+      s.r[i] = me;  // the later read is the one a write must follow
+      return;
+    }
+  if (warp_of(s.r[0].who) != warp_of(me.who)) s.flags |= kReadMultiWarp;
+  s.r_gen_min = std::min(s.r_gen_min, me.gen);
+  if (s.nr < kReaders) s.r[s.nr++] = me;
+  else s.nr = kReaders + 1;
+}
+
+// Whether every read of this epoch happens before thread `tid`'s write; else the first that does not
+// (-1: too many readers to know them all, and the conservative rule fails).
+int unordered_reader(const Shadow& s, int tid) {
+  if (s.nr <= kReaders) {
+    for (int i = 0; i < s.nr; ++i)
+      if (!ordered(s.r[i], tid)) return s.r[i].who;
+    return tid;  // all ordered
+  }
+  // More readers than tracked: all in the writer's warp with a full __syncwarp since the first read.
+  const ThreadState& t = *L().threads[tid];
+  if (!(s.flags & kReadMultiWarp) && warp_of(s.r[0].who) == t.warp && full_warp_sync_since(t.warp, s.r_gen_min))
+    return tid;
+  return -1;
+}
+
+enum class Hazard { None, ReadPending, Uninit, RAW, WAWPending, WAW, WAR, AsyncRead };
+
+}  // namespace
+
+int64_t smem_offset(const void* p, size_t n, const char* what, Site site) {
+  Launch& l = L();
+  const auto off = static_cast<int64_t>(static_cast<const uint8_t*>(p) - l.smem);
+  if (off < 0 || off + static_cast<int64_t>(n) > static_cast<int64_t>(l.smem_bytes)) {
+    report(std::string("shared-memory out of bounds: ") + thread_str(cur().tid) + " " + what + " " + std::to_string(n) +
+           " bytes at offset " + std::to_string(off) + " of a " + std::to_string(l.smem_bytes) + "-byte block" +
+           site_str(site));
+    return -1;
+  }
+  return off;
+}
+
+namespace {
+
+// The checks of one write (by thread `tid`, or issued by it for an agent) over [off, off + n).
+struct WriteCheck {
+  Hazard hazard = Hazard::None;
+  int64_t at = 0;
+  int other = 0;
+  bool many = false;
+  void flag(Hazard h, int64_t a, int who, bool m = false) {
+    if (hazard != Hazard::None) return;
+    hazard = h;
+    at = a;
+    other = who;
+    many = m;
+  }
+  void byte(const Shadow& s, int64_t a, int tid) {
+    Launch& l = L();
+    if (s.async_readers) flag(Hazard::AsyncRead, a, tid);
+    else if ((s.flags & kPending) && s.w.who != tid) flag(Hazard::WAWPending, a, s.w.who);
+    else if (s.w_epoch == l.epoch && !ordered(s.w, tid)) flag(Hazard::WAW, a, s.w.who);
+    if (s.r_epoch == l.epoch) {
+      const int r = unordered_reader(s, tid);
+      if (r != tid) flag(Hazard::WAR, a, r < 0 ? s.r[0].who : r, r < 0);
+    }
+  }
+};
+
+void report_hazard(const WriteCheck& c, const std::string& me, const std::string& via, const void* pc) {
+  const std::string them = who_str(c.other) + (c.many ? " and others" : "");
+  const std::string at = me + " shared offset " + std::to_string(c.at) + via;
+  switch (c.hazard) {
+    case Hazard::AsyncRead:
+      report("shared-memory race (write while a wgmma reads it): " + at + ", an operand of a wgmma not yet waited for" +
+             pc_str(pc));
+      break;
+    case Hazard::WAWPending:
+      report("shared-memory race (write after write): " + at + ", the destination of a pending cp.async by " + them +
+             pc_str(pc));
+      break;
+    case Hazard::WAW:
+      report("shared-memory race (write after write): " + at + " written by " + them + " with no barrier in between" +
+             pc_str(pc));
+      break;
+    case Hazard::WAR:
+      report("shared-memory race (write after read): " + at + " read by " + them + " with no barrier in between" +
+             pc_str(pc));
+      break;
+    default: break;
+  }
+}
+
+}  // namespace
 
 // Checks and records one access of `n` bytes at `p` by thread `tid`; at most one report per access
 // (strings are built only then: this runs for every shared-memory access). Returns false when the
 // access is out of bounds.
-bool check(int tid, const void* p, size_t n, Access kind, const void* pc = nullptr) {
+bool check(int tid, const void* p, size_t n, Access kind, const void* pc) {
   Launch& l = L();
   const auto off = static_cast<int64_t>(static_cast<const uint8_t*>(p) - l.smem);
   const char* verb = kind == Access::Read ? "reads" : "writes";
@@ -240,98 +323,136 @@ bool check(int tid, const void* p, size_t n, Access kind, const void* pc = nullp
     return false;
   }
   const ThreadState& t = *l.threads[tid];
-  const auto gen = static_cast<uint16_t>(l.warps[t.warp].sync_log.size());
-  Hazard hazard = Hazard::None;
-  int64_t h_off = 0;
-  int other = 0;
-  bool other_multi = false;
-  auto flag = [&](Hazard h, int64_t at, int who, bool multi = false) {
-    if (hazard != Hazard::None) return;
-    hazard = h;
-    h_off = at;
-    other = who;
-    other_multi = multi;
-  };
+  const Rec me{t.clock, static_cast<uint16_t>(tid), static_cast<uint16_t>(l.warps[t.warp].sync_log.size())};
+  if (kind == Access::Read) {
+    Hazard hazard = Hazard::None;
+    int64_t at = 0;
+    int other = 0;
+    for (size_t i = 0; i < n; ++i) {
+      Shadow& s = l.shadow[off + i];
+      if (hazard == Hazard::None) {
+        if (s.flags & kPending) hazard = Hazard::ReadPending, at = off + i, other = s.w.who;
+        else if (s.init_block != l.block_serial) hazard = Hazard::Uninit, at = off + i, other = tid;
+        else if (s.w_epoch == l.epoch && !ordered(s.w, tid)) hazard = Hazard::RAW, at = off + i, other = s.w.who;
+      }
+      record_read(s, me);
+    }
+    if (hazard == Hazard::None) return true;
+    const std::string mine = thread_str(tid) + " reads shared offset " + std::to_string(at);
+    const std::string them = who_str(other);
+    if (hazard == Hazard::ReadPending)
+      report("shared-memory race (read before cp.async completed): " + mine + ", the destination of a cp.async by " +
+             them + " not yet waited for" + pc_str(pc));
+    else if (hazard == Hazard::Uninit)
+      report("uninitialized shared-memory read: " + mine + ", never written in this block" + pc_str(pc));
+    else if (other >= nthreads())
+      report("shared-memory race (read before the TMA that fills it completed): " + mine + " written by " + them +
+             ", whose mbarrier phase this thread has not waited for" + pc_str(pc));
+    else
+      report("shared-memory race (read after write): " + mine + " written by " + them + " with no barrier in between" +
+             pc_str(pc));
+    return true;
+  }
+  if (kind == Access::AsyncComplete) {  // the issue already checked the hazards
+    for (size_t i = 0; i < n; ++i) {
+      Shadow& s = l.shadow[off + i];
+      s.flags &= ~(kPending | kAgentWrite);
+      s.w_epoch = l.epoch;
+      s.w = me;
+      s.w_fence = t.proxy_fences;
+      s.init_block = l.block_serial;
+    }
+    return true;
+  }
+  WriteCheck c;
   for (size_t i = 0; i < n; ++i) {
     Shadow& s = l.shadow[off + i];
-    if (kind == Access::Read) {
-      if (s.flags & kPending) flag(Hazard::ReadPending, off + i, s.w_tid);
-      else if (s.init_block != l.block_serial) flag(Hazard::Uninit, off + i, tid);
-      else if (s.w_epoch == l.epoch && !ordered(s.w_tid, s.w_gen, tid)) flag(Hazard::RAW, off + i, s.w_tid);
-      if (s.r_epoch != l.epoch) {
-        s.r_epoch = l.epoch;
-        s.r_tid = static_cast<uint16_t>(tid);
-        s.r_gen = gen;
-        s.flags &= ~(kReadMulti | kReadMultiWarp);
-      } else if (s.r_tid != tid) {
-        s.flags |= kReadMulti;
-        if (l.threads[s.r_tid]->warp != t.warp) s.flags |= kReadMultiWarp;
-        s.r_gen = std::min(s.r_gen, gen);
-      }
-      continue;
-    }
-    if (kind == Access::AsyncComplete) {  // the issue already checked the hazards
-      s.flags &= ~kPending;
-      s.w_epoch = l.epoch;
-      s.w_tid = static_cast<uint16_t>(tid);
-      s.w_gen = gen;
-      s.init_block = l.block_serial;
-      continue;
-    }
-    if ((s.flags & kPending) && s.w_tid != tid) flag(Hazard::WAWPending, off + i, s.w_tid);
-    else if (s.w_epoch == l.epoch && !ordered(s.w_tid, s.w_gen, tid)) flag(Hazard::WAW, off + i, s.w_tid);
-    if (s.r_epoch == l.epoch) {
-      const bool multi = s.flags & kReadMulti;
-      const bool ok = multi ? !(s.flags & kReadMultiWarp) && l.threads[s.r_tid]->warp == t.warp &&
-                                  full_warp_sync_since(t.warp, s.r_gen)
-                            : ordered(s.r_tid, s.r_gen, tid);
-      if (!ok) flag(Hazard::WAR, off + i, s.r_tid, multi);
-    }
+    c.byte(s, off + static_cast<int64_t>(i), tid);
     s.w_epoch = l.epoch;
-    s.w_tid = static_cast<uint16_t>(tid);
-    s.w_gen = gen;
+    s.w = me;
+    s.w_fence = t.proxy_fences;
+    s.flags &= ~kAgentWrite;
     if (kind == Access::AsyncIssue) s.flags |= kPending;
     else s.init_block = l.block_serial;
   }
-  if (hazard == Hazard::None) return true;
-  const std::string me = thread_str(tid) + " " + verb + " shared offset " + std::to_string(h_off);
-  const std::string them = thread_str(other) + (other_multi ? " and others" : "");
-  switch (hazard) {
-    case Hazard::ReadPending:
-      report("shared-memory race (read before cp.async completed): " + me + ", the destination of a cp.async by " +
-             them + " not yet waited for" + pc_str(pc));
-      break;
-    case Hazard::Uninit:
-      report("uninitialized shared-memory read: " + me + ", never written in this block" + pc_str(pc));
-      break;
-    case Hazard::RAW:
-      report("shared-memory race (read after write): " + me + " written by " + them + " with no barrier in between" +
-             pc_str(pc));
-      break;
-    case Hazard::WAWPending:
-      report("shared-memory race (write after write): " + me + ", the destination of a pending cp.async by " + them +
-             pc_str(pc));
-      break;
-    case Hazard::WAW:
-      report("shared-memory race (write after write): " + me + " written by " + them + " with no barrier in between" +
-             pc_str(pc));
-      break;
-    case Hazard::WAR:
-      report("shared-memory race (write after read): " + me + " read by " + them + " with no barrier in between" +
-             pc_str(pc));
-      break;
-    case Hazard::None: break;
-  }
+  if (c.hazard != Hazard::None) report_hazard(c, thread_str(tid) + " " + verb, "", pc);
   return true;
+}
+
+void agent_write(int issuer, int agent, uint32_t clk, int64_t off, size_t n, Site site) {
+  Launch& l = L();
+  WriteCheck c;
+  const Rec rec{clk, static_cast<uint16_t>(agent_index(agent)), 0};
+  for (size_t i = 0; i < n; ++i) {
+    Shadow& s = l.shadow[off + i];
+    c.byte(s, off + static_cast<int64_t>(i), issuer);
+    s.w_epoch = l.epoch;
+    s.w = rec;
+    s.flags = static_cast<uint8_t>((s.flags & ~kPending) | kAgentWrite);
+    s.init_block = l.block_serial;
+  }
+  if (c.hazard != Hazard::None) report_hazard(c, "a TMA issued by " + thread_str(issuer) + " writes", site_str(site), nullptr);
+}
+
+// The operand bytes [off, off + n) of a wgmma issued by the warpgroup whose threads start at `first`:
+// what they read must be written before the issue in every thread's view (and by the async proxy, or
+// made visible to it with fence.proxy.async); they are then in flight until the wait.
+void async_read_issue(int64_t off, size_t n, int first, Site site) {
+  Launch& l = L();
+  struct Verdict {
+    uint32_t epoch, clk;
+    uint16_t who;
+    bool ok;
+  };
+  std::vector<Verdict> cache;  // the distinct writers of an operand are few
+  auto ordered_for_all = [&](const Rec& w) {
+    for (const Verdict& v : cache)
+      if (v.who == w.who && v.clk == w.clk && v.epoch == l.epoch) return v.ok;
+    bool ok = true;
+    for (int i = 0; i < kWarpgroupThreads && ok; ++i) ok = ordered(w, first + i);
+    cache.push_back({l.epoch, w.clk, w.who, ok});
+    return ok;
+  };
+  const std::string who = "the wgmma of warpgroup " + std::to_string(first / kWarpgroupThreads) + site_str(site);
+  bool reported = false;
+  for (size_t i = 0; i < n; ++i) {
+    Shadow& s = l.shadow[off + i];
+    if (s.async_readers == 255) fatal("more than 255 wgmma operands in flight over shared offset " + std::to_string(off + i));
+    s.async_readers++;
+    if (reported) continue;
+    const std::string at = who + " reads shared offset " + std::to_string(off + i);
+    if (s.flags & kPending) {
+      report("shared-memory race (wgmma reads before cp.async completed): " + at + ", the destination of a cp.async by " +
+             who_str(s.w.who) + " not yet waited for");
+      reported = true;
+    } else if (s.init_block != l.block_serial) {
+      report("uninitialized shared-memory read: " + at + ", never written in this block");
+      reported = true;
+    } else if (s.w_epoch == l.epoch && !ordered_for_all(s.w)) {
+      report(std::string("shared-memory race (") + (s.flags & kAgentWrite ? "wgmma reads before the TMA that fills it completed" : "read after write") +
+             "): " + at + " written by " + who_str(s.w.who) + ", not ordered before the issue for every thread of the warpgroup");
+      reported = true;
+    } else if (!(s.flags & kAgentWrite) && s.w.who < l.threads.size() && l.threads[s.w.who]->proxy_fences == s.w_fence) {
+      report("generic-proxy write not visible to the async proxy: " + at + " written by " + thread_str(s.w.who) +
+             " with no fence.proxy.async after the write (wgmma and TMA read shared memory through the async proxy)");
+      reported = true;
+    }
+  }
+}
+
+// The operands of a completed wgmma: read by the warpgroup's agent at its clock `rec`.
+void async_read_complete(int64_t off, size_t n, const Rec& rec) {
+  Launch& l = L();
+  for (size_t i = 0; i < n; ++i) {
+    Shadow& s = l.shadow[off + i];
+    if (s.async_readers) s.async_readers--;
+    record_read(s, rec);
+  }
 }
 
 // ---- warp operations ------------------------------------------------------------------------------
 
-std::string mask_str(uint32_t m) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", m);
-  return buf;
-}
+namespace {
 
 void execute(WarpOp& op);
 
@@ -506,11 +627,31 @@ void execute_mma(WarpOp& op) {
 
 void execute(WarpOp& op) {
   switch (op.kind) {
-    case OpKind::SyncWarp: L().warps[cur().warp].sync_log.push_back(op.mask); break;
+    case OpKind::SyncWarp: {
+      Launch& l = L();
+      const int warp = cur().warp;
+      l.warps[warp].sync_log.push_back(op.mask);
+      // Once vector clocks are in use, a lane's release (an mbarrier arrive) after the __syncwarp must
+      // carry what the other lanes did before it: they all release into, then acquire, one clock.
+      if (l.vc_used) {
+        std::vector<uint32_t> all;
+        for (int lane = 0; lane < kWarp; ++lane)
+          if ((op.mask >> lane) & 1u) release(*l.threads[warp * kWarp + lane], all);
+        for (int lane = 0; lane < kWarp; ++lane)
+          if ((op.mask >> lane) & 1u) acquire(*l.threads[warp * kWarp + lane], all);
+      }
+      break;
+    }
     case OpKind::Shfl: execute_shfl(op); break;
     case OpKind::Vote: execute_vote(op); break;
     case OpKind::Ldmatrix: execute_ldmatrix(op); break;
     case OpKind::Mma: execute_mma(op); break;
+    case OpKind::Elect: {
+      const int warp = cur().warp, first = __builtin_ctz(op.mask);
+      for (int lane = 0; lane < kWarp; ++lane)
+        if ((op.mask >> lane) & 1u) L().threads[warp * kWarp + lane]->result = lane == first;
+      break;
+    }
   }
 }
 
@@ -535,6 +676,7 @@ void fiber_main(void* arg) {
     report("cp.async copies never waited for: " + thread_str(t->tid) + " exits with " +
            std::to_string(t->groups.size()) + " committed group(s) and " + std::to_string(t->uncommitted.size()) +
            " uncommitted copy(ies) in flight");
+  check_thread_exit(*t);
   t->state = State::Exited;
   l.exited++;
   WarpState& w = l.warps[t->warp];
@@ -557,9 +699,7 @@ void diagnose_deadlock() {
   for (auto& tp : l.threads) {
     const ThreadState& t = *tp;
     if (t.state == State::Exited || shown >= 6) continue;
-    s << " " << thread_str(t.tid) << " waits at "
-      << (t.state == State::AtBarrier ? std::string("__syncthreads") : std::string("a warp operation"))
-      << site_str(t.wait_site) << ";";
+    s << " " << thread_str(t.tid) << " waits at " << describe_wait(t) << site_str(t.wait_site) << ";";
     ++shown;
   }
   report(s.str());
@@ -576,11 +716,19 @@ void run_block(Launch& l) {
     w.pending.clear();
     w.sync_log.clear();
   }
+  reset_hopper_state(l);
+  l.vc_used = false;
   for (auto& tp : l.threads) {
     ThreadState& t = *tp;
     t.state = State::Ready;
     t.uncommitted.clear();
     t.groups.clear();
+    t.clock = 1;
+    t.vc_block = 0;  // block serials restart with every launch: a pooled thread's clock is stale
+    t.proxy_fences = 0;
+    t.wgmma_fences = 0;
+    t.pending_regs.clear();
+    t.waited_phase.clear();
     t.fiber.reset(&fiber_main, &t);
   }
   for (;;) {
@@ -616,8 +764,11 @@ Error config_error(const std::string& what) {
 }
 
 }  // namespace
+}  // namespace detail
 
 // ---- the interface ----------------------------------------------------------------------------------
+
+using namespace detail;
 
 Dim3 thread_idx() { return cur().idx; }
 Dim3 block_idx() { return L().block_idx; }
@@ -652,6 +803,12 @@ void sync_warp(uint32_t mask, Site site) {
   arrive(OpKind::SyncWarp, 0, mask, site, [](WarpOp&, int) {});
 }
 
+bool elect_one(uint32_t mask, Site site) {
+  if (g_arch < 90) report("elect.sync needs sm_90: " + thread_str(cur().tid) + site_str(site) + " (emulating sm_80)");
+  arrive(OpKind::Elect, 0, mask, site, [](WarpOp&, int) {});
+  return cur().result != 0;
+}
+
 uint64_t shfl(ShflMode mode, uint32_t mask, uint64_t value, int arg, int width, Site site) {
   if (width < 1 || width > kWarp || (width & (width - 1)))
     fatal("shuffle width must be a power of two in [1, 32]: " + thread_str(cur().tid) + " passes " +
@@ -672,6 +829,11 @@ uint32_t vote(VoteMode mode, uint32_t mask, bool pred, Site site) {
 }
 
 void* smem_base() { return L().smem; }
+
+uint32_t smem_address(const void* p) {
+  const int64_t off = smem_offset(p, 0, "converts (cvta.to.shared) a pointer", Site{});
+  return off < 0 ? 0u : static_cast<uint32_t>(off);
+}
 
 void* smem_access(const void* p, size_t bytes, bool write) {
   Launch& l = L();
@@ -728,9 +890,9 @@ void mma(MmaKind kind, float* d, const uint32_t* a, const uint32_t* b, const flo
 }
 
 Error set_max_dynamic_smem(const void* kernel, int bytes) {
-  if (bytes < 0 || bytes > kMaxDynamicSmemOptin) {
+  if (bytes < 0 || bytes > max_optin_for(g_arch)) {
     g_last_error = "invalid argument (emulated CUDA): dynamic shared memory limit " + std::to_string(bytes) +
-                   " exceeds the device's " + std::to_string(kMaxDynamicSmemOptin) + " bytes";
+                   " exceeds the device's " + std::to_string(max_optin_for(g_arch)) + " bytes";
     return kErrorInvalidValue;
   }
   std::lock_guard<std::mutex> lock(g_limits_mutex);
@@ -759,8 +921,10 @@ std::vector<std::string> take_launch_log() {
   return std::exchange(g_launch_log, {});
 }
 
-int max_dynamic_smem_optin() { return kMaxDynamicSmemOptin; }
-int multiprocessor_count() { return kMultiprocessors; }
+int arch() { return g_arch; }
+void set_arch(int a) { g_arch = a; }
+int max_dynamic_smem_optin() { return max_optin_for(g_arch); }
+int multiprocessor_count() { return multiprocessors_for(g_arch); }
 
 Error launch(const char* name, const void* kernel, const std::function<void()>& body, Dim3 grid, Dim3 block,
              size_t dynamic_smem) {
@@ -777,7 +941,7 @@ Error launch(const char* name, const void* kernel, const std::function<void()>& 
   if (dynamic_smem > static_cast<size_t>(limit))
     return config_error(std::string(name) + ": " + std::to_string(dynamic_smem) +
                         " bytes of dynamic shared memory exceed the kernel's limit of " + std::to_string(limit) +
-                        " (raise it with set_max_dynamic_smem, at most " + std::to_string(kMaxDynamicSmemOptin) + ")");
+                        " (raise it with set_max_dynamic_smem, at most " + std::to_string(max_optin_for(g_arch)) + ")");
 
   {
     std::lock_guard<std::mutex> lock(g_log_mutex);
@@ -836,7 +1000,7 @@ namespace mmkernels::dev {
 MMK_BACKEND_BEGIN
 const char* error_string(Error e) {
   if (e == kSuccess) return "no error";
-  return emu::g_last_error.empty() ? "unknown emulated CUDA error" : emu::g_last_error.c_str();
+  return emu::detail::g_last_error.empty() ? "unknown emulated CUDA error" : emu::detail::g_last_error.c_str();
 }
 MMK_BACKEND_END
 }  // namespace mmkernels::dev

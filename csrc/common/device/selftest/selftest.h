@@ -13,6 +13,10 @@ std::vector<std::string> selftest_names();
 // MMKERNELS_EMULATION_SANITIZE=address), which then aborts the process.
 std::string run_selftest(const std::string& name, bool fixed);
 
+// The sm_90a ones (selftest_sm90.cpp): false when `name` is not one of them.
+std::vector<std::string> sm90_selftest_names();
+bool run_sm90_selftest(const std::string& name, bool fixed, std::string* report);
+
 // Names of the kernels the emulation ran since the last call (dev::emu::take_launch_log).
 std::vector<std::string> launch_log();
 

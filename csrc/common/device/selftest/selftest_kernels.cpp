@@ -96,11 +96,15 @@ MMK_GLOBAL void missing_syncwarp(float* out, bool fixed) {
 std::vector<std::string> launch_log() { return emu::take_launch_log(); }
 
 std::vector<std::string> selftest_names() {
-  return {"missing_barrier",    "smem_off_by_one",  "divergent_barrier", "global_oob",      "uninitialized_read",
-          "absent_lanes",       "mismatched_shuffle", "cp_async_no_wait", "missing_syncwarp"};
+  std::vector<std::string> names = {"missing_barrier",    "smem_off_by_one",    "divergent_barrier",
+                                    "global_oob",         "uninitialized_read", "absent_lanes",
+                                    "mismatched_shuffle", "cp_async_no_wait",   "missing_syncwarp"};
+  for (const std::string& n : sm90_selftest_names()) names.push_back(n);
+  return names;
 }
 
 std::string run_selftest(const std::string& name, bool fixed) {
+  if (std::string report; run_sm90_selftest(name, fixed, &report)) return report;
   // Heap buffers of exactly kThreads floats, so AddressSanitizer sees an overrun.
   std::unique_ptr<float[]> in(new float[kThreads]), out(new float[kThreads]);
   for (int i = 0; i < kThreads; ++i) in[i] = static_cast<float>(i);
