@@ -33,6 +33,7 @@ constexpr uint32_t kNaN32 = 0x7fffffffu;
 constexpr uint16_t kNaN16 = 0x7fff;
 
 bool need_sm90(const char* what, Site site) {
+  L().sm90_used = true;
   if (arch() >= 90) return true;
   report(std::string(what) + " needs sm_90a: " + thread_str(cur().tid) + site_str(site) + " (the emulation runs as sm_80)");
   return false;
@@ -247,6 +248,7 @@ void arrive_on(MBarrier& b, uint32_t off, ThreadState& t, uint32_t tx, Site site
 }  // namespace
 
 void reset_hopper_state(Launch& l) {
+  l.sm90_used = false;
   l.mbarriers.clear();
   for (NamedBarrier& b : l.named) b = NamedBarrier{};
   l.warpgroups.assign((l.threads.size() + kWarpgroupThreads - 1) / kWarpgroupThreads, WarpgroupState{});
@@ -300,6 +302,7 @@ void fence_proxy_async(Site site) {
 
 void named_barrier(int id, int count, bool wait, Site site) {
   Launch& l = L();
+  l.sm90_used = true;  // its state is reset per block
   ThreadState& t = cur();
   const std::string who = thread_str(t.tid) + " at named barrier " + std::to_string(id) + site_str(site);
   if (id < 1 || id >= kNamedBarriers)

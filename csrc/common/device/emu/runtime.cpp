@@ -169,42 +169,41 @@ void release(ThreadState& t, std::vector<uint32_t>& into) {
   t.clock++;
 }
 void acquire(ThreadState& t, const std::vector<uint32_t>& from) { join(vc_of(t), from); }
-bool ordered_vc(const Rec& prev, int tid) {
-  const ThreadState& t = *L().threads[tid];
-  return t.vc_block == L().block_serial && prev.who < t.vc.size() && t.vc[prev.who] >= prev.clk;
+bool ordered_vc(const Rec& prev, int tid) { return ordered_vc(L(), prev, tid); }
+bool ordered_vc(const Launch& l, const Rec& prev, int tid) {
+  const ThreadState& t = *l.threads[tid];
+  return t.vc_block == l.block_serial && prev.who < t.vc.size() && t.vc[prev.who] >= prev.clk;
 }
 
 namespace {
 
 // ---- shared-memory checks -------------------------------------------------------------------------
 
-bool full_warp_sync_since(int warp, uint16_t gen) {
-  const WarpState& w = L().warps[warp];
+bool full_warp_sync_since(const Launch& l, int warp, uint16_t gen) {
+  const WarpState& w = l.warps[warp];
   for (size_t k = gen; k < w.sync_log.size(); ++k)
     if ((w.sync_log[k] & w.present) == w.present) return true;
   return false;
 }
 
 // Whether an access `prev` of this epoch happens before thread `tid`'s current point.
-bool ordered(const Rec& prev, int tid) {
+// Threads are numbered linearly, so a thread's warp is tid / 32 and its lane tid % 32.
+bool ordered(const Launch& l, const Rec& prev, int tid) {
   if (prev.who == tid) return true;
-  Launch& l = L();
   if (prev.who < l.threads.size()) {
-    const ThreadState &p = *l.threads[prev.who], &t = *l.threads[tid];
-    if (p.warp == t.warp) {
-      const uint32_t need = (1u << p.lane) | (1u << t.lane);
-      const auto& log = l.warps[t.warp].sync_log;
+    if (prev.who / kWarp == tid / kWarp) {
+      const uint32_t need = (1u << (prev.who % kWarp)) | (1u << (tid % kWarp));
+      const auto& log = l.warps[tid / kWarp].sync_log;
       for (size_t k = prev.gen; k < log.size(); ++k)
         if ((log[k] & need) == need) return true;
     }
   }
-  return ordered_vc(prev, tid);
+  return ordered_vc(l, prev, tid);
 }
 
-int warp_of(int who) { return who < nthreads() ? L().threads[who]->warp : -1 - who; }
+int warp_of(const Launch& l, int who) { return who < static_cast<int>(l.threads.size()) ? who / kWarp : -1 - who; }
 
-void record_read(Shadow& s, const Rec& me) {
-  Launch& l = L();
+void record_read(const Launch& l, Shadow& s, const Rec& me) {
   if (s.r_epoch != l.epoch) {
     s.r_epoch = l.epoch;
     s.r[0] = me;
@@ -213,13 +212,17 @@ void record_read(Shadow& s, const Rec& me) {
     s.flags &= ~kReadMultiWarp;
     return;
   }
+  if (s.r[0].who == me.who) {  // the common case: the same thread again
+    s.r[0] = me;
+    return;
+  }
   const int known = std::min<int>(s.nr, kReaders);
-  for (int i = 0; i < known; ++i)
+  for (int i = 1; i < known; ++i)
     if (s.r[i].who == me.who) {
       s.r[i] = me;  // the later read is the one a write must follow
       return;
     }
-  if (warp_of(s.r[0].who) != warp_of(me.who)) s.flags |= kReadMultiWarp;
+  if (warp_of(l, s.r[0].who) != warp_of(l, me.who)) s.flags |= kReadMultiWarp;
   s.r_gen_min = std::min(s.r_gen_min, me.gen);
   if (s.nr < kReaders) s.r[s.nr++] = me;
   else s.nr = kReaders + 1;
@@ -227,15 +230,15 @@ void record_read(Shadow& s, const Rec& me) {
 
 // Whether every read of this epoch happens before thread `tid`'s write; else the first that does not
 // (-1: too many readers to know them all, and the conservative rule fails).
-int unordered_reader(const Shadow& s, int tid) {
+int unordered_reader(const Launch& l, const Shadow& s, int tid) {
   if (s.nr <= kReaders) {
     for (int i = 0; i < s.nr; ++i)
-      if (!ordered(s.r[i], tid)) return s.r[i].who;
+      if (!ordered(l, s.r[i], tid)) return s.r[i].who;
     return tid;  // all ordered
   }
   // More readers than tracked: all in the writer's warp with a full __syncwarp since the first read.
-  const ThreadState& t = *L().threads[tid];
-  if (!(s.flags & kReadMultiWarp) && warp_of(s.r[0].who) == t.warp && full_warp_sync_since(t.warp, s.r_gen_min))
+  const ThreadState& t = *l.threads[tid];
+  if (!(s.flags & kReadMultiWarp) && warp_of(l, s.r[0].who) == t.warp && full_warp_sync_since(l, t.warp, s.r_gen_min))
     return tid;
   return -1;
 }
@@ -271,13 +274,12 @@ struct WriteCheck {
     other = who;
     many = m;
   }
-  void byte(const Shadow& s, int64_t a, int tid) {
-    Launch& l = L();
+  void byte(const Launch& l, const Shadow& s, int64_t a, int tid) {
     if (s.async_readers) flag(Hazard::AsyncRead, a, tid);
     else if ((s.flags & kPending) && s.w.who != tid) flag(Hazard::WAWPending, a, s.w.who);
-    else if (s.w_epoch == l.epoch && !ordered(s.w, tid)) flag(Hazard::WAW, a, s.w.who);
+    else if (s.w_epoch == l.epoch && !ordered(l, s.w, tid)) flag(Hazard::WAW, a, s.w.who);
     if (s.r_epoch == l.epoch) {
-      const int r = unordered_reader(s, tid);
+      const int r = unordered_reader(l, s, tid);
       if (r != tid) flag(Hazard::WAR, a, r < 0 ? s.r[0].who : r, r < 0);
     }
   }
@@ -312,8 +314,9 @@ void report_hazard(const WriteCheck& c, const std::string& me, const std::string
 // Checks and records one access of `n` bytes at `p` by thread `tid`; at most one report per access
 // (strings are built only then: this runs for every shared-memory access). Returns false when the
 // access is out of bounds.
-bool check(int tid, const void* p, size_t n, Access kind, const void* pc) {
-  Launch& l = L();
+bool check(int tid, const void* p, size_t n, Access kind, const void* pc) { return check(L(), tid, p, n, kind, pc); }
+
+bool check(Launch& l, int tid, const void* p, size_t n, Access kind, const void* pc) {
   const auto off = static_cast<int64_t>(static_cast<const uint8_t*>(p) - l.smem);
   const char* verb = kind == Access::Read ? "reads" : "writes";
   if (off < 0 || off + static_cast<int64_t>(n) > static_cast<int64_t>(l.smem_bytes)) {
@@ -332,10 +335,10 @@ bool check(int tid, const void* p, size_t n, Access kind, const void* pc) {
       Shadow& s = l.shadow[off + i];
       if (hazard == Hazard::None) {
         if (s.flags & kPending) hazard = Hazard::ReadPending, at = off + i, other = s.w.who;
-        else if (s.init_block != l.block_serial) hazard = Hazard::Uninit, at = off + i, other = tid;
-        else if (s.w_epoch == l.epoch && !ordered(s.w, tid)) hazard = Hazard::RAW, at = off + i, other = s.w.who;
+        else if (s.w_epoch < l.block_epoch) hazard = Hazard::Uninit, at = off + i, other = tid;
+        else if (s.w_epoch == l.epoch && !ordered(l, s.w, tid)) hazard = Hazard::RAW, at = off + i, other = s.w.who;
       }
-      record_read(s, me);
+      record_read(l, s, me);
     }
     if (hazard == Hazard::None) return true;
     const std::string mine = thread_str(tid) + " reads shared offset " + std::to_string(at);
@@ -345,7 +348,7 @@ bool check(int tid, const void* p, size_t n, Access kind, const void* pc) {
              them + " not yet waited for" + pc_str(pc));
     else if (hazard == Hazard::Uninit)
       report("uninitialized shared-memory read: " + mine + ", never written in this block" + pc_str(pc));
-    else if (other >= nthreads())
+    else if (other >= static_cast<int>(l.threads.size()))
       report("shared-memory race (read before the TMA that fills it completed): " + mine + " written by " + them +
              ", whose mbarrier phase this thread has not waited for" + pc_str(pc));
     else
@@ -360,20 +363,18 @@ bool check(int tid, const void* p, size_t n, Access kind, const void* pc) {
       s.w_epoch = l.epoch;
       s.w = me;
       s.w_fence = t.proxy_fences;
-      s.init_block = l.block_serial;
     }
     return true;
   }
   WriteCheck c;
   for (size_t i = 0; i < n; ++i) {
     Shadow& s = l.shadow[off + i];
-    c.byte(s, off + static_cast<int64_t>(i), tid);
+    c.byte(l, s, off + static_cast<int64_t>(i), tid);
     s.w_epoch = l.epoch;
     s.w = me;
     s.w_fence = t.proxy_fences;
     s.flags &= ~kAgentWrite;
     if (kind == Access::AsyncIssue) s.flags |= kPending;
-    else s.init_block = l.block_serial;
   }
   if (c.hazard != Hazard::None) report_hazard(c, thread_str(tid) + " " + verb, "", pc);
   return true;
@@ -385,11 +386,10 @@ void agent_write(int issuer, int agent, uint32_t clk, int64_t off, size_t n, Sit
   const Rec rec{clk, static_cast<uint16_t>(agent_index(agent)), 0};
   for (size_t i = 0; i < n; ++i) {
     Shadow& s = l.shadow[off + i];
-    c.byte(s, off + static_cast<int64_t>(i), issuer);
+    c.byte(l, s, off + static_cast<int64_t>(i), issuer);
     s.w_epoch = l.epoch;
     s.w = rec;
     s.flags = static_cast<uint8_t>((s.flags & ~kPending) | kAgentWrite);
-    s.init_block = l.block_serial;
   }
   if (c.hazard != Hazard::None) report_hazard(c, "a TMA issued by " + thread_str(issuer) + " writes", site_str(site), nullptr);
 }
@@ -409,7 +409,7 @@ void async_read_issue(int64_t off, size_t n, int first, Site site) {
     for (const Verdict& v : cache)
       if (v.who == w.who && v.clk == w.clk && v.epoch == l.epoch) return v.ok;
     bool ok = true;
-    for (int i = 0; i < kWarpgroupThreads && ok; ++i) ok = ordered(w, first + i);
+    for (int i = 0; i < kWarpgroupThreads && ok; ++i) ok = ordered(l, w, first + i);
     cache.push_back({l.epoch, w.clk, w.who, ok});
     return ok;
   };
@@ -425,7 +425,7 @@ void async_read_issue(int64_t off, size_t n, int first, Site site) {
       report("shared-memory race (wgmma reads before cp.async completed): " + at + ", the destination of a cp.async by " +
              who_str(s.w.who) + " not yet waited for");
       reported = true;
-    } else if (s.init_block != l.block_serial) {
+    } else if (s.w_epoch < l.block_epoch) {
       report("uninitialized shared-memory read: " + at + ", never written in this block");
       reported = true;
     } else if (s.w_epoch == l.epoch && !ordered_for_all(s.w)) {
@@ -446,7 +446,7 @@ void async_read_complete(int64_t off, size_t n, const Rec& rec) {
   for (size_t i = 0; i < n; ++i) {
     Shadow& s = l.shadow[off + i];
     if (s.async_readers) s.async_readers--;
-    record_read(s, rec);
+    record_read(l, s, rec);
   }
 }
 
@@ -709,6 +709,7 @@ void diagnose_deadlock() {
 void run_block(Launch& l) {
   l.block_serial++;
   l.epoch++;
+  l.block_epoch = l.epoch;
   l.barrier_arrived = 0;
   l.exited = 0;
   for (auto& w : l.warps) {
@@ -716,7 +717,7 @@ void run_block(Launch& l) {
     w.pending.clear();
     w.sync_log.clear();
   }
-  reset_hopper_state(l);
+  if (l.sm90_used) reset_hopper_state(l);
   l.vc_used = false;
   for (auto& tp : l.threads) {
     ThreadState& t = *tp;
@@ -727,8 +728,8 @@ void run_block(Launch& l) {
     t.vc_block = 0;  // block serials restart with every launch: a pooled thread's clock is stale
     t.proxy_fences = 0;
     t.wgmma_fences = 0;
-    t.pending_regs.clear();
-    t.waited_phase.clear();
+    if (!t.pending_regs.empty()) t.pending_regs.clear();
+    if (!t.waited_phase.empty()) t.waited_phase.clear();
     t.fiber.reset(&fiber_main, &t);
   }
   for (;;) {
@@ -837,7 +838,7 @@ uint32_t smem_address(const void* p) {
 
 void* smem_access(const void* p, size_t bytes, bool write) {
   Launch& l = L();
-  if (!check(cur().tid, p, bytes, write ? Access::Write : Access::Read, __builtin_return_address(0))) {
+  if (!check(l, l.current->tid, p, bytes, write ? Access::Write : Access::Read, __builtin_return_address(0))) {
     std::memset(l.sink, 0, sizeof l.sink);
     return l.sink;
   }

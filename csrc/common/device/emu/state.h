@@ -54,11 +54,13 @@ struct Rec {
   uint16_t gen = 0;
 };
 
-constexpr int kReaders = 3;  // readers of a byte tracked exactly per epoch; more: the conservative rule
+constexpr int kReaders = 2;  // readers of a byte tracked exactly per epoch; more: the conservative rule
 
-// Per shared-memory byte: the last write and the reads since the last barrier.
+// Per shared-memory byte (40 bytes: every access walks these, so they are kept small): the last write
+// and the reads since the last barrier. A byte never written in this block has w_epoch below the
+// block's first epoch.
 struct Shadow {
-  uint32_t w_epoch = 0, r_epoch = 0, init_block = 0;
+  uint32_t w_epoch = 0, r_epoch = 0;
   Rec w;
   Rec r[kReaders];
   uint16_t w_fence = 0;    // the writer's fence.proxy.async count at the write (generic-proxy writes)
@@ -174,6 +176,7 @@ struct Launch {
   Dim3 grid, block, block_idx;
   size_t smem_bytes = 0;
   uint32_t block_serial = 0, epoch = 0;
+  uint32_t block_epoch = 0;  // the epoch the running block started in
   std::vector<std::unique_ptr<ThreadState>> threads;
   std::vector<WarpState> warps;
   std::vector<uint8_t> arena;  // shared memory (+ alignment slack)
@@ -191,7 +194,8 @@ struct Launch {
   std::map<uint32_t, MBarrier> mbarriers;
   NamedBarrier named[kNamedBarriers];
   std::vector<WarpgroupState> warpgroups;
-  bool vc_used = false;  // a vector-clock synchronization happened in this block (then __syncwarp joins them)
+  bool vc_used = false;   // a vector-clock synchronization happened in this block (then __syncwarp joins them)
+  bool sm90_used = true;  // an sm_90 operation ran in this launch (its state is reset per block only then)
 };
 
 Launch& L();
@@ -214,6 +218,7 @@ void yield(State s, Site site, std::string what = {});
 enum class Access { Read, Write, AsyncIssue, AsyncComplete };
 // Checks and records one access of `n` bytes at `p` by thread `tid`; false when out of bounds.
 bool check(int tid, const void* p, size_t n, Access kind, const void* pc = nullptr);
+bool check(Launch& l, int tid, const void* p, size_t n, Access kind, const void* pc = nullptr);
 // The offset of `p` in the block's shared memory, or -1 (reported) when [p, p + n) is outside it.
 int64_t smem_offset(const void* p, size_t n, const char* what, Site site);
 // An agent's write of [off, off + n), issued by thread `issuer` (hazards are checked at the issue:
@@ -228,6 +233,7 @@ void async_read_complete(int64_t off, size_t n, const Rec& rec);
 // ---- vector clocks
 std::vector<uint32_t>& vc_of(ThreadState& t);      // sized for this block
 bool ordered_vc(const Rec& prev, int tid);          // prev happens-before thread tid's current point
+bool ordered_vc(const Launch& l, const Rec& prev, int tid);
 void release(ThreadState& t, std::vector<uint32_t>& into);  // into |= t's knowledge; t's clock advances
 void acquire(ThreadState& t, const std::vector<uint32_t>& from);
 void join(std::vector<uint32_t>& into, const std::vector<uint32_t>& from);
