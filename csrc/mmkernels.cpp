@@ -74,6 +74,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("_set_emulated_cuda", &mmkernels::emulation::set_active,
         "Switch the CPU implementations to the emulated CUDA kernels; returns the previous state");
   m.def("_emulated_cuda_active", &mmkernels::emulation::active);
+  m.def("_set_emulated_arch", &mmkernels::emulation::set_arch,
+        "The architecture the emulation dispatches for (80 or 90); returns the previous one");
+  m.def("_emulated_arch", &mmkernels::emulation::arch);
 #if defined(MMK_WITH_EMULATION)
   m.def("_emulation_selftests", &mmkernels::emulation::selftest_names);
   m.def("_emulation_take_launch_log", &mmkernels::emulation::launch_log,

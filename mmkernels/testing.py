@@ -10,8 +10,10 @@ stay on the CPU; only the code path changes. It needs a build with ``MMKERNELS_C
 
     MMKERNELS_CUDA_EMULATION=ON pip install --no-build-isolation .
 
-    with mmkernels.testing.emulated_cuda():
+    with mmkernels.testing.emulated_cuda():            # as on an H100 (arch="sm_90a", the default)
         out = mmkernels.cross_attention(q, k, v)   # the CUDA kernels, run on the CPU
+    with mmkernels.testing.emulated_cuda(arch="sm_80"):   # as on an A100
+        ...
 
 The emulation proves what the kernels compute and how they use shared memory and warps; it cannot see
 timing, the GPU's memory model beyond barriers, or the hardware's accumulation order inside an MMA (see
@@ -24,7 +26,7 @@ from typing import Iterator
 
 from . import _C
 
-__all__ = ["emulated_cuda", "emulation_available", "emulated_cuda_active", "emulated_kernel_launches"]
+__all__ = ["emulated_cuda", "emulation_available", "emulated_cuda_active", "emulated_arch", "emulated_kernel_launches", "ARCHS"]
 
 
 def emulation_available() -> bool:
@@ -37,20 +39,37 @@ def emulated_cuda_active() -> bool:
     return bool(_C._emulated_cuda_active())
 
 
+# The architectures the extension has kernels for, as emulated_cuda() names them.
+ARCHS = {"sm_90a": 90, "sm_80": 80}
+
+
 @contextlib.contextmanager
-def emulated_cuda() -> Iterator[None]:
+def emulated_cuda(arch: str = "sm_90a") -> Iterator[None]:
     """Within this context the ops run their CUDA kernels in the host emulation (process-wide, so a
-    backward run by autograd on another thread takes the same path)."""
+    backward run by autograd on another thread takes the same path), dispatching exactly as the
+    extension does on a GPU of architecture ``arch``: ``"sm_90a"`` (an H100: the Hopper kernels, and the
+    emulated device's limits are an H100's) or ``"sm_80"`` (an A100: the Ampere kernels)."""
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
     if not emulation_available():
         raise RuntimeError(
             "mmkernels was built without the CUDA emulation: rebuild with MMKERNELS_CUDA_EMULATION=ON "
             "(e.g. `MMKERNELS_CUDA_EMULATION=ON pip install --no-build-isolation .`) to run the CUDA kernels on the CPU"
         )
+    previous_arch = _C._set_emulated_arch(ARCHS[arch])
     previous = _C._set_emulated_cuda(True)
     try:
         yield
     finally:
         _C._set_emulated_cuda(previous)
+        _C._set_emulated_arch(previous_arch)
+
+
+def emulated_arch() -> str:
+    """The architecture the emulation dispatches for (``emulated_cuda(arch=...)``; "sm_90a" outside)."""
+    if not emulation_available():
+        raise RuntimeError("mmkernels was built without the CUDA emulation (MMKERNELS_CUDA_EMULATION=ON)")
+    return {v: k for k, v in ARCHS.items()}[_C._emulated_arch()]
 
 
 def emulated_kernel_launches() -> list:

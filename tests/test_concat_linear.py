@@ -233,17 +233,23 @@ def test_backward_computes_only_the_gradients_asked_for(frozen, device):
             assert x.grad is None
 
 
+# Each architecture's 16-bit GEMM kernel, and how its name marks the dW layout (A = dZ^T).
+DW_GEMM = {"sm_90a": ("gemm_kernel<", "bool AMN = true"), "sm_80": ("tc_gemm_kernel<", "kAKMajor = true")}
+
+
 @pytest.mark.skipif(not mmkernels.testing.emulation_available(), reason="needs the emulation's launch log")
-def test_frozen_inputs_skip_their_gemms():
+@pytest.mark.parametrize("arch", sorted(DW_GEMM))
+def test_frozen_inputs_skip_their_gemms(arch):
+    kernel, dw_layout = DW_GEMM[arch]
     xs = [torch.randn(17, d, dtype=torch.bfloat16) for d in (16, 8)]
     w = torch.randn(12, 24, dtype=torch.bfloat16, requires_grad=True)
-    with mmkernels.testing.emulated_cuda():
+    with mmkernels.testing.emulated_cuda(arch):
         y = mmkernels.concat_linear(xs, w, None, "relu")
         mmkernels.testing.emulated_kernel_launches()
         y.float().sum().backward()
         launched = mmkernels.testing.emulated_kernel_launches()
-    gemms = [n for n in launched if n.startswith("tc_gemm_kernel")]
-    assert len(gemms) == 2 and all("kAKMajor = true" in n for n in gemms)  # dW slices only, no dX
+    gemms = [n for n in launched if n.startswith(kernel)]
+    assert len(gemms) == 2 and all(dw_layout in n for n in gemms), launched  # dW slices only, no dX
 
 
 @pytest.mark.skipif(not os.environ.get("MMKERNELS_BIG_TESTS"), reason="needs ~20 GiB; set MMKERNELS_BIG_TESTS=1")

@@ -102,6 +102,46 @@ def test_emulated_cuda_switch_is_scoped_and_restores():
 
 
 @needs_emulation
+def test_emulated_arch_is_checked_scoped_and_restored():
+    assert mmkernels.testing.emulated_arch() == "sm_90a"
+    with pytest.raises(ValueError, match=r"arch must be one of \['sm_80', 'sm_90a'\], got 'sm_90'"):
+        with emulated_cuda(arch="sm_90"):
+            pass
+    with pytest.raises(ValueError, match="got 80"):
+        with emulated_cuda(arch=80):
+            pass
+    with emulated_cuda(arch="sm_80"):
+        assert mmkernels.testing.emulated_arch() == "sm_80"
+        with emulated_cuda():
+            assert mmkernels.testing.emulated_arch() == "sm_90a"
+        assert mmkernels.testing.emulated_arch() == "sm_80"
+    assert mmkernels.testing.emulated_arch() == "sm_90a" and not mmkernels.testing.emulated_cuda_active()
+
+
+@needs_emulation
+@pytest.mark.parametrize("arch, kernel", [("sm_90a", "gemm_kernel<"), ("sm_80", "tc_gemm_kernel<")])
+def test_emulation_dispatches_as_the_gpu_of_its_arch(arch, kernel):
+    # 16-bit concat_linear: the Hopper (TMA + wgmma) GEMM on sm_90a, the mma.sync one on sm_80; the
+    # sm_90a conformance kernels are refused as sm_80, as the extension refuses them on an A100.
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(9, d, generator=g).bfloat16() for d in (24, 40)]
+    w = torch.randn(16, 64, generator=g).bfloat16()
+    with emulated_cuda(arch=arch):
+        mmkernels.testing.emulated_kernel_launches()
+        mmkernels.concat_linear(xs, w, None, "relu")
+        launched = mmkernels.testing.emulated_kernel_launches()
+    assert len(launched) == 1 and launched[0].startswith(kernel), launched
+    a = torch.zeros(64 * 64, dtype=torch.int16)
+    out = torch.zeros(64, 64)
+    with emulated_cuda(arch=arch):
+        if arch == "sm_80":
+            with pytest.raises(RuntimeError, match="conformance kernel failed"):
+                torch.ops.mmkernels_testing.conformance(8, a, a, None, out, 0, 0, 0)
+        else:
+            torch.ops.mmkernels_testing.conformance(8, a, a, None, out, 0, 0, 0)
+
+
+@needs_emulation
 def test_emulated_path_takes_cuda_dtypes_only():
     x = torch.randn(1, 2, 1, 8, dtype=torch.float64)
     with emulated_cuda():
@@ -166,20 +206,30 @@ def test_float32_attention_runs_the_tiled_kernels():
     assert bwd == ["tiled_dq_kernel" + args, "tiled_dkdv_kernel" + args]
 
 
+# The kernels each architecture's 16-bit concat_linear runs: forward, dX = dZ W_s, dW_s = dZ^T X_s.
+TC_GEMMS = {
+    "sm_90a": ("gemm_kernel<", "bool AMN = false; bool BMN = false; Activation kAct = Activation::GELU",
+               "bool AMN = false; bool BMN = true;", "bool AMN = true; bool BMN = true;"),
+    "sm_80": ("tc_gemm_kernel<", "kAKMajor = false; bool kBKMajor = false", "kAKMajor = false; bool kBKMajor = true",
+              "kAKMajor = true; bool kBKMajor = true"),
+}
+
+
 @needs_emulation
+@pytest.mark.parametrize("arch", sorted(TC_GEMMS))
 @pytest.mark.parametrize("widths", [(64, 32), (3, 17, 1)], ids=["aligned", "odd-widths"])
-def test_16bit_concat_linear_runs_the_tensor_core_gemm(widths):
+def test_16bit_concat_linear_runs_the_tensor_core_gemm(widths, arch):
+    kernel, fwd_layout, dx_layout, dw_layout = TC_GEMMS[arch]
     xs = [torch.randn(37, d, dtype=torch.bfloat16, requires_grad=True) for d in widths]
     w = torch.randn(20, sum(widths), dtype=torch.bfloat16, requires_grad=True)
-    with emulated_cuda():
+    with emulated_cuda(arch=arch):
         mmkernels.testing.emulated_kernel_launches()
         y = mmkernels.concat_linear(xs, w, None, "gelu")
         fwd = mmkernels.testing.emulated_kernel_launches()
         y.float().sum().backward()
         bwd = mmkernels.testing.emulated_kernel_launches()
-    assert fwd == ["tc_gemm_kernel<T, kAKMajor, kBKMajor> [T = bf16; bool kAKMajor = false; bool kBKMajor = false]"]
+    assert len(fwd) == 1 and fwd[0].startswith(kernel) and fwd_layout in fwd[0], fwd
     assert bwd[0].startswith("activation_grad_kernel")
     gemms = bwd[1:]
-    assert len(gemms) == 2 * len(widths) and all(n.startswith("tc_gemm_kernel") for n in gemms)
-    assert "kAKMajor = false; bool kBKMajor = true" in gemms[0]  # dX = dZ W_s
-    assert "kAKMajor = true; bool kBKMajor = true" in gemms[1]   # dW_s = dZ^T X_s
+    assert len(gemms) == 2 * len(widths) and all(n.startswith(kernel) for n in gemms), gemms
+    assert dx_layout in gemms[0] and dw_layout in gemms[1], gemms

@@ -18,4 +18,9 @@ bool active();
 // Returns the previous state; raises if the emulation is not built in.
 bool set_active(bool on);
 
+// The GPU architecture the emulation dispatches for (mmkernels.testing.emulated_cuda(arch=...)): 90 runs
+// the sm_90a (Hopper) kernels, 80 the sm_80 (Ampere) ones. Process-wide; returns the previous one.
+int arch();
+int set_arch(int arch);
+
 }  // namespace mmkernels::emulation

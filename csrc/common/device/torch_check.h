@@ -4,13 +4,18 @@
 
 #include <c10/util/Exception.h>
 
+#include <string>
+#include <utility>
+
 #include "common/device/types.h"
 
 namespace mmkernels::dev {
 MMK_BACKEND_BEGIN
 
 inline void check(Error err, const char* what) {
-  TORCH_CHECK(err == kSuccess, "mmkernels: ", what, " failed: ", error_string(err));
+  if (err == kSuccess) return;
+  const std::string detail = std::exchange(error_detail(), std::string());
+  TORCH_CHECK(false, "mmkernels: ", what, " failed: ", error_string(err), detail.empty() ? "" : " (" + detail + ")");
 }
 
 MMK_BACKEND_END

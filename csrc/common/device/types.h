@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "common/device/backend.h"
 
@@ -57,6 +58,17 @@ constexpr Error kErrorInvalidValue = cudaErrorInvalidValue;
 constexpr Error kErrorInvalidConfiguration = cudaErrorInvalidConfiguration;
 inline const char* error_string(Error e) { return cudaGetErrorString(e); }
 #endif
+
+// Why the last launcher on this host thread failed, when it knows more than the error code says (a
+// rejected TMA tensor map, say): report_error sets it, check() (torch_check.h) adds it to its message.
+inline std::string& error_detail() {
+  static thread_local std::string detail;
+  return detail;
+}
+inline Error report_error(Error e, std::string why) {
+  error_detail() = std::move(why);
+  return e;
+}
 
 // ---- float <-> 16-bit conversions, round to nearest even (as cvt.rn on the device).
 // Bit-level host versions: the emulation's rounding must equal the device's exactly.

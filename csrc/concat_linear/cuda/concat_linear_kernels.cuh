@@ -133,6 +133,7 @@ template <typename T>
 dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream) {
   if (args.M == 0 || args.N == 0) return dev::kSuccess;
   if constexpr (!std::is_same_v<T, float>) {
+    if (dev::device_arch() >= 90 && sm90_takes(args)) return concat_linear_gemm_sm90<T>(args, stream);
     switch (tc::layout_of(args)) {
       case 0: return tc::launch<T, false, false>(args, stream);
       case 1: return tc::launch<T, true, false>(args, stream);

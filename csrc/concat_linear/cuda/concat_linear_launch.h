@@ -61,9 +61,16 @@ inline int split_k_for(int64_t M, int64_t N, int64_t K, int multiprocessors) {
   return static_cast<int>(std::max<int64_t>(1, std::min(want, most)));
 }
 
-// C = sum over segments of A_s B_s (+ acc_in), then the epilogue.
+// C = sum over segments of A_s B_s (+ acc_in), then the epilogue: on sm_90 the Hopper kernel
+// (gemm_sm90.cuh) for 16-bit operands TMA can load, else the sm_80 tensor-core kernel, else SIMT.
 template <typename T>
 dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream);
+
+// The Hopper kernel alone (T = dev::bf16 or dev::half), instantiated in concat_linear_sm90_<dtype>.cu;
+// sm90_takes() tells whether it accepts the args' operands.
+bool sm90_takes(const GemmArgs& args);
+template <typename T>
+dev::Error concat_linear_gemm_sm90(const GemmArgs& args, dev::Stream stream);
 
 // dz = dy * act'(z), n contiguous elements.
 template <typename T>
