@@ -76,15 +76,22 @@ def _in_order(names: Sequence[str], given, arg: str) -> List[torch.Tensor]:
     return [given[n] for n in names]
 
 
+def _per_modality(names: Sequence[str], given, arg: str, what: str) -> Mapping[str, torch.Tensor]:
+    """An optional ``{name: tensor}`` argument (``present``, ``lengths``) as a mapping; names it leaves out
+    take the default."""
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{arg} must be None or a mapping {{modality name: {what}}}, got {type(given).__name__}")
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(f"{arg} names unknown modalities {unknown}; this module has {list(names)}")
+    return given
+
+
 def _presence(names: Sequence[str], present: Optional[Mapping[str, torch.Tensor]], ref: torch.Tensor) -> torch.Tensor:
     """``(B, M)`` bool, columns in ``names`` order; ``ref`` ``(B, ...)`` gives the batch size and device."""
-    present = {} if present is None else present
-    if not isinstance(present, Mapping):
-        raise TypeError(f"present must be None or a mapping {{modality name: (B,) bool tensor}}, "
-                        f"got {type(present).__name__}")
-    unknown = sorted(set(present) - set(names))
-    if unknown:
-        raise ValueError(f"present names unknown modalities {unknown}; this module has {list(names)}")
+    present = _per_modality(names, present, "present", "(B,) bool tensor")
     B = ref.shape[0]
     cols = []
     for n in names:
@@ -122,13 +129,7 @@ def masked_mean(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def _all_lengths(names, tokens: Mapping[str, torch.Tensor], lengths) -> Dict[str, torch.Tensor]:
-    lengths = {} if lengths is None else lengths
-    if not isinstance(lengths, Mapping):
-        raise TypeError(f"lengths must be None or a mapping {{modality name: (B,) int tensor}}, "
-                        f"got {type(lengths).__name__}")
-    unknown = sorted(set(lengths) - set(names))
-    if unknown:
-        raise ValueError(f"lengths names unknown modalities {unknown}; this module has {list(names)}")
+    lengths = _per_modality(names, lengths, "lengths", "(B,) int tensor")
     return {n: token_lengths(tokens[n], lengths.get(n), f"lengths[{n!r}]") for n in names}
 
 
@@ -305,6 +306,16 @@ class CrossModalBlock(nn.Module):
         return target + self.ff(self.norm_ff(target))
 
 
+def _from_the_others(blocks: nn.ModuleDict, target: str, x: torch.Tensor, sources: Mapping[str, torch.Tensor],
+                     lengths: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``target``'s tokens ``x`` through ``blocks["{target}_from_{s}"]`` for every other modality ``s`` in
+    sorted order, each attending to ``sources[s]`` (its valid tokens: ``lengths[s]``)."""
+    for s in sorted(sources):
+        if s != target:
+            x = blocks[f"{target}_from_{s}"](x, sources[s], lengths[s])
+    return x
+
+
 def _pool_and_fuse(tokens: Mapping[str, torch.Tensor], lengths: Mapping[str, torch.Tensor],
                    missing: MissingEmbedding, fuse: ConcatFusion) -> torch.Tensor:
     """Each modality's mean over its valid tokens, its learned stand-in where it has none, then the
@@ -343,13 +354,7 @@ class CrossModalFusion(nn.Module):
                 lengths: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
         toks = _check_tokens(self.names, tokens, self.d_model)
         lens = _all_lengths(self.names, toks, lengths)
-        out = {}
-        for t in self.names:
-            h = toks[t]
-            for s in self.names:
-                if s != t:
-                    h = self.blocks[f"{t}_from_{s}"](h, toks[s], lens[s])
-            out[t] = h
+        out = {t: _from_the_others(self.blocks, t, toks[t], toks, lens) for t in self.names}
         return _pool_and_fuse(out, lens, self.missing, self.fuse)
 
 
@@ -381,11 +386,4 @@ class LayerwiseFusionBlock(nn.Module):
         toks = _check_tokens(self.names, tokens, self.d_model)
         lens = _all_lengths(self.names, toks, lengths)
         own = {n: self.blocks[f"{n}_from_{n}"](toks[n], toks[n], lens[n]) for n in self.names}
-        out = {}
-        for t in self.names:
-            x = own[t]
-            for s in self.names:
-                if s != t:
-                    x = self.blocks[f"{t}_from_{s}"](x, own[s], lens[s])
-            out[t] = x
-        return out
+        return {t: _from_the_others(self.blocks, t, own[t], own, lens) for t in self.names}
