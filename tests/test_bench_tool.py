@@ -35,8 +35,8 @@ def test_table_markdown_and_plot(tmp_path):
     assert png.stat().st_size > 1000
 
 
-def test_cli_end_to_end_quick_run_and_gate(tmp_path, monkeypatch):
-    # one tiny case through the real runner, then the gate against its own output
+def test_cli_end_to_end_quick_run(tmp_path, monkeypatch):
+    # one tiny case through the real runner: what it writes, never how fast it ran
     from mmkernels.bench import cases
 
     monkeypatch.setattr(cases, "attention_shapes", lambda device, quick: [(1, 9, 13, 2, 8, False)])
@@ -47,8 +47,19 @@ def test_cli_end_to_end_quick_run_and_gate(tmp_path, monkeypatch):
     ours = [r for r in rep["results"] if r["impl"] == "mmkernels"]
     assert len(ours) == 4 and all(r["median_ms"] > 0 for r in ours)
     assert any("sdpa" in r["speedup_vs"] for r in ours)
-    assert bench.main(["--device", "cpu", "--quick", "--dtypes", "float32", "--compare", str(out),
-                       "--max-regression", "100"]) == 0
+
+
+def test_cli_gate_exit_codes_on_saved_reports(tmp_path, capsys):
+    # The gate through the CLI on synthetic reports (--replot: no timing), so the result is fixed.
+    base, same, slower = tmp_path / "base.json", tmp_path / "same.json", tmp_path / "slower.json"
+    base.write_text(json.dumps(_report(10.0)))
+    same.write_text(json.dumps(_report(10.9)))
+    slower.write_text(json.dumps(_report(11.5)))
+    assert bench.main(["--replot", str(same), "--compare", str(base), "--max-regression", "0.10"]) == 0
+    assert "no regression beyond 10%" in capsys.readouterr().out
+    assert bench.main(["--replot", str(slower), "--compare", str(base), "--max-regression", "0.10"]) == 1
+    assert "REGRESSION: 1 case(s)" in capsys.readouterr().out
+    assert bench.main(["--replot", str(slower), "--compare", str(base), "--max-regression", "0.20"]) == 0
 
 
 def test_cli_ops_narrows_the_op_suite(tmp_path, monkeypatch):
@@ -64,6 +75,23 @@ def test_cli_ops_narrows_the_op_suite(tmp_path, monkeypatch):
         bench.main(["--device", "cpu", "--quick", "--ops", "attention"])  # not an op name
     with pytest.raises(ValueError, match="unknown op"):
         cases.build_cases("ops", torch.device("cpu"), True, [torch.float32], ops=["attention"])
+
+
+def test_time_fn_median_iqr_and_stopping_rule_on_a_fake_clock():
+    # The n-th call "takes" durations[n % 8] ms of a fake clock. Calls 1-2 are the warm-up; the timed
+    # runs (calls 3, 4, ...) take 100, 2, 3, 5, 2, 4, 2, 3, 100 ms: past min_runs=5 timing goes on until
+    # the 150 ms budget is spent, which the 9th timed run does (221 ms).
+    durations = [4.0, 2.0, 3.0, 100.0, 2.0, 3.0, 5.0, 2.0]
+    now, calls = [0.0], []
+
+    def fn(i):
+        calls.append(i)
+        now[0] += durations[len(calls) % len(durations)] / 1e3
+
+    t = time_fn(fn, torch.device("cpu"), warmup=2, min_runs=5, budget_s=0.15, clock=lambda: now[0])
+    assert t.runs == 9 and len(calls) == 11 and calls[2:] == list(range(9))  # rotation index restarts at 0
+    assert t.median_ms == pytest.approx(3.0)  # of 2 2 2 3 3 4 5 100 100: the outliers do not move it
+    assert t.iqr_ms == pytest.approx(5.0 - 2.0)
 
 
 def test_time_fn_reports_a_positive_median():

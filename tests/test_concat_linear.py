@@ -145,7 +145,7 @@ def test_opcheck(sample, device):
         torch.library.opcheck(fwd, (xs, w, b, act))
     torch.library.opcheck(fwd, ([x.detach() for x in xs], w.detach(), None, 2, False))
     y, z = fwd([x.detach() for x in xs], w.detach(), None if b is None else b.detach(), 2)
-    # the backward op with inputs that require grad (its own autograd formula, ops.py), every gradient
+    # the backward op with inputs that require grad (its own autograd formula, mmkernels/ops/_concat_linear.py), every gradient
     # requested, then none of the inputs' and no weight gradient; and with plain inputs
     grad = lambda: (torch.randn_like(y).requires_grad_(), xs, w, z.detach().requires_grad_())
     torch.library.opcheck(bwd, (*grad(), bias, 2))

@@ -236,7 +236,7 @@ def test_opcheck(sample, device):
     torch.library.opcheck(fwd, (q, k, v, kl, m, 0.3, causal))
     out, lse = fwd(q, k, v, kl, m, 0.3, causal)
     g = torch.randn_like(out)
-    # the backward op with inputs that require grad: its own autograd formula (ops.py)
+    # the backward op with inputs that require grad: its own autograd formula (mmkernels/ops/_cross_attention.py)
     g, q, k, v = [t.detach().requires_grad_(r) for t, r in zip((g, q, k, v), bwd_grads)]
     torch.library.opcheck(bwd, (g, q, k, v, out.detach(), lse, kl, m, 0.3, causal))
 

@@ -1,6 +1,7 @@
 """CUDA-only checks (the error-budget tests of the other files also run on CUDA when a GPU is present)."""
 import pytest
 import torch
+from helpers import check_autocast_layers
 
 import mmkernels
 from mmkernels import reference as R
@@ -77,12 +78,4 @@ def test_cuda_graph_capture_and_replay():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_autocast_cuda_through_layers(dtype):
-    from mmkernels.nn import ConcatLinear, CrossModalAttention
-
-    attn, cl = CrossModalAttention(64, 4).cuda(), ConcatLinear([64, 16], 32).cuda()
-    x, kv, e = torch.randn(2, 5, 64, device="cuda"), torch.randn(2, 9, 64, device="cuda"), torch.randn(2, 5, 16, device="cuda")
-    with torch.autocast("cuda", dtype=dtype):
-        h = attn(x, kv)
-        y = cl(h, e)
-    assert h.dtype == dtype and y.dtype == dtype
-    y.float().sum().backward()
+    check_autocast_layers("cuda", dtype)

@@ -144,7 +144,7 @@ def fsdp2_training(mesh):
     if mesh is not None:
         from torch.distributed.fsdp import fully_shard
 
-        for block in model.blocks.values():
+        for block in model.fusion.blocks.values():
             fully_shard(block, mesh=mesh)
         fully_shard(model, mesh=mesh)
         rows = slice(mesh.get_local_rank() * 4, mesh.get_local_rank() * 4 + 4)

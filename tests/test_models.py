@@ -186,7 +186,7 @@ def test_layerwise_fusion_layers():
     one, three = LayerwiseFusion(MODS, 3, d_model=16, num_layers=1), LayerwiseFusion(MODS, 3, d_model=16, num_layers=3)
     assert len(one.layers) == 1 and len(three.layers) == 3
     n = len(MODS)
-    assert len(three.layers[0]) == n * n  # a self block per modality and a block per ordered pair
+    assert len(three.layers[0].blocks) == n * n  # a self block per modality and a block per ordered pair
 
 
 FSDD = os.environ.get("MMKERNELS_FSDD_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd")

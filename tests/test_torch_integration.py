@@ -2,23 +2,27 @@
 (gloo, two processes), and torch.compile with inductor."""
 import pickle
 
+import pytest
 import torch
+from helpers import assert_within_budget, check_autocast_layers
 
 import mmkernels
+from mmkernels import reference as R
 
 
-def test_autocast_cpu_bf16_through_layers_and_ops():
-    from mmkernels.nn import ConcatLinear, CrossModalAttention
-
-    attn, cl = CrossModalAttention(32, 4), ConcatLinear([32, 8], 16, activation="gelu")
-    x, kv, e = torch.randn(2, 5, 32), torch.randn(2, 7, 32), torch.randn(2, 5, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        h = attn(x, kv)
-        y = cl(h, e)
-        mixed = mmkernels.cross_attention(torch.randn(1, 2, 1, 4), torch.randn(1, 3, 1, 4).bfloat16(), torch.randn(1, 3, 1, 4))
-    assert h.dtype == y.dtype == mixed.dtype == torch.bfloat16
-    y.float().sum().backward()
-    assert attn.q_proj.weight.grad.dtype == torch.float32 and torch.isfinite(attn.q_proj.weight.grad).all()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_autocast_cpu_through_layers_and_ops(dtype):
+    check_autocast_layers("cpu", dtype)
+    # mixed float32 / low-precision arguments inside a region: all cast to the autocast dtype first
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 6, 4, 16, generator=g), torch.randn(2, 11, 2, 16, generator=g),
+               torch.randn(2, 11, 2, 8, generator=g))
+    with torch.autocast("cpu", dtype=dtype):
+        mixed = mmkernels.cross_attention(q, k.to(dtype), v)
+    assert mixed.dtype == dtype
+    low = [t.to(dtype) for t in (q, k, v)]
+    assert_within_budget(mixed, R.cross_attention(*low), R.cross_attention(*(t.double() for t in low)),
+                         "autocast cross_attention with mixed dtypes", dtype)
 
 
 def test_models_pickle_and_deepcopy():

@@ -1,12 +1,15 @@
 """python -m mmkernels.bench: time mmkernels' ops and models against their peers.
 
-    python -m mmkernels.bench [--device auto|cpu|cuda] [--suite ops|models|all] [--quick]
-                              [--json PATH] [--plot PATH] [--compare BASELINE.json --max-regression R]
+    python -m mmkernels.bench [--device auto|cpu|cuda] [--suite ops|models|all] [--ops OP,...]
+                              [--dtypes float32,bfloat16,float16] [--quick] [--budget S] [--no-compile]
+                              [--json PATH] [--markdown PATH] [--plot PATH]
+                              [--compare BASELINE.json --max-regression R] [--replot REPORT.json]
 
 Prints a table (median time, GFLOP/s, % of the matmul ceiling measured in the same run, speed-up of
 mmkernels over each peer), writes JSON with the device, torch/CUDA versions, git commit and every
 figure, and a PNG of the speed-ups. With --compare it exits 1 and names every case where mmkernels
-got slower than the baseline by more than R (same device only).
+got slower than the baseline by more than R (run it on the device that made the baseline: another
+device only gets a warning).
 """
 from __future__ import annotations
 

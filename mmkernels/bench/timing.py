@@ -29,11 +29,12 @@ def time_fn(
     min_runs: int = 7,
     max_runs: int = 200,
     budget_s: float = 1.0,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Timing:
     """Times ``fn(i)`` (``i`` picks one of several rotated input sets) and returns the median.
 
     Runs at least ``min_runs`` and stops after ``budget_s`` of measured time or ``max_runs``. On CUDA
-    each run is bracketed by CUDA events; on CPU by ``time.perf_counter``.
+    each run is bracketed by CUDA events; on CPU by ``clock`` (seconds; tests inject a fake one).
     """
     for i in range(warmup):
         fn(i)
@@ -50,9 +51,9 @@ def time_fn(
             end.synchronize()
             ms = start.elapsed_time(end)
         else:
-            t0 = time.perf_counter()
+            t0 = clock()
             fn(i)
-            ms = (time.perf_counter() - t0) * 1e3
+            ms = (clock() - t0) * 1e3
         times.append(ms)
         spent += ms / 1e3
         i += 1

@@ -2,7 +2,7 @@
 
     python -m mmkernels.examples.avdigits --fsdd-dir DIR [--model early|late|attention|layerwise|gated|all]
         [--difficulty clean|hard] [--text] [--multitask [--task-weights digit=1,speaker=0.5]]
-        [--epochs N] [--device auto|cpu|cuda] [--json PATH]
+        [--epochs N] [--seed N] [--device auto|cpu|cuda] [--json PATH]
 
 Reports per model, on the test split: digit accuracy, macro recall and macro F1; accuracy with each
 modality missing at test time (fusion models); speaker accuracy (``--multitask``: digit from every

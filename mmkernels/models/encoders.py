@@ -1,14 +1,25 @@
-"""Modality encoders. Each maps its input to tokens ``(B, L, d)``, token lengths ``(B,)`` and a pooled
-``(B, d)`` feature, so every fusion model can use any mix of modalities."""
+"""Modality encoders. Each maps its input to an ``EncoderOutput``: tokens ``(B, L, d)``, token lengths
+``(B,)`` and a pooled ``(B, d)`` feature (the mean of the valid tokens), so every fusion model can use
+any mix of modalities."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import nn
 
-Encoded = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # tokens, lengths, pooled
+from ..nn.fusion import masked_mean, token_lengths
+from ._legacy import LoadsLegacyKeys
+
+
+class EncoderOutput(NamedTuple):
+    """One encoder's output: ``tokens (B, L, d)``, ``lengths (B,)`` valid tokens per sample, ``pooled
+    (B, d)`` the mean of the valid tokens (zeros where there are none)."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    pooled: torch.Tensor
 
 
 KINDS = ("image", "sequence", "vector", "text")
@@ -37,13 +48,6 @@ class ModalitySpec:
             raise ValueError(f"ModalitySpec.channels_or_features must be a positive int, got {self.channels_or_features!r}")
 
 
-def masked_mean(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over the first ``lengths[b]`` tokens; zeros where the length is 0."""
-    L = tokens.shape[1]
-    valid = (torch.arange(L, device=tokens.device)[None, :] < lengths[:, None]).to(tokens.dtype)
-    return (tokens * valid[..., None]).sum(1) / lengths.clamp_min(1).to(tokens.dtype)[:, None]
-
-
 class ImageEncoder(nn.Module):
     """2-D conv stack; every spatial position of the last feature map is a token."""
 
@@ -56,23 +60,12 @@ class ImageEncoder(nn.Module):
         )
         self.proj = nn.Linear(2 * width, d_model)
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Encoded:
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> EncoderOutput:
         if x.dim() != 4:
             raise ValueError(f"image input must be (B, C, H, W), got {tuple(x.shape)}")
         f = self.net(x)  # (B, C', h, w)
         tokens = self.proj(f.flatten(2).transpose(1, 2))
-        lens = torch.full((x.shape[0],), tokens.shape[1], dtype=torch.int64, device=x.device)
-        return tokens, lens, tokens.mean(1)
-
-
-def _lengths_or_full(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    B, T = x.shape[:2]
-    if lengths is None:
-        return torch.full((B,), T, dtype=torch.int64, device=x.device)
-    lengths = lengths.to(device=x.device, dtype=torch.int64)
-    if lengths.shape != (B,):
-        raise ValueError(f"lengths must have shape (B,) = ({B},), got {tuple(lengths.shape)}")
-    return lengths.clamp(0, T)
+        return EncoderOutput(tokens, token_lengths(tokens, None), tokens.mean(1))
 
 
 def _recurrent(model: str, d_model: int) -> Optional[nn.Module]:
@@ -90,9 +83,12 @@ def _run_recurrent(rnn: nn.Module, h: torch.Tensor, lengths: torch.Tensor) -> to
     return out
 
 
-class SequenceEncoder(nn.Module):
+class SequenceEncoder(LoadsLegacyKeys):
     """Variable-length sequences (e.g. audio frames): 1-D convs (stride 2), optionally a GRU or LSTM on
-    top. Lengths follow the striding; padded positions never reach the pooled feature."""
+    top (``rnn``; None for "conv"). Lengths follow the striding; padded positions never reach the pooled
+    feature."""
+
+    _legacy_keys = ((r"gru\.", "rnn."),)  # layout 1 (README, "State dicts") called it gru, even an LSTM
 
     def __init__(self, in_features: int, d_model: int, model: str = "conv"):
         super().__init__()
@@ -101,19 +97,19 @@ class SequenceEncoder(nn.Module):
             nn.Conv1d(d_model, d_model, 5, padding=2, stride=2), nn.GELU(),
             nn.Conv1d(d_model, d_model, 3, padding=1), nn.GELU(),
         )
-        self.gru = _recurrent(model, d_model)  # (named gru for state-dict compatibility; may be an LSTM)
+        self.rnn = _recurrent(model, d_model)
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Encoded:
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> EncoderOutput:
         if x.dim() != 3:
             raise ValueError(f"sequence input must be (B, T, F), got {tuple(x.shape)}")
         T = x.shape[1]
-        lengths = _lengths_or_full(x, lengths)
+        lengths = token_lengths(x, lengths)
         valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
         h = self.conv((x * valid[..., None]).transpose(1, 2)).transpose(1, 2)  # (B, ceil(T/2), d)
         out_lens = torch.div(lengths + 1, 2, rounding_mode="floor").clamp(max=h.shape[1])
-        if self.gru is not None:
-            h = _run_recurrent(self.gru, h, out_lens)
-        return h, out_lens, masked_mean(h, out_lens)
+        if self.rnn is not None:
+            h = _run_recurrent(self.rnn, h, out_lens)
+        return EncoderOutput(h, out_lens, masked_mean(h, out_lens))
 
 
 class TextEncoder(nn.Module):
@@ -126,17 +122,17 @@ class TextEncoder(nn.Module):
         self.rnn = _recurrent(model, d_model)
         self.conv = nn.Sequential(nn.Conv1d(d_model, d_model, 3, padding=1), nn.GELU()) if self.rnn is None else None
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Encoded:
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> EncoderOutput:
         if x.dim() != 2 or x.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"text input must be (B, T) int64 token ids, got {tuple(x.shape)} {x.dtype}")
-        lengths = _lengths_or_full(x, lengths)
+        lengths = token_lengths(x, lengths)
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         h = self.embed(torch.where(valid, x.long(), torch.zeros_like(x, dtype=torch.long)))
         if self.rnn is not None:
             h = _run_recurrent(self.rnn, h, lengths)
         else:
             h = self.conv(h.transpose(1, 2)).transpose(1, 2) * valid[..., None].to(h.dtype)
-        return h, lengths, masked_mean(h, lengths)
+        return EncoderOutput(h, lengths, masked_mean(h, lengths))
 
 
 class VectorEncoder(nn.Module):
@@ -146,11 +142,11 @@ class VectorEncoder(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(in_features, d_model), nn.GELU(), nn.Linear(d_model, d_model))
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Encoded:
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> EncoderOutput:
         if x.dim() != 2:
             raise ValueError(f"vector input must be (B, F), got {tuple(x.shape)}")
         h = self.net(x)
-        return h[:, None], torch.ones(x.shape[0], dtype=torch.int64, device=x.device), h
+        return EncoderOutput(h[:, None], torch.ones(x.shape[0], dtype=torch.int64, device=x.device), h)
 
 
 def make_encoder(spec: Union[ModalitySpec, tuple, dict], d_model: int) -> nn.Module:

@@ -204,19 +204,26 @@ class ConcatLinear(nn.Module):
             inputs = tuple(inputs[0])
         if len(inputs) != len(self.in_features):
             raise ValueError(f"expected {len(self.in_features)} inputs (in_features={self.in_features}), got {len(inputs)}")
+        return self._project(inputs)
+
+    def _project(self, inputs: Sequence[torch.Tensor], names: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """The op on ``inputs`` (one per ``in_features``), each checked first; an error calls input ``i``
+        ``inputs[i]``, or ``embeddings[names[i]]`` when the inputs are named (``ConcatFusion``)."""
         for i, (x, d) in enumerate(zip(inputs, self.in_features)):
             if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != d:
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"inputs[{i}] must be a tensor (..., {d}), got {shape}")
+                label = f"inputs[{i}]" if names is None else f"embeddings[{names[i]!r}]"
+                raise ValueError(f"{label} must be a tensor (..., {d}), got {shape}")
         return ops.concat_linear(list(inputs), self.weight, self.bias, self.activation)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, in_features: Sequence[int], activation: str = "none") -> "ConcatLinear":
-        """Wraps an ``nn.Linear`` over the concatenation (same parameters' values)."""
-        if sum(in_features) != linear.in_features:
-            raise ValueError(f"sum(in_features)={sum(in_features)} != linear.in_features={linear.in_features}")
+    def from_linear(cls, linear: nn.Linear, in_features, activation: str = "none") -> "ConcatLinear":
+        """Wraps an ``nn.Linear`` over the concatenation (same parameters' values). ``in_features`` as
+        in the constructor (a sequence of sizes here, ``{name: size}`` for ``ConcatFusion``)."""
         m = cls(in_features, linear.out_features, bias=linear.bias is not None, activation=activation,
                 device=linear.weight.device, dtype=linear.weight.dtype)
+        if sum(m.in_features) != linear.in_features:
+            raise ValueError(f"in_features add up to {sum(m.in_features)}, but linear.in_features={linear.in_features}")
         m.load_state_dict(linear.state_dict())
         return m
 
