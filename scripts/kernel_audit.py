@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
 """Kernel audit of a CUDA build of mmkernels: for every kernel in the extension and every architecture,
-registers, stack/local memory (spills), static shared memory, and counts of tensor-core MMA (HMMA),
-ldmatrix (LDSM) and async-copy (LDGSTS) instructions, read from the machine code with cuobjdump.
+registers, stack/local memory (spills), static shared memory, code size, and counts of tensor-core MMA
+(HMMA; HGMMA = wgmma), ldmatrix (LDSM), async-copy (LDGSTS), TMA (UTMALDG) and mbarrier (SYNCS)
+instructions, read from the machine code with cuobjdump.
 
-    python scripts/kernel_audit.py [path/to/_C.so] [--markdown out.md]
+    python scripts/kernel_audit.py [path/to/_C.so] [--markdown out.md] [--reference cutlass.cubin]
+
+Main-loop instruction mix of the wgmma kernels: the innermost loop that holds HGMMA (a backward branch
+and its target bound it), its instructions other than HGMMA and NOP per HGMMA, next to the same figure
+of the --reference cubin (CUTLASS's own warp-specialized GEMM of the same tile, built in the same run by
+scripts/cuda_build_check.sh from scripts/audit/cutlass_sm90_gemm.cu). Fails when an sm_90a
+concat_linear GEMM lacks HGMMA or TMA, or its figure exceeds 1.25x the reference's.
 
 The dynamic shared memory of each launch comes from the
 kernels' traits through the built module (mmkernels._C._cuda_kernel_dynamic_smem), when importable.
@@ -24,7 +31,9 @@ import shutil
 import subprocess
 import sys
 
-COUNTED = ("HMMA", "LDSM", "LDGSTS", "LDL", "STL")
+COUNTED = ("HMMA", "HGMMA", "LDSM", "LDGSTS", "UTMALDG", "SYNCS", "LDL", "STL")
+# Allowed ratio of our main loop's non-MMA instructions per HGMMA to the reference's.
+MAIN_LOOP_BUDGET = 1.25
 
 
 def run(cmd):
@@ -62,9 +71,10 @@ def demangle(names):
 
 
 def short(name: str) -> str:
-    name = re.sub(r"\((.*)\)$", "", name)  # drop the parameter list
+    name = re.sub(r"\((?:[^()]|\([^()]*\))*\)$", "", name)  # drop the parameter list
     name = re.sub(r"^void ", "", name)
     name = name.replace("mmkernels::", "").replace("(anonymous namespace)::", "").replace("gpu::", "")
+    name = name.replace("cutlass::", "").replace("cute::", "").replace("cuda::sm90::Gemm<", "Gemm<")
     return name.replace("__nv_bfloat16", "bf16").replace("__half", "half")
 
 
@@ -102,14 +112,57 @@ def audit(module: str):
         if m:
             fn = m.group(1)
             continue
-        m = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
-        if m and (fn, arch) in rows:
-            op = m.group(1)
-            for k in COUNTED:
-                if op == k:
-                    rows[(fn, arch)][k] += 1
+        if (fn, arch) not in rows and (fn, None) in rows:  # a cubin's -res-usage names no architecture
+            rows[(fn, arch)] = rows.pop((fn, None))
+        if (fn, arch) not in rows:
+            continue
+        ins = parse_instruction(line)
+        if ins:
+            row = rows[(fn, arch)]
+            row.setdefault("code", []).append(ins)
+            if ins[1] in COUNTED:
+                row[ins[1]] += 1
     names = demangle([fn for fn, _ in rows])
-    return [dict(kernel=short(names[fn]), mangled=fn, arch=arch, **v) for (fn, arch), v in rows.items()]
+    out = []
+    for (fn, arch), v in rows.items():
+        code = v.pop("code", [])
+        out.append(dict(kernel=short(names[fn]), mangled=fn, arch=arch, bytes=16 * len(code),
+                        main_loop=hgmma_loop(code), **v))
+    return out
+
+
+def parse_instruction(line):
+    """(address, opcode, branch target or None) of one SASS line of cuobjdump -sass, or None."""
+    m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)([^;]*)", line)
+    if not m:
+        return None
+    target = None
+    if m.group(2) == "BRA":
+        t = re.search(r"0x([0-9a-f]+)\s*$", m.group(3).strip())
+        target = int(t.group(1), 16) if t else None
+    return int(m.group(1), 16), m.group(2), target
+
+
+def hgmma_loop(code):
+    """(instructions other than HGMMA and NOP, HGMMA) of the innermost loop that holds HGMMA, or None."""
+    best = None
+    for addr, op, target in code:
+        if op != "BRA" or target is None or target > addr:
+            continue  # a loop: a backward branch, its body [target, addr]
+        body = [o for a, o, _ in code if target <= a <= addr]
+        mma = body.count("HGMMA")
+        if mma and (best is None or addr - target < best[0]):
+            best = (addr - target, sum(o not in ("HGMMA", "NOP") for o in body), mma)
+    return None if best is None else best[1:]
+
+
+def reference_loop(cubin: str):
+    """The reference cubin's main-loop figure (the kernel with the most HGMMA in its loop)."""
+    rows = audit(cubin)
+    loops = [r["main_loop"] for r in rows if r["main_loop"]]
+    if not loops:
+        sys.exit(f"kernel_audit: no wgmma main loop in the reference {cubin}")
+    return max(loops, key=lambda l: l[1])
 
 
 def dynamic_smem() -> dict:
@@ -125,24 +178,43 @@ def hot(row) -> bool:
     return row["kernel"].startswith("cuda::")
 
 
+def sm90_concat_linear(row) -> bool:
+    return row["arch"] == "sm_90a" and row["kernel"].startswith("cuda::sm90::gemm_kernel")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("module", nargs="?", help="the built extension (default: the importable mmkernels._C)")
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--reference", help="CUTLASS's GEMM cubin: the yardstick of the wgmma main loops")
     args = ap.parse_args()
     rows = sorted(audit(args.module or default_module()), key=lambda r: (r["kernel"], r["arch"]))
     dyn = dynamic_smem()
-    header = ("| kernel | arch | regs | stack B | static smem B | dynamic smem B | HMMA | LDSM | LDGSTS "
-              "| local ld/st (spills) |")
-    lines = [header, "|" + "---|" * 10]
-    bad = []
+    ref = reference_loop(args.reference) if args.reference else None
+    header = ("| kernel | arch | regs | stack B | static smem B | dynamic smem B | code KB | HMMA | HGMMA | LDSM | LDGSTS "
+              "| TMA | SYNCS | main loop non-MMA/MMA | local ld/st (spills) |")
+    lines = [header, "|" + "---|" * 15]
+    bad, problems = [], []
     for r in rows:
         spill = r["LDL"] + r["STL"]
         if spill and hot(r):
             bad.append(r)
+        loop = r["main_loop"]
+        ratio = loop[0] / loop[1] if loop else None
         lines.append(f"| {r['kernel']} | {r['arch']} | {r['reg']} | {r['stack']} | {r['shared']} | "
-                     f"{dyn.get(r['kernel'], '-')} | "
-                     f"{r['HMMA']} | {r['LDSM']} | {r['LDGSTS']} | {spill if spill else 'none'} |")
+                     f"{dyn.get(r['kernel'], '-')} | {r['bytes'] / 1024:.1f} | "
+                     f"{r['HMMA']} | {r['HGMMA']} | {r['LDSM']} | {r['LDGSTS']} | {r['UTMALDG']} | {r['SYNCS']} | "
+                     f"{f'{ratio:.2f} ({loop[0]}/{loop[1]})' if loop else '-'} | {spill if spill else 'none'} |")
+        if sm90_concat_linear(r):
+            if not r["HGMMA"] or not r["UTMALDG"]:
+                problems.append(f"{r['kernel']} [sm_90a] has {r['HGMMA']} HGMMA and {r['UTMALDG']} TMA loads")
+            elif ref and ratio > MAIN_LOOP_BUDGET * ref[0] / ref[1]:
+                problems.append(f"{r['kernel']} [sm_90a]: main loop {ratio:.2f} non-MMA instructions per HGMMA, "
+                                f"above {MAIN_LOOP_BUDGET} x CUTLASS's {ref[0] / ref[1]:.2f}")
+    if ref:
+        lines.append(f"\nReference (CUTLASS CollectiveBuilder GEMM, 128x128x64 bf16, cooperative): main loop "
+                     f"{ref[0] / ref[1]:.2f} non-MMA instructions per HGMMA ({ref[0]}/{ref[1]}); budget "
+                     f"{MAIN_LOOP_BUDGET}x = {MAIN_LOOP_BUDGET * ref[0] / ref[1]:.2f}.")
     table = "\n".join(lines)
     print(table)
     if args.markdown:
@@ -151,12 +223,18 @@ def main() -> int:
     if not rows:
         print("kernel_audit: no device code found in the module (was it built with MMKERNELS_CUDA=ON?)")
         return 1
+    if not any(sm90_concat_linear(r) for r in rows) and any(r["arch"] == "sm_90a" for r in rows):
+        problems.append("no sm_90a concat_linear GEMM kernel in the module")
     if bad:
         print(f"kernel_audit: {len(bad)} hot-path kernel(s) spill to local memory:")
         for r in bad:
             print(f"  {r['kernel']} [{r['arch']}]: {r['LDL']} LDL, {r['STL']} STL, stack {r['stack']} B")
+    for p in problems:
+        print(f"kernel_audit: {p}")
+    if bad or problems:
         return 1
-    print(f"kernel_audit: {len(rows)} kernel images, no spills on the hot path")
+    print(f"kernel_audit: {len(rows)} kernel images, no spills on the hot path"
+          + (", the sm_90a concat_linear GEMMs use wgmma and TMA within the main-loop budget" if ref else ""))
     return 0
 
 

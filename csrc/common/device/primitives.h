@@ -14,6 +14,12 @@
 //   ldmatrix<N, Trans>(regs, row_address)                               8x8 b16 matrix loads
 //   mma_m16n8k16<bf16|half>(d, a, b, c)  mma_m16n8k8_tf32  float_to_tf32      tensor cores
 //   to_float  from_float<T>  pack2<T>  mul_rn  exp2_fast                conversions and math
+//   store16(dst, U32x4)                                                 a 16-byte global store
+//   elect_one_sync  named_barrier_sync/arrive  setmaxnreg_inc/dec<N>    sm_90a warp specialization
+//   mbarrier_init/arrive/arrive_expect_tx/expect_tx/wait  fence_barrier_init  fence_proxy_async
+//   warpgroup_arrive/commit_batch/wait<N>                               wgmma synchronization
+//   device_arch()                                                       the GPU's (or emulated) arch, e.g. 90
+// (the tensor-core and TMA operations of sm_90a are CuTe atoms: common/device/cute.h)
 //   launch(name, kernel, grid, block, smem, stream, args...)  set_max_dynamic_smem  (host side)
 #pragma once
 

@@ -150,6 +150,9 @@ MMK_DEVICE uint32_t float_to_tf32(float x) {
   return r;
 }
 
+// ---- a 16-byte global store (dst 16-byte aligned)
+MMK_DEVICE void store16(void* dst, const U32x4& v) { *static_cast<uint4*>(dst) = make_uint4(v.x, v.y, v.z, v.w); }
+
 // ---- conversions (device intrinsics round to nearest even, like the host versions in types.h)
 MMK_DEVICE float to_float(float x) { return x; }
 MMK_DEVICE float to_float(half x) { return __half2float(x); }

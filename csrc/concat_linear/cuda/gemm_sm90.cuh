@@ -12,8 +12,9 @@
 // guarded by a "full" mbarrier (transaction bytes) and an "empty" one (one arrival per consumer).
 // Warpgroups 1 and 2 consume: each owns 64 rows of the tile, issues the stage's four k16 wgmmas from
 // shared memory and keeps one batch in flight, releasing a stage once the batch reading it completed.
-// The epilogue adds the bias and applies the activation (a template parameter) in registers and stores
-// y (and the pre-activation z when autograd needs it) or float32 split-K partials.
+// The epilogue (epilogue.cuh) adds the bias and applies the activation (a template parameter) in registers
+// and stores y (and the pre-activation z when autograd needs it) or float32 split-K partials through
+// shared memory as 16-byte row pieces.
 #pragma once
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "common/activation.h"
 #include "common/device/cute.h"
 #include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/epilogue.cuh"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
@@ -35,6 +37,7 @@ constexpr int kConsumers = 2, kThreads = 128 * (1 + kConsumers);
 // Registers after setmaxnreg: the producer needs few, the consumers hold a 64 x 128 float accumulator
 // (64 per thread) and the epilogue; 128 x 40 + 256 x 232 fits the SM's 64K.
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+constexpr int kEpilogueBarrier = 1;  // named barrier of the consumer warpgroups
 
 template <class T, bool MN>
 constexpr auto smem_atom() {
@@ -65,6 +68,7 @@ struct Gemm {
   static constexpr int kBytesA = kBM * kBK * kStages * 2, kBytesB = kBN * kBK * kStages * 2;
   static constexpr uint32_t kStageBytes = (kBM + kBN) * kBK * 2;
   static constexpr size_t kSmem = kBytesA + kBytesB + 2 * kStages * 8;
+  static_assert(EpilogueStage<kBM, kBN>::kBytes <= kBytesA + kBytesB, "the epilogue stages in the operand buffers");
   static constexpr GMMA::Major kMajorA = AMN ? GMMA::Major::MN : GMMA::Major::K;
   static constexpr GMMA::Major kMajorB = BMN ? GMMA::Major::MN : GMMA::Major::K;
   static auto tma_a(const void* p, int rows, int k, int64_t ld, std::string* e) {
@@ -81,7 +85,7 @@ struct Gemm {
     int seg_k[kMaxSegments];  // each segment's K
     GemmArgs args;            // sizes, epilogue, split
   };
-  static auto mma() {
+  static MMK_HOST_DEVICE auto mma() {
     return make_tiled_mma(dev::gmma_ss<T, Shape<_64, Int<kBN>, _16>, kMajorA, kMajorB>(),
                           Layout<Shape<Int<kConsumers>, _1, _1>>{});
   }
@@ -115,19 +119,16 @@ struct Cursor {
   }
 };
 
-// The epilogue of one accumulator element at (m, n), as GemmArgs asks (the sm_80 kernel's rules).
-template <class T, Activation kAct>
-MMK_DEVICE void store(const GemmArgs& a, int64_t m, int64_t n, float v) {
-  const int64_t o = m * a.scm + n * a.scn;
-  if (a.acc_in) v += a.acc_in[o];
-  if (a.c_is_float) {
-    static_cast<float*>(a.c)[o + int64_t(dev::block_idx().z) * a.split_stride] = v;
-    return;
+// A position in the stage ring: the stage and the parity of its current round (advanced, not divided).
+struct RingState {
+  int stage = 0, phase = 0;
+  MMK_DEVICE void advance() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
   }
-  if (a.bias) v += dev::to_float(static_cast<const T*>(a.bias)[n]);
-  if (a.z) static_cast<T*>(a.z)[o] = dev::from_float<T>(v);
-  static_cast<T*>(a.c)[o] = dev::from_float<T>(activation_forward(v, kAct));
-}
+};
 
 template <class G, class DevT, Activation kAct>
 MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_kernel(MMK_GRID_CONSTANT const typename G::Params p) {
@@ -158,9 +159,10 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_kernel(MMK_GRID_CONSTANT con
       if (dev::warp_id() == 0 && dev::elect_one_sync()) {
         Cursor at;
         at.advance(p.seg_k, run.first);
-        for (int i = 0; i < run.count; ++i, at.advance(p.seg_k, 1)) {
-          const int stage = i % kStages, phase = (i / kStages) & 1;
-          dev::mbarrier_wait(empty + stage, phase ^ 1);  // the consumers released it (first round: free)
+        RingState ring;
+        for (int i = 0; i < run.count; ++i, at.advance(p.seg_k, 1), ring.advance()) {
+          const int stage = ring.stage;
+          dev::mbarrier_wait(empty + stage, ring.phase ^ 1);  // the consumers released it (first round: free)
           dev::mbarrier_arrive_expect_tx(full + stage, G::kStageBytes);
           const int s = at.seg;
           Tensor gA = local_tile(p.tma_a[s].get_tma_tensor(make_shape(static_cast<int>(args.M), p.seg_k[s])),
@@ -187,27 +189,41 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_kernel(MMK_GRID_CONSTANT con
     Tensor tCrB = thr.make_fragment_B(thr.partition_B(sB));
     Tensor cC = thr.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<kBN>>{}));  // (row, col) of each value
     Tensor acc = thr.partition_fragment_C(make_identity_tensor(Shape<Int<kBM>, Int<kBN>>{}));
+    // The accumulators stay in registers: every loop over a fragment is unrolled (a dynamic index would
+    // put them in local memory), and the fences keep the compiler from moving accesses to them into a
+    // wgmma's pipeline stage (which serializes the wgmmas).
     mma.accumulate_ = GMMA::ScaleOut::Zero;
-    for (int i = 0; i < run.count; ++i) {
-      const int stage = i % kStages, phase = (i / kStages) & 1;
-      dev::mbarrier_wait(full + stage, phase);
+    dev::warpgroup_fence_operand(acc);
+    RingState ring;
+    int released = -1;  // the stage whose batch is still in flight
+    for (int i = 0; i < run.count; ++i, ring.advance()) {
+      const int stage = ring.stage;
+      dev::mbarrier_wait(full + stage, ring.phase);
+      dev::warpgroup_fence_operand(acc);
       dev::warpgroup_arrive();
+      MMK_UNROLL
       for (int kb = 0; kb < size<2>(tCrA); ++kb) {
         dev::wgmma(mma, tCrA(_, _, kb, stage), tCrB(_, _, kb, stage), acc);
         mma.accumulate_ = GMMA::ScaleOut::One;
       }
       dev::warpgroup_commit_batch();
       dev::warpgroup_wait<1>();  // the previous stage's batch is done: release its stage
-      if (i > 0 && ct % 128 == 0) dev::mbarrier_arrive(empty + (i - 1) % kStages);
+      dev::warpgroup_fence_operand(acc);
+      if (released >= 0 && ct % 128 == 0) dev::mbarrier_arrive(empty + released);
+      released = stage;
     }
     dev::warpgroup_wait<0>();
-    if (run.count == 0)
+    dev::warpgroup_fence_operand(acc);
+    if (run.count == 0) {
+      MMK_UNROLL
       for (int i = 0; i < size(acc); ++i) acc(i) = 0.f;
-    const int64_t m0 = int64_t(m_blk) * kBM, n0 = int64_t(n_blk) * kBN;
-    for (int i = 0; i < size(acc); ++i) {
-      const int64_t m = m0 + get<0>(cC(i)), n = n0 + get<1>(cC(i));
-      if (m < args.M && n < args.N) store<DevT, kAct>(args, m, n, acc(i));
     }
+    // Every consumer's wgmmas are done once both warpgroups pass this barrier: the stage buffers become the
+    // epilogue's staging tile.
+    auto consumers_sync = [] { dev::named_barrier_sync(kEpilogueBarrier, kConsumers * 128); };
+    consumers_sync();
+    gemm_epilogue<DevT, kAct, kBM, kBN, kConsumers * 128>(args, smem, acc, cC, int64_t(m_blk) * kBM,
+                                                          int64_t(n_blk) * kBN, ct, consumers_sync);
   }
 }
 

@@ -173,6 +173,9 @@ inline uint32_t float_to_tf32(float x) {
   return (u + 0x1000u) & 0xffffe000u;
 }
 
+// ---- a 16-byte global store (STG.128 on the device)
+inline void store16(void* dst, const U32x4& v) { std::memcpy(dst, &v, 16); }
+
 // ---- conversions
 inline float to_float(float x) { return x; }
 inline float to_float(half x) { return half_bits_to_float(x.bits); }
