@@ -179,7 +179,7 @@ def hot(row) -> bool:
 
 
 def sm90_concat_linear(row) -> bool:
-    return row["arch"] == "sm_90a" and row["kernel"].startswith("cuda::sm90::gemm_kernel")
+    return row["arch"] == "sm_90a" and row["kernel"].startswith("cuda::sm90::gemm_sm90_kernel")
 
 
 def main() -> int:

@@ -233,8 +233,27 @@ def test_backward_computes_only_the_gradients_asked_for(frozen, device):
             assert x.grad is None
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+def test_narrow_views_never_read_their_neighbours(dtype, device):
+    # Inputs that are column slices of wider tensors, whose other columns are inf / nan: the kernels read
+    # operand rows in whole 16-byte pieces and must not let the neighbours into the result (gradients too).
+    g = torch.Generator().manual_seed(5)
+    bigs = [torch.randn(37, 16, generator=g, dtype=torch.float64) for _ in range(2)]
+    bigs[0][:, 7:] = float("inf")
+    bigs[1][:, 13:] = float("nan")
+    xs = [bigs[0][:, :7].to(device, dtype), bigs[1][:, :13].to(device, dtype)]
+    w = (torch.randn(11, 20, generator=g, dtype=torch.float64) / 4).to(device, dtype)
+    grad = torch.randn(37, 11, dtype=torch.float64, device=device)
+    ref = run(R.concat_linear, [x.double() for x in xs], w.double(), None, "gelu", torch.float64, grad)
+    plain = run(R.concat_linear, xs, w, None, "gelu", dtype, grad)
+    ours = run(mmkernels.concat_linear, xs, w, None, "gelu", dtype, grad)
+    for name, o, p, r in zip(["y", "dx0", "dx1", "dW"], ours, plain, ref):
+        assert_within_budget(o, p, r, name, dtype)
+
+
 # Each architecture's 16-bit GEMM kernel, and how its name marks the dW layout (A = dZ^T).
-DW_GEMM = {"sm_90a": ("gemm_kernel<", "bool AMN = true"), "sm_80": ("tc_gemm_kernel<", "kAKMajor = true")}
+DW_GEMM = {"sm_90a": ("gemm_sm90_kernel<", "bool AMN = true"), "sm_80": ("gemm_sm80_kernel<", "bool AMN = true")}
 
 
 @pytest.mark.skipif(not mmkernels.testing.emulation_available(), reason="needs the emulation's launch log")

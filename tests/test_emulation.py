@@ -119,7 +119,7 @@ def test_emulated_arch_is_checked_scoped_and_restored():
 
 
 @needs_emulation
-@pytest.mark.parametrize("arch, kernel", [("sm_90a", "gemm_kernel<"), ("sm_80", "tc_gemm_kernel<")])
+@pytest.mark.parametrize("arch, kernel", [("sm_90a", "gemm_sm90_kernel<"), ("sm_80", "gemm_sm80_kernel<")])
 def test_emulation_dispatches_as_the_gpu_of_its_arch(arch, kernel):
     # 16-bit concat_linear: the Hopper (TMA + wgmma) GEMM on sm_90a, the mma.sync one on sm_80; the
     # sm_90a conformance kernels are refused as sm_80, as the extension refuses them on an A100.
@@ -208,10 +208,9 @@ def test_float32_attention_runs_the_tiled_kernels():
 
 # The kernels each architecture's 16-bit concat_linear runs: forward, dX = dZ W_s, dW_s = dZ^T X_s.
 TC_GEMMS = {
-    "sm_90a": ("gemm_kernel<", "bool AMN = false; bool BMN = false; Activation kAct = Activation::GELU",
-               "bool AMN = false; bool BMN = true;", "bool AMN = true; bool BMN = true;"),
-    "sm_80": ("tc_gemm_kernel<", "kAKMajor = false; bool kBKMajor = false", "kAKMajor = false; bool kBKMajor = true",
-              "kAKMajor = true; bool kBKMajor = true"),
+    arch: (f"gemm_{arch[:5].replace('_', '')}_kernel<", "bool AMN = false; bool BMN = false; Activation kAct = Activation::GELU",
+           "bool AMN = false; bool BMN = true;", "bool AMN = true; bool BMN = true;")
+    for arch in ("sm_90a", "sm_80")
 }
 
 

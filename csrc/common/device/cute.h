@@ -9,8 +9,9 @@
 //   dev::gmma_rs<T, TileShape, MajorB>()           wgmma op, A from registers (K-major)
 //   dev::smem_iter(SmemPtr<T>)                     a CuTe shared-memory iterator (checked in the emulation)
 //   dev::make_tma_load(gtensor, smem_layout, tile, &error)   host: a TMA load atom (tensor map encoded)
-//   dev::wgmma(tiled_mma, A, B, C)                 cute::gemm, its call site named in emulation reports
-//   dev::tma_copy(tma.with(bar), src, dst)         cute::copy likewise
+//   dev::atom::Sm80Mma<T>, LdsmN, LdsmT, CpAsyncZfill   the sm_80 atoms (mma.sync, ldmatrix, cp.async)
+//   dev::gemm(tiled_mma, A, B, C)                  cute::gemm, its call site named in emulation reports
+//   dev::copy(tiled_copy, src, dst)                cute::copy likewise (TMA: tma.with(barrier))
 //   dev::warpgroup_fence_operand(tensor)           keeps the compiler from moving accumulator accesses
 //   dev::kHopperCode<T>                            false in the sm_80 device pass of an nvcc build
 //
@@ -32,6 +33,9 @@
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cute/atom/mma_atom.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/atom/copy_traits_sm75.hpp>
+#include <cute/atom/copy_traits_sm80.hpp>
+#include <cute/atom/mma_traits_sm80.hpp>
 #endif
 
 namespace mmkernels::dev {
@@ -68,6 +72,27 @@ MMK_HOST_DEVICE auto gmma_rs() {
 #endif
 }
 
+// sm_80 atoms: mma.sync m16n8k16 (float32 accumulation), ldmatrix x4 (plain / transposed), cp.async of
+// 16 bytes that zero-fills when its predicate is false (.with(pred)).
+namespace atom {
+#if defined(MMK_EMULATION)
+template <class T>
+using Sm80Mma = emu_atoms::Mma<
+    std::conditional_t<std::is_same_v<T, cute::bfloat16_t>, cute::SM80_16x8x16_F32BF16BF16F32_TN, cute::SM80_16x8x16_F32F16F16F32_TN>,
+    std::is_same_v<T, cute::bfloat16_t> ? emu::MmaKind::BF16_M16N8K16 : emu::MmaKind::F16_M16N8K16>;
+using LdsmN = emu_atoms::Ldsm<cute::SM75_U32x4_LDSM_N, 4, false>;
+using LdsmT = emu_atoms::Ldsm<cute::SM75_U16x8_LDSM_T, 4, true>;
+using CpAsyncZfill = emu_atoms::CpAsyncZfill;
+#else
+template <class T>
+using Sm80Mma = std::conditional_t<std::is_same_v<T, cute::bfloat16_t>, cute::SM80_16x8x16_F32BF16BF16F32_TN,
+                                   cute::SM80_16x8x16_F32F16F16F32_TN>;
+using LdsmN = cute::SM75_U32x4_LDSM_N;
+using LdsmT = cute::SM75_U16x8_LDSM_T;
+using CpAsyncZfill = cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>;
+#endif
+}  // namespace atom
+
 template <class T> MMK_HOST_DEVICE auto smem_iter(SmemPtr<T> p) {
 #if defined(MMK_EMULATION)
   return cute::make_smem_ptr(p);
@@ -93,22 +118,22 @@ auto make_tma_load(cute::Tensor<GEngine, GLayout> const& g, SLayout const& s, Ct
 
 #if defined(MMK_EMULATION)
 template <class TiledMma, class TA, class TB, class TC>
-inline void wgmma(TiledMma const& mma, TA const& a, TB const& b, TC&& c, emu::Site site = MMK_EMU_SITE) {
-  emu_atoms::g_site = site;
+inline void gemm(TiledMma const& mma, TA const& a, TB const& b, TC&& c, emu::Site site = MMK_EMU_SITE) {
+  emu::set_call_site(site);
   cute::gemm(mma, a, b, c);
 }
 template <class Copy, class TS, class TD>
-inline void tma_copy(Copy const& copy, TS const& src, TD&& dst, emu::Site site = MMK_EMU_SITE) {
-  emu_atoms::g_site = site;
+inline void copy(Copy const& copy, TS const& src, TD&& dst, emu::Site site = MMK_EMU_SITE) {
+  emu::set_call_site(site);
   cute::copy(copy, src, dst);
 }
 template <class Tensor> inline void warpgroup_fence_operand(Tensor&) {}
 #else
 template <class TiledMma, class TA, class TB, class TC>
-MMK_DEVICE void wgmma(TiledMma const& mma, TA const& a, TB const& b, TC&& c) {
+MMK_DEVICE void gemm(TiledMma const& mma, TA const& a, TB const& b, TC&& c) {
   cute::gemm(mma, a, b, c);
 }
-template <class Copy, class TS, class TD> MMK_DEVICE void tma_copy(Copy const& copy, TS const& src, TD&& dst) {
+template <class Copy, class TS, class TD> MMK_DEVICE void copy(Copy const& copy, TS const& src, TD&& dst) {
   cute::copy(copy, src, dst);
 }
 template <class Tensor> MMK_DEVICE void warpgroup_fence_operand(Tensor& t) { cute::warpgroup_fence_operand(t); }

@@ -29,13 +29,18 @@ inline const char* elem_ptr(const at::Tensor& t, int64_t offset_elems) {
 
 // The tensor-core GEMMs read operand rows as 16-byte chunks: a unit inner stride and 16-byte aligned
 // rows. For 16-bit inputs, operands that are not so are copied once into zero-padded buffers (row
-// length rounded up to 8); float32 runs the SIMT kernel, which takes any strides.
+// length rounded up to 8); float32 runs the SIMT kernel, which takes any strides. The sm_80 kernel also
+// reads a row's last chunk whole, so there a row whose width is not a multiple of 8 must be followed by
+// zeros (a view of a wider tensor is copied); TMA (sm_90) stops at the width itself.
 inline bool chunk_rows(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat ||
          (t.stride(1) == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(0) % 8 == 0);
 }
+inline bool whole_chunks_needed(const at::Tensor& t) {
+  return t.scalar_type() != at::kFloat && device_architecture() < 90;
+}
 inline at::Tensor chunk_ready_rows(const at::Tensor& t) {  // 2-D (rows, cols)
-  if (t.numel() == 0 || chunk_rows(t)) return t;
+  if (t.numel() == 0 || (chunk_rows(t) && (t.size(1) % 8 == 0 || !whole_chunks_needed(t)))) return t;
   at::Tensor padded = at::zeros({t.size(0), (t.size(1) + 7) / 8 * 8}, t.options());
   padded.narrow(1, 0, t.size(1)).copy_(t);
   return padded;

@@ -3,7 +3,7 @@
 //
 // This file: the portable SIMT kernels with float32 accumulation (the float32 path: shared-memory
 // tiles, 4 x 4 outputs per thread), the element-wise activation gradient, and the entry points that
-// send 16-bit GEMMs to the tensor-core kernel (tc_gemm.cuh). One launch computes the whole forward: the
+// send 16-bit GEMMs to the tensor-core kernels (gemm_sm90.cuh on Hopper, gemm_sm80.cuh). One launch computes the whole forward: the
 // K loop walks the input segments (separate pointers and strides, ragged tails predicated) and bias +
 // activation run in the epilogue, so the concatenation is never formed. The same strided GEMM kernel
 // serves the backward (dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place); dz = dy * act'(z)
@@ -16,7 +16,6 @@
 #include "common/activation.h"
 #include "common/device/primitives.h"
 #include "concat_linear/cuda/concat_linear_launch.h"
-#include "concat_linear/cuda/tc_gemm.cuh"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
@@ -127,20 +126,15 @@ dev::Error simt_gemm(const GemmArgs& args, dev::Stream stream) {
   return MMK_LAUNCH(segmented_gemm_kernel<T>, grid, (dev::Dim3{kThreads, 1, 1}), kSmemBytes, stream, args);
 }
 
-// 16-bit GEMMs run on the tensor cores (tc_gemm.cuh) when every operand has a unit stride and 16-byte
-// aligned rows (the glue makes them so); float32, and anything else, on the SIMT kernel above.
+// 16-bit GEMMs run on the tensor cores: the Hopper kernel on sm_90 when TMA can load the operands, else
+// the sm_80 one when every operand row is whole 16-byte pieces (the glue makes them so); float32, and
+// anything else, on the SIMT kernel above.
 template <typename T>
 dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream) {
   if (args.M == 0 || args.N == 0) return dev::kSuccess;
   if constexpr (!std::is_same_v<T, float>) {
     if (dev::device_arch() >= 90 && sm90_takes(args)) return concat_linear_gemm_sm90<T>(args, stream);
-    switch (tc::layout_of(args)) {
-      case 0: return tc::launch<T, false, false>(args, stream);
-      case 1: return tc::launch<T, true, false>(args, stream);
-      case 2: return tc::launch<T, false, true>(args, stream);
-      case 3: return tc::launch<T, true, true>(args, stream);
-      default: break;
-    }
+    if (sm80_takes(args)) return concat_linear_gemm_sm80<T>(args, stream);
   }
   return simt_gemm<T>(args, stream);
 }

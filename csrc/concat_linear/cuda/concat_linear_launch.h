@@ -44,11 +44,13 @@ struct GemmArgs {
 };
 
 namespace tc {
-constexpr int kBM = 128, kBN = 128, kBK = 32;  // the tensor-core kernel's CTA tile (tc_gemm.cuh)
+constexpr int kBM = 128, kBN = 128, kBK = 32;  // the sm_80 tensor-core kernel's CTA tile (gemm_sm80.cuh)
 }
 
 // Multiprocessors of the current device (the emulation's fixed count under the emulation).
 int device_multiprocessors();
+// The current device's architecture, 10 * major + minor (the emulated one under the emulation).
+int device_architecture();
 
 // How many K splits a tensor-core GEMM gets: none while its output tiles fill the GPU about twice;
 // otherwise enough to do so, each split keeping at least 4 K tiles (the pipeline's depth and then
@@ -66,11 +68,14 @@ inline int split_k_for(int64_t M, int64_t N, int64_t K, int multiprocessors) {
 template <typename T>
 dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream);
 
-// The Hopper kernel alone (T = dev::bf16 or dev::half), instantiated in concat_linear_sm90_<dtype>.cu;
-// sm90_takes() tells whether it accepts the args' operands.
+// The tensor-core kernels alone (T = dev::bf16 or dev::half), instantiated in concat_linear_sm{90,80}_<dtype>.cu;
+// sm90_takes() / sm80_takes() tell whether one accepts the args' operands.
 bool sm90_takes(const GemmArgs& args);
 template <typename T>
 dev::Error concat_linear_gemm_sm90(const GemmArgs& args, dev::Stream stream);
+bool sm80_takes(const GemmArgs& args);
+template <typename T>
+dev::Error concat_linear_gemm_sm80(const GemmArgs& args, dev::Stream stream);
 
 // dz = dy * act'(z), n contiguous elements.
 template <typename T>

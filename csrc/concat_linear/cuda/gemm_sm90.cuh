@@ -25,6 +25,7 @@
 #include "common/device/cute.h"
 #include "concat_linear/cuda/concat_linear_launch.h"
 #include "concat_linear/cuda/epilogue.cuh"
+#include "concat_linear/cuda/gemm_tiles.cuh"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
@@ -91,34 +92,6 @@ struct Gemm {
   }
 };
 
-// This CTA's run of k tiles over the segments: [first, first + count) of the sequence (segment, tile),
-// tiles of kBK along each segment's K, split evenly over blockIdx.z.
-struct TileRun {
-  int first = 0, count = 0;
-};
-MMK_DEVICE TileRun tile_run(const int* seg_k, int n_seg, int split, int z) {
-  int all = 0;
-  for (int s = 0; s < n_seg; ++s) all += dev::ceil_div(seg_k[s], kBK);
-  const int per = dev::ceil_div(all, split);
-  const int first = dev::min(all, z * per);
-  return {first, dev::min(all, first + per) - first};
-}
-
-// The (segment, tile in segment) of tile `i` of the sequence (segments walked in order).
-struct Cursor {
-  int seg = 0, tile = 0;
-  MMK_DEVICE void advance(const int* seg_k, int n) {
-    for (; n > 0 && seg < kMaxSegments; ++seg, tile = 0) {
-      const int in_seg = dev::ceil_div(seg_k[seg], kBK) - tile;
-      if (n < in_seg) {
-        tile += n;
-        return;
-      }
-      n -= in_seg;
-    }
-  }
-};
-
 // A position in the stage ring: the stage and the parity of its current round (advanced, not divided).
 struct RingState {
   int stage = 0, phase = 0;
@@ -131,7 +104,7 @@ struct RingState {
 };
 
 template <class G, class DevT, Activation kAct>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_kernel(MMK_GRID_CONSTANT const typename G::Params p) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_sm90_kernel(MMK_GRID_CONSTANT const typename G::Params p) {
   if constexpr (!dev::kHopperCode<G>) {
     return;
   } else {
@@ -152,15 +125,15 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_kernel(MMK_GRID_CONSTANT con
     }
     dev::sync_threads();
     const int m_blk = static_cast<int>(dev::block_idx().x), n_blk = static_cast<int>(dev::block_idx().y);
-    const TileRun run = tile_run(p.seg_k, args.n_seg, args.split, static_cast<int>(dev::block_idx().z));
+    auto seg_k = [&](int s) { return p.seg_k[s]; };
+    const TileRun run = tile_run<kBK>(seg_k, args.n_seg, args.split, static_cast<int>(dev::block_idx().z));
 
     if (tid < 128) {  // ---- producer warpgroup
       dev::setmaxnreg_dec<kProducerRegs>();
       if (dev::warp_id() == 0 && dev::elect_one_sync()) {
-        Cursor at;
-        at.advance(p.seg_k, run.first);
+        TileCursor<kBK, decltype(seg_k)> at(seg_k, args.n_seg, run.first);
         RingState ring;
-        for (int i = 0; i < run.count; ++i, at.advance(p.seg_k, 1), ring.advance()) {
+        for (int i = 0; i < run.count; ++i, at.advance(seg_k, args.n_seg, 1), ring.advance()) {
           const int stage = ring.stage;
           dev::mbarrier_wait(empty + stage, ring.phase ^ 1);  // the consumers released it (first round: free)
           dev::mbarrier_arrive_expect_tx(full + stage, G::kStageBytes);
@@ -173,8 +146,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_kernel(MMK_GRID_CONSTANT con
                                           group_modes<0, 2>(gA));
           auto [tBg, tBs] = tma_partition(p.tma_b[s], Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sB(_, _, stage)),
                                           group_modes<0, 2>(gB));
-          dev::tma_copy(p.tma_a[s].with(*(full + stage)), tAg, tAs);
-          dev::tma_copy(p.tma_b[s].with(*(full + stage)), tBg, tBs);
+          dev::copy(p.tma_a[s].with(*(full + stage)), tAg, tAs);
+          dev::copy(p.tma_b[s].with(*(full + stage)), tBg, tBs);
         }
       }
       return;
@@ -203,7 +176,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_kernel(MMK_GRID_CONSTANT con
       dev::warpgroup_arrive();
       MMK_UNROLL
       for (int kb = 0; kb < size<2>(tCrA); ++kb) {
-        dev::wgmma(mma, tCrA(_, _, kb, stage), tCrB(_, _, kb, stage), acc);
+        dev::gemm(mma, tCrA(_, _, kb, stage), tCrB(_, _, kb, stage), acc);
         mma.accumulate_ = GMMA::ScaleOut::One;
       }
       dev::warpgroup_commit_batch();
@@ -249,10 +222,10 @@ dev::Error launch(const GemmArgs& args, dev::Stream stream) {
     if (error.empty()) p.tma_b[s] = G::tma_b(g.b, static_cast<int>(args.N), p.seg_k[s], BMN ? g.sbk : g.sbn, &error);
     if (!error.empty()) return dev::report_error(dev::kErrorInvalidValue, error);
   }
-  if (dev::Error e = dev::set_max_dynamic_smem(gemm_kernel<G, DevT, kAct>, static_cast<int>(G::kSmem)); e != dev::kSuccess)
+  if (dev::Error e = dev::set_max_dynamic_smem(gemm_sm90_kernel<G, DevT, kAct>, static_cast<int>(G::kSmem)); e != dev::kSuccess)
     return e;
   const dev::Dim3 grid{static_cast<uint32_t>(gm), static_cast<uint32_t>(gn), static_cast<uint32_t>(args.split)};
-  return MMK_LAUNCH((gemm_kernel<G, DevT, kAct>), grid, (dev::Dim3{kThreads, 1, 1}), G::kSmem, stream, p);
+  return MMK_LAUNCH((gemm_sm90_kernel<G, DevT, kAct>), grid, (dev::Dim3{kThreads, 1, 1}), G::kSmem, stream, p);
 }
 
 // Which layout the args describe (0, 2 and 3 have kernels), or -1 when an operand breaks TMA's rules (16-byte aligned base,

@@ -84,8 +84,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(128) wgmma_kernel(MMK_GRID_CONSTANT const type
       Tensor gB = p.tma_b.get_tma_tensor(make_shape(Int<N>{}, Int<kK>{}));
       auto [tAgA, tAsA] = tma_partition(p.tma_a, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sA), group_modes<0, 2>(gA));
       auto [tBgB, tBsB] = tma_partition(p.tma_b, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sB), group_modes<0, 2>(gB));
-      dev::tma_copy(p.tma_a.with(*bar), tAgA, tAsA);
-      dev::tma_copy(p.tma_b.with(*bar), tBgB, tBsB);
+      dev::copy(p.tma_a.with(*bar), tAgA, tAsA);
+      dev::copy(p.tma_b.with(*bar), tBgB, tBsB);
     }
     dev::mbarrier_wait(bar, 0);
     Tensor gD = make_tensor(make_gmem_ptr(p.d), make_shape(Int<64>{}, Int<N>{}), make_stride(Int<N>{}, Int<1>{}));
@@ -100,7 +100,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(128) wgmma_kernel(MMK_GRID_CONSTANT const type
       mma.accumulate_ = GMMA::ScaleOut::Zero;
       dev::warpgroup_arrive();
       for (int k = 0; k < size<2>(tCrA); ++k) {
-        dev::wgmma(mma, tCrA(_, _, k), tCrB(_, _, k), acc);
+        dev::gemm(mma, tCrA(_, _, k), tCrB(_, _, k), acc);
         mma.accumulate_ = GMMA::ScaleOut::One;
       }
       dev::warpgroup_commit_batch();
@@ -116,7 +116,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(128) wgmma_kernel(MMK_GRID_CONSTANT const type
       mma.accumulate_ = GMMA::ScaleOut::Zero;
       dev::warpgroup_arrive();
       for (int k = 0; k < size<2>(tCrA); ++k) {
-        dev::wgmma(mma, tCrA(_, _, k), tCrB(_, _, k), acc);
+        dev::gemm(mma, tCrA(_, _, k), tCrB(_, _, k), acc);
         mma.accumulate_ = GMMA::ScaleOut::One;
       }
       dev::warpgroup_commit_batch();
@@ -183,7 +183,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(128) tma_kernel(MMK_GRID_CONSTANT const typena
       Tensor full = domain_offset(make_coord(p.row0, p.col0), p.tma.get_tma_tensor(make_shape(p.rows, p.cols)));
       Tensor g = local_tile(full, Shape<Int<Cfg::kRows>, Int<Cfg::kCols>>{}, make_coord(0, 0));
       auto [tg, ts] = tma_partition(p.tma, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(s), group_modes<0, 2>(g));
-      dev::tma_copy(p.tma.with(*bar), tg, ts);
+      dev::copy(p.tma.with(*bar), tg, ts);
     }
     dev::mbarrier_wait(bar, 0);
     dev::SmemPtr<uint32_t> words = smem.template cast<uint32_t>();

@@ -37,6 +37,9 @@ inline size_t __cvta_generic_to_shared(const void* p) { return mmkernels::dev::e
 #include <cute/atom/mma_atom.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/arch/mma_sm90.hpp>
+#include <cute/atom/copy_traits_sm75.hpp>
+#include <cute/atom/copy_traits_sm80.hpp>
+#include <cute/atom/mma_traits_sm80.hpp>
 
 namespace mmkernels::dev {
 MMK_BACKEND_BEGIN
@@ -72,8 +75,6 @@ struct EmuAccum : emu::AccumReg {
 
 namespace emu_atoms {
 
-// Where the kernel called dev::wgmma / dev::tma_copy (CuTe's algorithms sit between it and the atom).
-inline thread_local emu::Site g_site;
 
 template <class T> constexpr emu::WgmmaType wgmma_type() {
   if constexpr (std::is_same_v<T, cute::bfloat16_t>) return emu::WgmmaType::BF16;
@@ -121,7 +122,7 @@ struct Gmma {
       [&]<size_t... I>(std::index_sequence<I...>) {
         ((d[I] = static_cast<emu::AccumReg*>(&std::get<kA + 1 + I>(t))), ...);
       }(std::make_index_sequence<N / 2>{});
-      emu::wgmma_issue(shape, desc_a, ARegs ? a : nullptr, desc_b, d, g_site);
+      emu::wgmma_issue(shape, desc_a, ARegs ? a : nullptr, desc_b, d, emu::call_site());
     }
   };
   static constexpr Issue fma{};
@@ -134,7 +135,58 @@ struct TmaLoadOp {
     template <class... Crd>
     void operator()(void const* desc, uint64_t* mbar, uint64_t /*cache_hint*/, void* dst, Crd const&... crd) const {
       const int32_t coords[] = {static_cast<int32_t>(crd)...};
-      emu::tma_load(desc, mbar, dst, coords, static_cast<int>(sizeof...(Crd)), g_site);
+      emu::tma_load(desc, mbar, dst, coords, static_cast<int>(sizeof...(Crd)), emu::call_site());
+    }
+  };
+  static constexpr Copy copy{};
+};
+
+// ---- sm_80 atoms: mma.sync m16n8k16, ldmatrix, cp.async (zero-filling when its predicate is false).
+template <class Real, emu::MmaKind kKind>
+struct Mma {
+  using DRegisters = float[4];
+  using ARegisters = uint32_t[4];
+  using BRegisters = uint32_t[2];
+  using CRegisters = float[4];
+  struct Fma {
+    void operator()(float& d0, float& d1, float& d2, float& d3, uint32_t const& a0, uint32_t const& a1,
+                    uint32_t const& a2, uint32_t const& a3, uint32_t const& b0, uint32_t const& b1, float const& c0,
+                    float const& c1, float const& c2, float const& c3) const {
+      const uint32_t a[4] = {a0, a1, a2, a3}, b[2] = {b0, b1};
+      const float c[4] = {c0, c1, c2, c3};
+      float d[4];
+      emu::mma(kKind, d, a, b, c, emu::call_site());
+      d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3];
+    }
+  };
+  static constexpr Fma fma{};
+};
+
+// ldmatrix: CuTe hands the atom the lane's row as a shared-memory element (a checked reference here).
+template <class Real, int kNum, bool kTrans>
+struct Ldsm {
+  using SRegisters = typename Real::SRegisters;
+  using DRegisters = typename Real::DRegisters;
+  struct Copy {
+    template <class Row, class... Regs>
+    void operator()(Row const& row, Regs&... regs) const {
+      static_assert(sizeof...(Regs) == kNum, "ldmatrix registers");
+      uint32_t r[kNum];
+      emu::ldmatrix(r, kNum, kTrans, row.ptr(), emu::call_site());
+      int i = 0;
+      ((regs = r[i++]), ...);
+    }
+  };
+  static constexpr Copy copy{};
+};
+
+struct CpAsyncZfill {
+  using SRegisters = cute::uint128_t[1];
+  using DRegisters = cute::uint128_t[1];
+  struct Copy {
+    template <class Dst>
+    void operator()(cute::uint128_t const& src, Dst&& dst, bool pred) const {
+      emu::cp_async(dst.ptr(), &src, 16, pred ? 16 : 0, emu::call_site());
     }
   };
   static constexpr Copy copy{};
@@ -146,6 +198,33 @@ MMK_BACKEND_END
 }  // namespace mmkernels::dev
 
 namespace cute {
+
+template <class Real, mmkernels::dev::emu::MmaKind kKind>
+struct MMA_Traits<mmkernels::dev::emu_atoms::Mma<Real, kKind>> : MMA_Traits<Real> {};
+
+template <class Real, int kNum, bool kTrans>
+struct Copy_Traits<mmkernels::dev::emu_atoms::Ldsm<Real, kNum, kTrans>> : Copy_Traits<Real> {};
+
+// The zero-filling cp.async: CuTe's traits for SM80_CP_ASYNC_CACHEGLOBAL_ZFILL, with the emulated copy.
+template <>
+struct Copy_Traits<mmkernels::dev::emu_atoms::CpAsyncZfill> {
+  using ThrID = Layout<_1>;
+  using SrcLayout = Layout<Shape<_1, Int<128>>>;
+  using DstLayout = Layout<Shape<_1, Int<128>>>;
+  using RefLayout = SrcLayout;
+  bool pred = true;
+  CUTE_HOST_DEVICE constexpr Copy_Traits with(bool p) const { return {p}; }
+  template <class TS, class SLayout, class TD, class DLayout>
+  CUTE_HOST_DEVICE friend constexpr void copy_unpack(Copy_Traits const& traits, Tensor<TS, SLayout> const& src,
+                                                     Tensor<TD, DLayout>& dst) {
+    static_assert(is_gmem<TS>::value, "Expected gmem source for cp.async.");
+    static_assert(is_smem<TD>::value, "Expected smem destination for cp.async.");
+    Tensor rS = recast<uint128_t>(src);
+    Tensor rD = recast<uint128_t>(dst);
+    CUTE_STATIC_ASSERT_V(size(rS) == Int<1>{}, "cp.async copies 16 bytes");
+    mmkernels::dev::emu_atoms::CpAsyncZfill::copy(rS[0], rD[0], traits.pred);
+  }
+};
 
 template <class Real, bool ARegs, GMMA::Major MajorA, GMMA::Major MajorB>
 struct MMA_Traits<mmkernels::dev::emu_atoms::Gmma<Real, ARegs, MajorA, MajorB>> : MMA_Traits<Real> {

@@ -94,6 +94,8 @@ class SmemRef {
     return *this;
   }
   SmemRef& operator=(const SmemRef& o) requires(!std::is_const_v<T>) { return *this = static_cast<V>(o); }
+  // The element's host address (for the primitives that take shared addresses: ldmatrix, cp.async).
+  T* ptr() const { return p_; }
   template <typename U> SmemRef& operator+=(const U& x) requires(!std::is_const_v<T>) {
     return *this = static_cast<V>(static_cast<V>(*this) + x);
   }

@@ -831,6 +831,9 @@ uint32_t vote(VoteMode mode, uint32_t mask, bool pred, Site site) {
 
 void* smem_base() { return L().smem; }
 
+void set_call_site(Site site) { cur().call_site = site; }
+Site call_site() { return cur().call_site; }
+
 uint32_t smem_address(const void* p) {
   const int64_t off = smem_offset(p, 0, "converts (cvta.to.shared) a pointer", Site{});
   return off < 0 ? 0u : static_cast<uint32_t>(off);

@@ -119,6 +119,11 @@ void wgmma_wait(int pending, Site site);
 // A thread touches an accumulator register (reads or writes it): checked against in-flight wgmmas.
 // `pc`: where in the kernel's code (reports give it for addr2line).
 void accum_access(AccumReg* reg, const void* pc);
+// The kernel line a CuTe operation was called from (dev::gemm / dev::copy set it; the atoms CuTe calls
+// report it): per CUDA thread, as fibers interleave inside one operation.
+void set_call_site(Site site);
+Site call_site();
+
 // The shared-memory offset of a pointer into the running block's shared memory (cvta.to.shared).
 uint32_t smem_address(const void* p);
 

@@ -79,6 +79,7 @@ struct ThreadState {
   Site wait_site;
   std::string wait_what;  // what a blocked thread waits for (deadlock reports)
   uint32_t wait_bar_off = 0;  // the mbarrier it waits on (State::AtMbarrier)
+  Site call_site;             // the kernel line of the CuTe operation in progress
   Fiber fiber;
   std::vector<AsyncCopy> uncommitted;
   std::deque<std::vector<AsyncCopy>> groups;

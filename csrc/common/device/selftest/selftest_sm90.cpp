@@ -48,7 +48,7 @@ template <class Tile> void tma_load_tile(const Tma& tma, Tile&& tile, uint64_t* 
   mbarrier_arrive_expect_tx(bar, bytes);
   Tensor g = tma.get_tma_tensor(make_shape(Int<64>{}, Int<64>{}));
   auto [tg, ts] = tma_partition(tma, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(tile), group_modes<0, 2>(g));
-  tma_copy(tma.with(*bar), tg, ts);
+  dev::copy(tma.with(*bar), tg, ts);
 }
 
 void init_barriers(const Smem& s, int n, int count = 1) {
@@ -81,7 +81,7 @@ void one_wgmma(const Smem& s, float* out, bool fence, Before before_wait, After 
   mma.accumulate_ = GMMA::ScaleOut::Zero;
   if (fence) warpgroup_arrive();
   for (int k = 0; k < size<2>(tA); ++k) {
-    wgmma(mma, tA(_, _, k), tB(_, _, k), acc);
+    dev::gemm(mma, tA(_, _, k), tB(_, _, k), acc);
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
   warpgroup_commit_batch();
