@@ -97,21 +97,27 @@ def _autocast(*tensors):
 # through the dispatcher as registered (what opcheck/compile test).
 
 
-def _in_dispatch_mode() -> bool:  # any TorchDispatchMode, infra modes (fake, proxy, functional) included
+def _lookup_in_dispatch_mode():
     from torch.utils import _python_dispatch as pd
 
-    if hasattr(pd, "is_in_torch_dispatch_mode"):
-        return pd.is_in_torch_dispatch_mode()
-    return torch._C._len_torch_dispatch_stack() > 0
+    return getattr(pd, "is_in_torch_dispatch_mode", None) or (lambda: torch._C._len_torch_dispatch_stack() > 0)
+
+
+# any TorchDispatchMode, infra modes (fake, proxy, functional) included; looked up once (every eager
+# call asks these, so they are bound here rather than found through their modules each time)
+_in_dispatch_mode = _lookup_in_dispatch_mode()
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
+_torch_function_modes = torch._C._len_torch_function_stack
+_TENSOR = torch.Tensor
+_FAST_DEVICES = ("cpu", "cuda")
 
 
 def _eager_fast_path(tensors) -> bool:
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
-        return False
-    if _in_dispatch_mode() or torch._C._len_torch_function_stack() > 0:
+    if _is_compiling() or _functorch_active() or _in_dispatch_mode() or _torch_function_modes() > 0:
         return False
     for t in tensors:
-        if t is not None and (type(t) is not torch.Tensor or t.device.type not in ("cpu", "cuda")):
+        if t is not None and (type(t) is not _TENSOR or t.device.type not in _FAST_DEVICES):
             return False
     return True
 

@@ -21,20 +21,25 @@ def _validate_concat_linear(inputs, weight, bias, activation):
         raise TypeError(f"inputs must be a non-empty list or tuple of tensors, got {type(inputs).__name__}")
     if len(inputs) == 0:
         raise ValueError("inputs must be a non-empty list or tuple of tensors, got an empty one")
+    # (names are formatted only on failure: this runs on every eager call)
     for i, x in enumerate(inputs):
-        _check_tensor(x, f"inputs[{i}]")
+        if not isinstance(x, torch.Tensor):
+            _check_tensor(x, f"inputs[{i}]")
     x0 = inputs[0]
     if x0.dim() < 1:
         raise ValueError("inputs[0] must have at least one dimension (..., d_0), got a 0-D tensor")
     _check_float(x0, "inputs[0]")
-    lead = _shape(x0)[:-1]
-    for i, x in enumerate(inputs[1:], start=1):
-        if x.dtype != x0.dtype:
+    dtype, device, lead = x0.dtype, x0.device, x0.shape[:-1]
+    for i in range(1, len(inputs)):
+        x = inputs[i]
+        if x.dtype != dtype:
             raise TypeError(f"inputs[{i}] must have dtype {x0.dtype} like inputs[0], got {x.dtype}")
-        _check_device(x, f"inputs[{i}]", x0, "inputs[0]")
-        if x.dim() != x0.dim() or _shape(x)[:-1] != lead:
+        if x.device != device:
+            _check_device(x, f"inputs[{i}]", x0, "inputs[0]")
+        if x.shape[:-1] != lead:
             raise ValueError(
-                f"inputs[{i}] must have the leading shape {lead} of inputs[0] (all but the last dim), got {_shape(x)}"
+                f"inputs[{i}] must have the leading shape {_shape(x0)[:-1]} of inputs[0] (all but the last dim), "
+                f"got {_shape(x)}"
             )
     _check_tensor(weight, "weight")
     K = sum(x.shape[-1] for x in inputs)
