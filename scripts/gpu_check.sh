@@ -87,10 +87,10 @@ for tool in memcheck racecheck synccheck initcheck; do
 done
 rm -f "$OUT/san.tmp"
 
-stamp "ncu: attention B4 L2048 H16 D128 and concat_linear M8192 256+256+128 N512, bf16 fwd+bwd (if time is left)"
+stamp "ncu: attention B4 L2048 H16 D128 and concat_linear M8192 256+256+128 N512 (the Hopper GEMM), bf16 fwd+bwd (if time is left)"
 t=$(box 90)
 if (( t >= 30 )); then
-  timeout "$t" ncu --clock-control none --kernel-name regex:"flash|tc_gemm" --launch-count 11 --section SpeedOfLight \
+  timeout "$t" ncu --clock-control none --kernel-name regex:"flash|gemm_sm" --launch-count 11 --section SpeedOfLight \
     --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats python3 scripts/ncu_workload.py > "$OUT/ncu.txt" 2>&1
   RC[ncu]=$?
   grep -E "^  [a-z].*(flash_|tc_gemm)|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|No Eligible" \

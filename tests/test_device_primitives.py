@@ -2,7 +2,7 @@
 
 Each primitive runs in a one-warp kernel (csrc/common/device/conformance/) on per-lane inputs; the
 expected per-lane results are built here, independently of the C++ code, from the PTX ISA 9.0 / CUDA
-Programming Guide text (shared/research/cuda-host-emulation.md): mma fragment layouts (PTX
+Programming Guide text (docs/research/cuda-host-emulation.md): mma fragment layouts (PTX
 9.7.14.5.8 and 9.7.14.5.7), ldmatrix lanes and fragments (9.7.14.5.15), shuffle source lanes, votes,
 cp.async zero-fill, round-to-nearest-even conversions.
 
