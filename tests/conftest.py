@@ -15,8 +15,8 @@ EMULATED_ARCH = {EMULATED: "sm_90a", "emulated_sm80": "sm_80"}
 # The one rule for CUDA tests: they need a GPU and a CUDA build of mmkernels. A test that needs them is
 # marked `cuda` (or takes the "cuda" device parameter) and is skipped here otherwise.
 HAS_CUDA = torch.cuda.is_available() and bool(mmkernels.ops._C.with_cuda)
-# Hopper (sm_90) kernels and primitives need an sm_90 GPU.
-HAS_SM90 = HAS_CUDA and torch.cuda.get_device_capability() >= (9, 0)
+# The sm_90a (Hopper) kernels and primitives run on a 9.0 GPU only (arch-specific code; dev::sm90a_runs).
+HAS_SM90 = HAS_CUDA and torch.cuda.get_device_capability() == (9, 0)
 DEVICES = (
     ["cpu"]
     + (list(EMULATED_ARCH) if mmkernels.testing.emulation_available() else [])

@@ -19,6 +19,7 @@
 //   mbarrier_init/arrive/arrive_expect_tx/expect_tx/wait  fence_barrier_init  fence_proxy_async
 //   warpgroup_arrive/commit_batch/wait<N>                               wgmma synchronization
 //   device_arch()                                                       the GPU's (or emulated) arch, e.g. 90
+//   sm90a_runs()                                                        whether the sm_90a (wgmma/TMA) kernels run here
 // (the tensor-core and TMA operations of sm_90a are CuTe atoms: common/device/cute.h)
 //   launch(name, kernel, grid, block, smem, stream, args...)  set_max_dynamic_smem  (host side)
 #pragma once

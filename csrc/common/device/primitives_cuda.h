@@ -237,6 +237,23 @@ inline int device_arch() {
     return 0;
   return 10 * major + minor;
 }
+// Whether a CUDA graph is being captured on `stream` (a host synchronisation would be illegal).
+inline Error stream_capturing(Stream stream, bool* capturing) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const Error e = cudaStreamIsCapturing(stream, &status);
+  *capturing = status != cudaStreamCaptureStatusNone;
+  return e;
+}
+// Whether the sm_90a kernels (wgmma, TMA) run on the current device: only on a 9.0 GPU (arch-specific
+// sm_90a code runs nowhere else; newer GPUs JIT the sm_80 PTX, in which those kernels are empty) and
+// only if this build compiled them (MMKERNELS_CUDA_ARCHS holds 90a: CMake defines MMK_BUILT_SM90A).
+inline bool sm90a_runs() {
+#if defined(MMK_BUILT_SM90A)
+  return device_arch() == 90;
+#else
+  return false;
+#endif
+}
 inline int multiprocessor_count() {
   int dev = 0, v = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)

@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/device/device_queries.h"
 #include "common/device/torch_check.h"
 #include "common/dispatch.h"
 #include "concat_linear/concat_linear_glue.h"
@@ -37,7 +38,7 @@ inline bool chunk_rows(const at::Tensor& t) {
          (t.stride(1) == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(0) % 8 == 0);
 }
 inline bool whole_chunks_needed(const at::Tensor& t) {
-  return t.scalar_type() != at::kFloat && device_architecture() < 90;
+  return t.scalar_type() != at::kFloat && !device_runs_sm90a();
 }
 inline at::Tensor chunk_ready_rows(const at::Tensor& t) {  // 2-D (rows, cols)
   if (t.numel() == 0 || (chunk_rows(t) && (t.size(1) % 8 == 0 || !whole_chunks_needed(t)))) return t;

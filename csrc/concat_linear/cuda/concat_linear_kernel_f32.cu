@@ -1,12 +1,9 @@
-// Instantiation of the CUDA concat_linear kernels for float (torch-free), and the device query the
-// glue sizes split-K with.
+// Instantiation of the CUDA concat_linear kernels for float (torch-free).
 #include "concat_linear/cuda/concat_linear_kernels.cuh"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
 template dev::Error concat_linear_gemm<float>(const GemmArgs&, dev::Stream);
 template dev::Error concat_linear_act_grad<float>(const void*, const void*, void*, int64_t, Activation, dev::Stream);
-int device_multiprocessors() { return dev::multiprocessor_count(); }
-int device_architecture() { return dev::device_arch(); }
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

@@ -133,7 +133,7 @@ template <typename T>
 dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream) {
   if (args.M == 0 || args.N == 0) return dev::kSuccess;
   if constexpr (!std::is_same_v<T, float>) {
-    if (dev::device_arch() >= 90 && sm90_takes(args)) return concat_linear_gemm_sm90<T>(args, stream);
+    if (dev::sm90a_runs() && sm90_takes(args)) return concat_linear_gemm_sm90<T>(args, stream);
     if (sm80_takes(args)) return concat_linear_gemm_sm80<T>(args, stream);
   }
   return simt_gemm<T>(args, stream);

@@ -47,11 +47,6 @@ namespace tc {
 constexpr int kBM = 128, kBN = 128, kBK = 32;  // the sm_80 tensor-core kernel's CTA tile (gemm_sm80.cuh)
 }
 
-// Multiprocessors of the current device (the emulation's fixed count under the emulation).
-int device_multiprocessors();
-// The current device's architecture, 10 * major + minor (the emulated one under the emulation).
-int device_architecture();
-
 // How many K splits a tensor-core GEMM gets: none while its output tiles fill the GPU about twice;
 // otherwise enough to do so, each split keeping at least 4 K tiles (the pipeline's depth and then
 // some). The weight gradient needs it: its N x d output is small and its K (all M rows) long.

@@ -213,7 +213,7 @@ dev::Error dispatch(int index, F&& f, std::index_sequence<I...>) {
 }  // namespace
 
 dev::Error run_sm90(const Args& a, dev::Stream stream) {
-  if (dev::device_arch() < 90) return dev::kErrorInvalidValue;  // the kernels are sm_90a code
+  if (!dev::sm90a_runs()) return dev::kErrorInvalidValue;  // the kernels are sm_90a code
   if (a.primitive == Primitive::Wgmma)
     return dispatch(a.mode, [&](auto i) { return run_wgmma_case<decltype(i)::value>(a, stream); },
                     std::make_index_sequence<std::size(kWgmmaCases)>{});

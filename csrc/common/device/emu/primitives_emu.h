@@ -242,6 +242,12 @@ inline int max_dynamic_smem_optin() { return emu::max_dynamic_smem_optin(); }
 inline int multiprocessor_count() { return emu::multiprocessor_count(); }
 // The emulated architecture (emulated_cuda(arch=...)): 80 or 90.
 inline int device_arch() { return emu::arch(); }
+inline Error stream_capturing(Stream, bool* capturing) {  // the emulation has no graphs
+  *capturing = false;
+  return kSuccess;
+}
+// Whether the sm_90a kernels run (primitives_cuda.h): the emulation runs them when it emulates sm_90a.
+inline bool sm90a_runs() { return emu::arch() == 90; }
 
 MMK_BACKEND_END
 }  // namespace mmkernels::dev
