@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "common/activation.h"
+#include "common/checks.h"
 #include "common/device/conformance/conformance.h"
 #include "common/cpu_dispatch.h"
 #include "common/dtype.h"
@@ -56,6 +57,9 @@ PYBIND11_MODULE(_C, m) {
         return mmkernels::lse_dtype(d) == DType::Float64 ? "float64" : "float32";
       },
       "dtype name of cross_attention's saved log-sum-exp for an input dtype name (common/dtype.h)");
+  m.def(
+      "_set_debug_checks", [](bool on) { return mmkernels::debug_checks().exchange(on); },
+      "Turn the checks that synchronise host and device on or off (common/checks.h); returns the previous state");
 #ifdef MMK_WITH_CUDA
   m.attr("with_cuda") = true;
   m.def("_cuda_kernel_dynamic_smem", &mmkernels::cuda::flash_dynamic_smem,

@@ -7,7 +7,7 @@
 Both are real PyTorch custom operators (torch.ops.mmkernels.*) with CPU kernels (and CUDA kernels in
 a CUDA build), autograd, fake tensors for torch.compile, and plain-PyTorch references in
 `mmkernels.reference`. Inside `use_reference_ops()` both (and every layer and model built on them) run
-the references; `cpu_capability()` names the CPU kernel variant in use; `testing.emulated_cuda()` runs
+the references; inside `debug_checks()` checks that synchronise host and device run; `cpu_capability()` names the CPU kernel variant in use; `testing.emulated_cuda()` runs
 the CUDA kernels on the CPU.
 
 Subpackages, imported on first use: `nn` (layers and fusion modules), `models` (fusion classifiers),
@@ -17,7 +17,7 @@ Subpackages, imported on first use: `nn` (layers and fusion modules), `models` (
 from __future__ import annotations
 
 from . import reference, testing
-from .ops import concat_linear, cross_attention, cpu_capability, use_reference_ops, using_reference_ops
+from .ops import concat_linear, cross_attention, cpu_capability, debug_checks, use_reference_ops, using_reference_ops
 
 __version__ = "0.1.0"
 
@@ -40,5 +40,5 @@ def __dir__():
     return sorted(set(globals()) | set(_SUBPACKAGES))
 
 
-__all__ = ["cross_attention", "concat_linear", "use_reference_ops", "using_reference_ops", "cpu_capability",
+__all__ = ["cross_attention", "concat_linear", "use_reference_ops", "using_reference_ops", "debug_checks", "cpu_capability",
            "reference", "testing", *_SUBPACKAGES, "__version__"]

@@ -59,12 +59,16 @@ print(f"[cuda-build] import ok; CUDA kernels registered for {len(ops)} ops: {', 
 PY
 )
 module="$(cd "$build_dir" && "$VENV/bin/python" -c 'import importlib.util as u; print(u.find_spec("mmkernels._C").origin)')"
-# The audit's yardstick: CUTLASS's own Hopper GEMM of the same tile, compiled in this run.
+# The audit's yardsticks: CUTLASS's own Hopper GEMM and FMHA of our tiles, compiled in this run.
 cutlass_inc="$("$VENV/bin/python" -c "import importlib.util as u, os; print(os.path.join(u.find_spec('cutlass_library').submodule_search_locations[0], 'source', 'include'))")"
 t0=$(date +%s)
 "$NVCC" -std=c++17 -O3 -DNDEBUG -arch=sm_90a -cubin --expt-relaxed-constexpr -I"$cutlass_inc" \
   -o "$build_dir/cutlass_sm90_gemm.cubin" "$ROOT/scripts/audit/cutlass_sm90_gemm.cu"
-echo "[cuda-build] CUTLASS reference GEMM compiled in $(( $(date +%s) - t0 ))s"
+"$NVCC" -std=c++17 -O3 -DNDEBUG -arch=sm_90a -cubin --expt-relaxed-constexpr -I"$cutlass_inc" \
+  -I"$cutlass_inc/../examples/88_hopper_fmha" \
+  -o "$build_dir/cutlass_sm90_fmha.cubin" "$ROOT/scripts/audit/cutlass_sm90_fmha.cu"
+echo "[cuda-build] CUTLASS reference GEMM and FMHA compiled in $(( $(date +%s) - t0 ))s"
 "$VENV/bin/python" "$ROOT/scripts/kernel_audit.py" "$module" --reference "$build_dir/cutlass_sm90_gemm.cubin" \
+  --attention-reference "$build_dir/cutlass_sm90_fmha.cubin" \
   ${AUDIT_MARKDOWN:+--markdown "$AUDIT_MARKDOWN"}
 echo "[cuda-build] done in $(( $(date +%s) - start ))s"

@@ -2,15 +2,19 @@
 """Kernel audit of a CUDA build of mmkernels: for every kernel in the extension and every architecture,
 registers, stack/local memory (spills), static shared memory, code size, and counts of tensor-core MMA
 (HMMA; HGMMA = wgmma), ldmatrix (LDSM), async-copy (LDGSTS), TMA (UTMALDG) and mbarrier (SYNCS)
-instructions, read from the machine code with cuobjdump.
+instructions, and setmaxnreg (USETMAXREG), read from the machine code with cuobjdump.
 
-    python scripts/kernel_audit.py [path/to/_C.so] [--markdown out.md] [--reference cutlass.cubin]
+    python scripts/kernel_audit.py [path/to/_C.so] [--markdown out.md] [--reference cutlass_gemm.cubin]
+                                   [--attention-reference cutlass_fmha.cubin]
 
 Main-loop instruction mix of the wgmma kernels: the innermost loop that holds HGMMA (a backward branch
 and its target bound it), its instructions other than HGMMA and NOP per HGMMA, next to the same figure
-of the --reference cubin (CUTLASS's own warp-specialized GEMM of the same tile, built in the same run by
-scripts/cuda_build_check.sh from scripts/audit/cutlass_sm90_gemm.cu). Fails when an sm_90a
-concat_linear GEMM lacks HGMMA or TMA, or its figure exceeds 1.25x the reference's.
+of CUTLASS's own kernel of the same tile, built in the same run by scripts/cuda_build_check.sh: its
+warp-specialized GEMM (--reference, scripts/audit/cutlass_sm90_gemm.cu) for concat_linear, its Hopper
+FMHA forward (--attention-reference, scripts/audit/cutlass_sm90_fmha.cu: examples/88_hopper_fmha,
+head dim 128) for cross_attention. Fails when an sm_90a concat_linear GEMM lacks HGMMA or TMA, an
+sm_90a attention forward lacks HGMMA, TMA or setmaxnreg, or a figure exceeds 1.25x CUTLASS's (for
+attention: the head-dim-128 kernels, the reference's tile).
 
 The dynamic shared memory of each launch comes from the
 kernels' traits through the built module (mmkernels._C._cuda_kernel_dynamic_smem), when importable.
@@ -31,7 +35,7 @@ import shutil
 import subprocess
 import sys
 
-COUNTED = ("HMMA", "HGMMA", "LDSM", "LDGSTS", "UTMALDG", "SYNCS", "LDL", "STL")
+COUNTED = ("HMMA", "HGMMA", "LDSM", "LDGSTS", "UTMALDG", "SYNCS", "USETMAXREG", "LDL", "STL")
 # Allowed ratio of our main loop's non-MMA instructions per HGMMA to the reference's.
 MAIN_LOOP_BUDGET = 1.25
 
@@ -146,8 +150,11 @@ def parse_instruction(line):
 def hgmma_loop(code):
     """(instructions other than HGMMA and NOP, HGMMA) of the innermost loop that holds HGMMA, or None."""
     best = None
+    # ptxas places the retry paths of mbarrier waits after the function's last EXIT and branches from
+    # there back into the body: such a branch is no loop, so only branches before the last EXIT count.
+    end = max((a for a, o, _ in code if o == "EXIT"), default=None)
     for addr, op, target in code:
-        if op != "BRA" or target is None or target > addr:
+        if op != "BRA" or target is None or target > addr or (end is not None and addr > end):
             continue  # a loop: a backward branch, its body [target, addr]
         body = [o for a, o, _ in code if target <= a <= addr]
         mma = body.count("HGMMA")
@@ -182,18 +189,33 @@ def sm90_concat_linear(row) -> bool:
     return row["arch"] == "sm_90a" and row["kernel"].startswith("cuda::sm90::gemm_sm90_kernel")
 
 
+def sm90_attention(row) -> bool:
+    return row["arch"] == "sm_90a" and row["kernel"].startswith("cuda::flash_sm90::flash_sm90_fwd_kernel")
+
+
+# The kernel families held to CUTLASS's figure: (which kernels, the opcodes they must have, which of
+# them share the reference's tile and so its budget, reference option, what the reference is).
+FAMILIES = (
+    (sm90_concat_linear, ("HGMMA", "UTMALDG"), lambda r: True, "reference",
+     "CUTLASS CollectiveBuilder GEMM, 128x128x64 bf16, cooperative"),
+    (sm90_attention, ("HGMMA", "UTMALDG", "USETMAXREG"), lambda r: re.search(r"Fwd<[^<>]*, 128>", r["kernel"]),
+     "attention_reference", "CUTLASS examples/88_hopper_fmha forward, 128x128 hdim 128 fp16, cooperative"),
+)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("module", nargs="?", help="the built extension (default: the importable mmkernels._C)")
     ap.add_argument("--markdown", help="also write the table to this file")
-    ap.add_argument("--reference", help="CUTLASS's GEMM cubin: the yardstick of the wgmma main loops")
+    ap.add_argument("--reference", help="CUTLASS's GEMM cubin: the yardstick of concat_linear's main loops")
+    ap.add_argument("--attention-reference", help="CUTLASS's FMHA cubin: the yardstick of the attention forward")
     args = ap.parse_args()
     rows = sorted(audit(args.module or default_module()), key=lambda r: (r["kernel"], r["arch"]))
     dyn = dynamic_smem()
-    ref = reference_loop(args.reference) if args.reference else None
+    refs = {opt: reference_loop(getattr(args, opt)) if getattr(args, opt) else None for *_, opt, _ in FAMILIES}
     header = ("| kernel | arch | regs | stack B | static smem B | dynamic smem B | code KB | HMMA | HGMMA | LDSM | LDGSTS "
-              "| TMA | SYNCS | main loop non-MMA/MMA | local ld/st (spills) |")
-    lines = [header, "|" + "---|" * 15]
+              "| TMA | SYNCS | setmaxnreg | main loop non-MMA/MMA | local ld/st (spills) |")
+    lines = [header, "|" + "---|" * 16]
     bad, problems = [], []
     for r in rows:
         spill = r["LDL"] + r["STL"]
@@ -204,17 +226,24 @@ def main() -> int:
         lines.append(f"| {r['kernel']} | {r['arch']} | {r['reg']} | {r['stack']} | {r['shared']} | "
                      f"{dyn.get(r['kernel'], '-')} | {r['bytes'] / 1024:.1f} | "
                      f"{r['HMMA']} | {r['HGMMA']} | {r['LDSM']} | {r['LDGSTS']} | {r['UTMALDG']} | {r['SYNCS']} | "
-                     f"{f'{ratio:.2f} ({loop[0]}/{loop[1]})' if loop else '-'} | {spill if spill else 'none'} |")
-        if sm90_concat_linear(r):
-            if not r["HGMMA"] or not r["UTMALDG"]:
-                problems.append(f"{r['kernel']} [sm_90a] has {r['HGMMA']} HGMMA and {r['UTMALDG']} TMA loads")
-            elif ref and ratio > MAIN_LOOP_BUDGET * ref[0] / ref[1]:
+                     f"{r['USETMAXREG']} | {f'{ratio:.2f} ({loop[0]}/{loop[1]})' if loop else '-'} | "
+                     f"{spill if spill else 'none'} |")
+        for member, needed, same_tile, opt, _ in FAMILIES:
+            if not member(r):
+                continue
+            ref = refs[opt]
+            if not all(r[op] for op in needed):
+                problems.append(f"{r['kernel']} [sm_90a] lacks " + ", ".join(op for op in needed if not r[op]))
+            elif not loop:
+                problems.append(f"{r['kernel']} [sm_90a] has no wgmma main loop")
+            elif ref and same_tile(r) and ratio > MAIN_LOOP_BUDGET * ref[0] / ref[1]:
                 problems.append(f"{r['kernel']} [sm_90a]: main loop {ratio:.2f} non-MMA instructions per HGMMA, "
                                 f"above {MAIN_LOOP_BUDGET} x CUTLASS's {ref[0] / ref[1]:.2f}")
-    if ref:
-        lines.append(f"\nReference (CUTLASS CollectiveBuilder GEMM, 128x128x64 bf16, cooperative): main loop "
-                     f"{ref[0] / ref[1]:.2f} non-MMA instructions per HGMMA ({ref[0]}/{ref[1]}); budget "
-                     f"{MAIN_LOOP_BUDGET}x = {MAIN_LOOP_BUDGET * ref[0] / ref[1]:.2f}.")
+    for *_, opt, what in FAMILIES:
+        ref = refs[opt]
+        if ref:
+            lines.append(f"\nReference ({what}): main loop {ref[0] / ref[1]:.2f} non-MMA instructions per HGMMA "
+                         f"({ref[0]}/{ref[1]}); budget {MAIN_LOOP_BUDGET}x = {MAIN_LOOP_BUDGET * ref[0] / ref[1]:.2f}.")
     table = "\n".join(lines)
     print(table)
     if args.markdown:
@@ -223,8 +252,10 @@ def main() -> int:
     if not rows:
         print("kernel_audit: no device code found in the module (was it built with MMKERNELS_CUDA=ON?)")
         return 1
-    if not any(sm90_concat_linear(r) for r in rows) and any(r["arch"] == "sm_90a" for r in rows):
-        problems.append("no sm_90a concat_linear GEMM kernel in the module")
+    if any(r["arch"] == "sm_90a" for r in rows):
+        for member, *_, what in FAMILIES:
+            if not any(member(r) for r in rows):
+                problems.append(f"no sm_90a kernel of the family measured against {what}")
     if bad:
         print(f"kernel_audit: {len(bad)} hot-path kernel(s) spill to local memory:")
         for r in bad:
@@ -234,7 +265,8 @@ def main() -> int:
     if bad or problems:
         return 1
     print(f"kernel_audit: {len(rows)} kernel images, no spills on the hot path"
-          + (", the sm_90a concat_linear GEMMs use wgmma and TMA within the main-loop budget" if ref else ""))
+          + (", the sm_90a GEMM and attention kernels use wgmma and TMA within the main-loop budget"
+             if all(refs.values()) else ""))
     return 0
 
 

@@ -106,6 +106,36 @@ def test_head_dims_within_budget(dims, dtype, device):
         assert_within_budget(o, p, r, name, dtype)
 
 
+# Split-KV (Hopper forward): grids of few row tiles split the keys across CTAs and merge the slices
+# (flash_launch.h num_splits: >= 4 key tiles per slice). Short query sides over long keys, with causal
+# and lengths that leave whole slices without a key; the merge must keep the single-pass rules.
+SPLIT_SHAPES = [(1, 5, 1100, 2, 1, 64, 64), (2, 1, 2100, 1, 1, 128, 96), (1, 3, 700, 2, 2, 200, 256)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masking", ["none", "both"])
+@pytest.mark.parametrize("shape", SPLIT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_split_kv_forward_matches_reference(shape, masking, causal, dtype, device):
+    q, k, v, kl, m = make_inputs(shape, masking, device, seed=sum(shape) + causal)
+    if kl is not None:
+        kl[-1] = 3  # one key tile: every slice but the first is empty
+    ref = R.cross_attention(q, k, v, kv_lengths=kl, key_padding_mask=m, is_causal=causal)
+    plain = R.cross_attention(q.to(dtype), k.to(dtype), v.to(dtype), kv_lengths=kl, key_padding_mask=m, is_causal=causal)
+    hopper = mmkernels.testing.emulated_cuda_active() and mmkernels.testing.emulated_arch() == "sm_90a"
+    if hopper:
+        mmkernels.testing.emulated_kernel_launches()
+    ours = mmkernels.cross_attention(q.to(dtype), k.to(dtype), v.to(dtype), kv_lengths=kl, key_padding_mask=m,
+                                     is_causal=causal)
+    if hopper:  # the Hopper forward took the split path
+        assert any("split_combine_kernel" in n for n in mmkernels.testing.emulated_kernel_launches())
+    assert_within_budget(ours, plain, ref, "out", dtype)
+    again = mmkernels.cross_attention(q.to(dtype), k.to(dtype), v.to(dtype), kv_lengths=kl, key_padding_mask=m,
+                                      is_causal=causal)
+    assert torch.equal(ours, again)
+
+
 # Causal with Lq < Lk (cross/decoding), Lq > Lk (leading rows see no key: zeros), Lq == Lk; head dims
 # of the tensor-core kernels and an odd one; tiles larger than one block so whole tiles are skipped.
 CAUSAL_SHAPES = [(2, 70, 130, 4, 2, 64, 64), (2, 130, 70, 2, 1, 32, 48), (1, 97, 97, 2, 2, 40, 40),

@@ -31,10 +31,18 @@ def test_float64_is_rejected_on_cuda_with_a_clear_error():
         mmkernels.cross_attention(x, x, x)
 
 
-def test_kv_lengths_out_of_range_raise_on_cuda():
+def test_kv_lengths_out_of_range_clamp_on_cuda_without_a_sync_and_raise_under_debug_checks():
     x = torch.randn(2, 3, 1, 8, device="cuda")
-    with pytest.raises(ValueError, match="kv_lengths must lie in"):
-        mmkernels.cross_attention(x, x, x, kv_lengths=torch.tensor([1, 9], device="cuda"))
+    bad = torch.tensor([1, 9], device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        out = mmkernels.cross_attention(x, x, x, kv_lengths=bad)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(out, mmkernels.cross_attention(x, x, x, kv_lengths=torch.tensor([1, 3], device="cuda")))
+    with mmkernels.debug_checks(), pytest.raises(ValueError, match="kv_lengths must lie in"):
+        mmkernels.cross_attention(x, x, x, kv_lengths=bad)
 
 
 # The C++ glue throws directly (no Python check in front): on the first GPU runs a throw from the CUDA
@@ -49,7 +57,7 @@ def test_cuda_op_shape_error_raises_from_cpp():
 
 def test_cuda_op_kv_lengths_out_of_range_raise_from_cpp():
     x = torch.randn(2, 3, 1, 8, device="cuda")
-    with pytest.raises(ValueError, match="kv_lengths must lie in"):
+    with mmkernels.debug_checks(), pytest.raises(ValueError, match="kv_lengths must lie in"):
         torch.ops.mmkernels.cross_attention_fwd(x, x, x, torch.tensor([1, 9], device="cuda"), None, 0.5)
 
 

@@ -173,20 +173,26 @@ def test_emulated_cuda_without_the_build_raises_a_clear_error():
 
 
 @needs_emulation
-@pytest.mark.parametrize("dims,kd", [((1, 1), 32), ((33, 17), 64), ((64, 96), 96), ((128, 8), 128),
-                                     ((150, 192), 192), ((256, 255), 256)])
-def test_16bit_attention_runs_the_tensor_core_kernels(dims, kd):
+@pytest.mark.parametrize("arch", ["sm_90a", "sm_80"])
+@pytest.mark.parametrize("dims,kd,kd90", [((1, 1), 32, 64), ((33, 17), 64, 64), ((64, 96), 96, 128),
+                                          ((128, 8), 128, 128), ((150, 192), 192, 256), ((256, 255), 256, 256)])
+def test_16bit_attention_runs_the_tensor_core_kernels(dims, kd, kd90, arch):
+    # The forward: the Hopper kernel (TMA + wgmma; head dims 64, 128, 256) on sm_90a, the mma.sync one
+    # on sm_80; the backward: the mma.sync kernels on both.
     D, Dv = dims
     q = torch.randn(1, 20, 2, D, dtype=torch.bfloat16, requires_grad=True)
     k = torch.randn(1, 30, 1, D, dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn(1, 30, 1, Dv, dtype=torch.bfloat16, requires_grad=True)
-    with emulated_cuda():
+    with emulated_cuda(arch):
         mmkernels.testing.emulated_kernel_launches()
         out = mmkernels.cross_attention(q, k, v)
         fwd = mmkernels.testing.emulated_kernel_launches()
         out.float().sum().backward()
         bwd = mmkernels.testing.emulated_kernel_launches()
-    assert fwd == [f"flash_fwd_kernel<T, kD> [T = bf16; int kD = {kd}]"]
+    if arch == "sm_90a":
+        assert fwd == [f"flash_sm90_fwd_kernel<F> [T = bf16; int kD = {kd90}]"]
+    else:
+        assert fwd == [f"flash_fwd_kernel<T, kD> [T = bf16; int kD = {kd}]"]
     names = " ".join(bwd)
     assert "flash_di_kernel" in names and "flash_dq_kernel" in names and f"kD = {kd}" in names
     assert names.count("flash_dkdv_kernel") == (2 if kd > 128 else 1)  # split dV / dK passes above 128

@@ -242,10 +242,28 @@ def test_randomized_calls_never_crash_hang_or_mislead():
     assert not failures, "\n".join(failures[:20])
 
 
-def test_cuda_length_check_runs_before_the_op():
-    # The eager check used for CUDA kv_lengths (device-agnostic itself, so it runs here without a GPU).
-    check = mmkernels.ops._check_cuda_lengths
-    check(torch.tensor([0, 3]), 3)
-    for bad in ([1, 9], [-1, 2]):
-        with pytest.raises(ValueError, match=r"kv_lengths must lie in \[0, Lk\] = \[0, 3\], got values in"):
-            check(torch.tensor(bad), 3)
+@pytest.mark.skipif(not mmkernels.testing.emulation_available(), reason="needs the emulation build")
+@pytest.mark.parametrize("arch", sorted(mmkernels.testing.ARCHS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_device_kv_lengths_out_of_range_are_clamped_unless_debug_checks(arch, dtype):
+    # The CUDA contract (cross_attention's docstring): reading the lengths back would synchronise, so
+    # the kernels clamp them to [0, Lk]; debug_checks() checks them. The CPU op always raises.
+    g = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(3, 7, 2, 64, generator=g).to(dtype) for _ in range(3))
+    bad, clamped = torch.tensor([-4, 9, 3]), torch.tensor([0, 7, 3])
+    ref = R.cross_attention(q.double(), k.double(), v.double(), kv_lengths=clamped)
+    message = r"kv_lengths must lie in \[0, Lk\] = \[0, 7\], got values in \[-4, 9\]"
+    with mmkernels.testing.emulated_cuda(arch):
+        out = mmkernels.cross_attention(q, k, v, kv_lengths=bad)
+        assert torch.equal(out, mmkernels.cross_attention(q, k, v, kv_lengths=clamped))
+        with mmkernels.debug_checks():
+            with pytest.raises(ValueError, match=message):
+                mmkernels.cross_attention(q, k, v, kv_lengths=bad)
+            with pytest.raises(ValueError, match=message):
+                torch.ops.mmkernels.cross_attention_fwd(q, k, v, bad, None, 0.125)
+        assert torch.equal(mmkernels.cross_attention(q, k, v, kv_lengths=bad), out)  # the switch is restored
+    assert out[0].abs().max() == 0  # batch 0 has no valid key: zeros
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert (out.double() - ref).abs().max() < tol
+    with pytest.raises(ValueError, match=message):
+        mmkernels.cross_attention(q, k, v, kv_lengths=bad)

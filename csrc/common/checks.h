@@ -6,12 +6,20 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <atomic>
 #include <string>
 
 #include "common/dtype.h"
 #include "common/emulation.h"
 
 namespace mmkernels {
+
+// mmkernels.debug_checks(): checks that would synchronise the host with the device (the values of
+// kv_lengths on a device) run only while this is on. Off by default: no op synchronises (design.md).
+inline std::atomic<bool>& debug_checks() {
+  static std::atomic<bool> on{false};
+  return on;
+}
 
 inline std::string shape_str(const at::Tensor& t) {
   std::string s = "(";

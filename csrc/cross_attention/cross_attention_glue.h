@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -23,6 +24,27 @@ struct CrossAttentionArgs {
   at::Tensor key_padding_mask;    // bool (B, Lk) inner contiguous, or undefined
   CrossAttentionParams p;
 };
+
+// kv_lengths values outside [0, Lk]. The CPU op checks them (they are on the host). The CUDA kernels
+// (on a GPU or in the emulation) clamp them to [0, Lk] instead: reading them back would synchronise the
+// host with the device, which no op does; under mmkernels.debug_checks() their glue checks them too
+// (check_device_lengths in cross_attention_device.h).
+inline bool device_kernels(const at::Tensor& t) { return !t.is_cpu() || emulation::active(); }
+inline void check_kv_length_values(const at::Tensor& lengths /* int64 */, int64_t Lk) {
+  if (lengths.numel() == 0) return;
+  int64_t lo = 0, hi = 0;
+  if (lengths.is_cpu()) {
+    const int64_t* l = lengths.data_ptr<int64_t>();
+    lo = *std::min_element(l, l + lengths.numel());
+    hi = *std::max_element(l, l + lengths.numel());
+  } else {  // one reduction and one copy of two scalars
+    const at::Tensor lo_hi = at::stack({lengths.min(), lengths.max()}).cpu();
+    lo = lo_hi[0].item<int64_t>();
+    hi = lo_hi[1].item<int64_t>();
+  }
+  TORCH_CHECK_VALUE(lo >= 0 && hi <= Lk, "kv_lengths must lie in [0, Lk] = [0, ", Lk, "], got values in [", lo, ", ",
+                    hi, "]");
+}
 
 inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const at::Tensor& k_in,
                                                   const at::Tensor& v_in,
@@ -71,12 +93,7 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
                      "kv_lengths must be an integer tensor, got ", kl.scalar_type());
     check_same_device(kl, q_in, "kv_lengths", "q");
     a.kv_lengths = kl.to(at::kLong).contiguous();
-    if (B > 0 && a.kv_lengths.is_cpu()) {
-      const int64_t* lens = a.kv_lengths.data_ptr<int64_t>();
-      for (int64_t b = 0; b < B; ++b)
-        TORCH_CHECK_VALUE(lens[b] >= 0 && lens[b] <= Lk, "kv_lengths must lie in [0, Lk] = [0, ", Lk,
-                          "], got kv_lengths[", b, "] = ", lens[b]);
-    }
+    if (!device_kernels(a.kv_lengths)) check_kv_length_values(a.kv_lengths, Lk);
     p.kv_lengths = a.kv_lengths.data_ptr<int64_t>();
   }
   if (key_padding_mask.has_value() && key_padding_mask->defined()) {

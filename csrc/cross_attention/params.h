@@ -28,7 +28,7 @@ struct CrossAttentionParams {
   void* dv = nullptr;
 
   // Optional masking. A key j of batch b counts iff j < kv_lengths[b] and !key_padding_mask[b, j].
-  const int64_t* kv_lengths = nullptr;       // (B,), values already checked to lie in [0, Lk]
+  const int64_t* kv_lengths = nullptr;       // (B,); CPU: checked to lie in [0, Lk]; device: clamped (no sync)
   const bool* key_padding_mask = nullptr;    // (B, Lk) with row stride mask_stride_b, True = ignore
   int64_t mask_stride_b = 0;
 

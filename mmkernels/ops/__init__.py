@@ -10,12 +10,12 @@ share (reference switch, checks, autocast, eager fast path, autograd helpers) is
 from __future__ import annotations
 
 from .. import _sharding
-from ._common import _C, cpu_capability, use_reference_ops, using_reference_ops  # noqa: F401  (_C: tests, scripts)
+from ._common import _C, cpu_capability, debug_checks, use_reference_ops, using_reference_ops  # noqa: F401  (_C)
 from ._concat_linear import ACTIVATIONS, concat_linear
-from ._cross_attention import MAX_HEAD_DIM, _check_cuda_lengths, cross_attention  # noqa: F401  (tests)
+from ._cross_attention import MAX_HEAD_DIM, cross_attention
 
-__all__ = ["cross_attention", "concat_linear", "use_reference_ops", "using_reference_ops", "cpu_capability",
-           "ACTIVATIONS", "MAX_HEAD_DIM"]
+__all__ = ["cross_attention", "concat_linear", "use_reference_ops", "using_reference_ops", "debug_checks",
+           "cpu_capability", "ACTIVATIONS", "MAX_HEAD_DIM"]
 
 # DTensor sharding rules for every op (mmkernels/_sharding.py), registered once DTensor is loaded.
 _sharding.register_when_dtensor_loads()

@@ -7,13 +7,14 @@ is the public face (``mmkernels.ops``).
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
 
 from .. import _C  # noqa: F401  (loads the native library; registers torch.ops.mmkernels.*)
 
-__all__ = ["use_reference_ops", "using_reference_ops", "cpu_capability"]
+__all__ = ["use_reference_ops", "using_reference_ops", "debug_checks", "cpu_capability"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -39,6 +40,26 @@ def use_reference_ops(enabled: bool = True) -> Iterator[None]:
 def using_reference_ops() -> bool:
     """True inside ``use_reference_ops()``."""
     return _USE_REFERENCE
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checks that cost a host-device synchronisation. No op synchronises by default; the flag lives in C++
+# (csrc/common/checks.h) so direct torch.ops.mmkernels.* calls honour it too.
+_C._set_debug_checks(os.environ.get("MMKERNELS_DEBUG_CHECKS", "0") not in ("", "0"))
+
+
+@contextlib.contextmanager
+def debug_checks(enabled: bool = True) -> Iterator[None]:
+    """Within this context, checks that read device values back to the host run (they synchronise
+    the device with the host, so they are off by default; ``MMKERNELS_DEBUG_CHECKS=1`` turns them on
+    for the whole process). Today one check: ``cross_attention``'s ``kv_lengths`` on a CUDA device,
+    which the kernels otherwise clamp to ``[0, Lk]``; on CPU it is always checked. Process-wide (not
+    per thread); skipped while a CUDA graph is being captured."""
+    previous = _C._set_debug_checks(bool(enabled))
+    try:
+        yield
+    finally:
+        _C._set_debug_checks(previous)
 
 
 def cpu_capability() -> str:

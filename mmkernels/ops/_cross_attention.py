@@ -20,19 +20,6 @@ _LSE_DTYPE = {dt: getattr(torch, _C._lse_dtype(str(dt).split(".")[-1]))
               for dt in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
 
 
-def _check_cuda_lengths(kv_lengths, Lk) -> None:
-    """The C++ op checks this too (csrc/cross_attention/cuda); checking first in eager mode keeps the
-    error a ValueError: on the first GPU run a C++ throw from the CUDA glue crashed the process
-    (benchmarks/NOTES.md, run 2). One reduction and one host copy, as in C++; skipped while a CUDA
-    graph is captured (the kernels clamp the lengths)."""
-    if kv_lengths.numel() == 0 or (kv_lengths.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return
-    lo, hi = torch.stack([kv_lengths.min(), kv_lengths.max()]).tolist()
-    if lo < 0 or hi > Lk:
-        raise ValueError(f"kv_lengths must lie in [0, Lk] = [0, {Lk}], got values in [{lo}, {hi}]")
-
-
-
 def _layout_hint(q, k) -> str:
     """A (B, H, L, D) tensor passed where (B, L, H, D) is expected usually shows as inconsistent heads."""
     if q.shape[1] == k.shape[1] and q.shape[2] != k.shape[2] and k.shape[0] == q.shape[0]:
@@ -112,7 +99,9 @@ def cross_attention(
             query head ``h`` reads key/value head ``h // (H // Hkv)``).
         v: ``(B, Lk, Hkv, Dv)`` values.
         kv_lengths: optional integer ``(B,)``; keys at index ``>= kv_lengths[b]`` are ignored (and
-            their blocks skipped, not computed). ``0 <= kv_lengths[b] <= Lk``.
+            their blocks skipped, not computed). ``0 <= kv_lengths[b] <= Lk``: on CPU a value outside
+            raises ``ValueError``; on CUDA it is clamped to ``[0, Lk]`` (checking would synchronise
+            the device with the host) unless inside ``mmkernels.debug_checks()``, where it raises.
         key_padding_mask: optional bool ``(B, Lk)``, ``True`` = ignore this key.
         scale: softmax scale, default ``1/sqrt(D)``.
         is_causal: query ``i`` sees only keys ``j <= i + (n_b - Lq)`` with ``n_b = kv_lengths[b]`` (else
@@ -134,8 +123,6 @@ def cross_attention(
     args = (q, k, v, kv_lengths, key_padding_mask, scale, is_causal)
     if not _eager_fast_path((q, k, v, kv_lengths, key_padding_mask)):
         return torch.ops.mmkernels.cross_attention_fwd(*args)[0]
-    if kv_lengths is not None and kv_lengths.is_cuda:
-        _check_cuda_lengths(kv_lengths, k.shape[1])
     if _needs_autograd((q, k, v)):
         return _CrossAttentionFn.apply(*args)
     return _below_autograd(torch.ops.mmkernels.cross_attention_fwd.default, *args)[0]

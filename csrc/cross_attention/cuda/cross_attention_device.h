@@ -7,6 +7,7 @@
 
 #include <tuple>
 
+#include "common/device/device_queries.h"
 #include "common/device/torch_check.h"
 #include "common/dispatch.h"
 #include "cross_attention/cross_attention_glue.h"
@@ -48,13 +49,26 @@ decltype(auto) dispatch_device_dtype(DType d, Fn&& fn) {
   return dispatch_dtype<float, dev::half, dev::bf16, void>(d, "cross_attention on CUDA", std::forward<Fn>(fn));
 }
 
+// The kernels clamp kv_lengths to [0, Lk]; under mmkernels.debug_checks() out-of-range values raise
+// here instead (a host synchronisation: cross_attention_glue.h), except while a CUDA graph is captured.
+inline void check_device_lengths(const CrossAttentionArgs& a, dev::Stream stream) {
+  if (!debug_checks() || !a.kv_lengths.defined()) return;
+  bool capturing = false;
+  dev::check(stream_capturing(stream, &capturing), "cudaStreamIsCapturing");
+  if (!capturing) check_kv_length_values(a.kv_lengths, a.p.Lk);
+}
+
 inline std::tuple<at::Tensor, at::Tensor> run_cross_attention_fwd(CrossAttentionArgs& a, dev::Stream stream) {
+  check_device_lengths(a, stream);
   auto [out, lse] = allocate_cross_attention_outputs(a);
   if (out.numel() == 0) return {out, lse};
   make_chunk_ready(a);
   dispatch_device_dtype(a.p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    dev::check(cross_attention_forward<T>(a.p, stream), "cross_attention forward kernel");
+    const int64_t bytes = cross_attention_forward_workspace<T>(a.p);
+    const at::Tensor workspace = at::empty({bytes}, a.q.options().dtype(at::kByte));
+    dev::check(cross_attention_forward<T>(a.p, bytes ? workspace.data_ptr() : nullptr, stream),
+               "cross_attention forward kernel");
   });
   return {out, lse};
 }

@@ -3,7 +3,8 @@
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
-template dev::Error cross_attention_forward<float>(const CrossAttentionParams&, dev::Stream);
+template int64_t cross_attention_forward_workspace<float>(const CrossAttentionParams&);
+template dev::Error cross_attention_forward<float>(const CrossAttentionParams&, void*, dev::Stream);
 template dev::Error cross_attention_backward<float>(const CrossAttentionParams&, float*, dev::Stream);
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

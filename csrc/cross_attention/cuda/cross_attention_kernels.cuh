@@ -20,15 +20,35 @@
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
 
-// 16-bit inputs take the tensor-core kernels (flash_kernels.cuh) for every head dim up to 256 whose
-// kernels are compiled; float32 (and anything else) the tiled SIMT kernels (tiled_kernels.cuh).
+// 16-bit inputs take the tensor-core kernels for every head dim up to 256: on sm_90 the Hopper forward
+// (flash_sm90.cuh), else the mma.sync ones (flash_kernels.cuh) whose head dims are compiled; float32
+// (and anything else) the tiled SIMT kernels (tiled_kernels.cuh).
 template <typename T>
-dev::Error cross_attention_forward(const CrossAttentionParams& p, dev::Stream stream) {
+bool takes_sm90_forward(const CrossAttentionParams& p) {
+  return !std::is_same_v<T, float> && flash::eligible(p, /*backward=*/false) && dev::sm90a_runs() &&
+         flash_sm90::eligible(p);
+}
+
+template <typename T>
+int64_t cross_attention_forward_workspace(const CrossAttentionParams& p) {
+  if (!takes_sm90_forward<T>(p)) return 0;
+  const int kd = flash_sm90::head_dim(dev::max(p.D, p.Dv));
+  const int n_split = flash_sm90::num_splits(p, kd, dev::multiprocessor_count());
+  return 4 * flash_sm90::SplitPartials::floats(p, n_split, kd);
+}
+
+template <typename T>
+dev::Error cross_attention_forward(const CrossAttentionParams& p, void* workspace, dev::Stream stream) {
   auto simt = [&] { return tiled::forward<T>(p, stream); };
   if constexpr (!std::is_same_v<T, float>) {
-    if (flash::eligible(p, /*backward=*/false))
+    if (takes_sm90_forward<T>(p))  // Hopper: TMA + wgmma (flash_sm90.cuh)
+      return flash_sm90::head_dim_switch(dev::max(p.D, p.Dv), [&](auto kd) {
+        return flash_sm90::forward<T, decltype(kd)::value>(p, workspace, stream);
+      });
+    if (flash::eligible(p, /*backward=*/false)) {
       return flash::head_dim_switch(
           dev::max(p.D, p.Dv), [&](auto kd) { return flash::forward<T, decltype(kd)::value>(p, stream); }, simt);
+    }
   }
   return simt();
 }

@@ -9,8 +9,11 @@
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
 
+// Bytes of device workspace the forward needs (the split-KV partials of the Hopper kernel; often 0).
 template <typename T>
-dev::Error cross_attention_forward(const CrossAttentionParams& p, dev::Stream stream);
+int64_t cross_attention_forward_workspace(const CrossAttentionParams& p);
+template <typename T>
+dev::Error cross_attention_forward(const CrossAttentionParams& p, void* workspace, dev::Stream stream);
 
 // `Di` is a float32 workspace of B * H * Lq elements.
 template <typename T>
