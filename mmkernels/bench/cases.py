@@ -32,7 +32,8 @@ def attention_shapes(device: torch.device, quick: bool):
     Lq == Lk, where our bottom-right diagonal is SDPA's top-left one."""
     if device.type == "cuda":
         shapes = [(32, 77, 257, 8, 64, False), (16, 512, 576, 8, 64, False), (8, 1024, 4096, 8, 128, True),
-                  (4, 2048, 2048, 16, 128, False), (16, 512, 576, 8, 64, True), (4, 2048, 2048, 16, 128, False, True)]
+                  (4, 2048, 2048, 16, 128, False), (2, 4096, 4096, 16, 64, False), (2, 4096, 4096, 8, 256, False),
+                  (16, 512, 576, 8, 64, True), (4, 2048, 2048, 16, 128, False, True)]
         return shapes[:3] if quick else shapes
     shapes = [(16, 77, 197, 8, 64, False), (8, 512, 576, 8, 64, False), (4, 1024, 1024, 8, 128, False),
               (16, 77, 197, 8, 64, True), (8, 512, 576, 8, 64, True), (4, 1024, 1024, 8, 128, True),
