@@ -51,10 +51,11 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "_lse_dtype",
       [](const std::string& input) -> std::string {
-        using mmkernels::DType;
-        const DType d = input == "float64" ? DType::Float64 : input == "float32" ? DType::Float32
-                      : input == "float16" ? DType::Float16 : DType::BFloat16;
-        return mmkernels::lse_dtype(d) == DType::Float64 ? "float64" : "float32";
+        mmkernels::DType d;
+        if (!mmkernels::dtype_from_name(input.c_str(), &d))
+          throw pybind11::value_error("_lse_dtype: input must name one of float32, float16, bfloat16, float64, got '" +
+                                      input + "'");
+        return mmkernels::dtype_name(mmkernels::lse_dtype(d));
       },
       "dtype name of cross_attention's saved log-sum-exp for an input dtype name (common/dtype.h)");
   m.def(

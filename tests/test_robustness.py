@@ -267,3 +267,13 @@ def test_device_kv_lengths_out_of_range_are_clamped_unless_debug_checks(arch, dt
     assert (out.double() - ref).abs().max() < tol
     with pytest.raises(ValueError, match=message):
         mmkernels.cross_attention(q, k, v, kv_lengths=bad)
+
+
+def test_lse_dtype_rule_is_read_from_the_extension_and_rejects_unknown_names():
+    from mmkernels.ops import _C, _cross_attention
+
+    for dt in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        assert _C._lse_dtype(str(dt).split(".")[-1]) == "float64"  # common/dtype.h: float64 for every input
+        assert _cross_attention._LSE_DTYPE[dt] == torch.float64
+    with pytest.raises(ValueError, match="float32, float16, bfloat16, float64"):
+        _C._lse_dtype("int8")

@@ -12,6 +12,18 @@ enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
 
 constexpr size_t dtype_size(DType d) { return d == DType::Float64 ? 8 : d == DType::Float32 ? 4 : 2; }
 
+// torch's names of the four types (torch.float32 -> "float32"), both ways.
+constexpr const char* kDTypeNames[] = {"float32", "float16", "bfloat16", "float64"};
+constexpr const char* dtype_name(DType d) { return kDTypeNames[static_cast<int>(d)]; }
+inline bool dtype_from_name(const char* name, DType* out) {
+  for (int i = 0; i < 4; ++i) {
+    const char *a = name, *b = kDTypeNames[i];
+    while (*a && *a == *b) ++a, ++b;
+    if (*a == *b) return *out = static_cast<DType>(i), true;
+  }
+  return false;
+}
+
 // cross_attention saves the softmax's log-sum-exp for the backward, which recomputes P = exp(s - lse).
 // It is float64 for every input dtype, and the kernels evaluate exp((s - hi) - lo) in float with the
 // lse split into float hi + lo. That keeps the recomputed P consistent with the forward's

@@ -117,11 +117,5 @@ MMK_HOST_DEVICE float half_bits_to_float(uint16_t h) {
   if (e == 31) return bits_float(sign | 0x7f800000u | (m << 13));
   return bits_float(sign | ((e + 112u) << 23) | (m << 13));
 }
-
-// Element-type names for kernel templates: float, dev::half, dev::bf16.
-template <typename T> struct TypeName;
-template <> struct TypeName<float> { static constexpr const char* value = "float32"; };
-template <> struct TypeName<half> { static constexpr const char* value = "float16"; };
-template <> struct TypeName<bf16> { static constexpr const char* value = "bfloat16"; };
 MMK_BACKEND_END
 }  // namespace mmkernels::dev

@@ -85,5 +85,30 @@ inline CrossAttentionParams batch_slice(const CrossAttentionParams& p, int64_t b
 
 constexpr int64_t kMaxGridYZ = 65535;
 
+// Consecutive slices of at most `max` batches, for launches whose grid.z counts batches:
+//   for (BatchSlices s(p, kMaxGridYZ); s && err == dev::kSuccess; ++s) launch with *s ...
+// (a loop, not a callback: the emulation names a launch after the function that issues it). Per-batch
+// workspaces are indexed from first(), as the slice's params are.
+class BatchSlices {
+ public:
+  BatchSlices(const CrossAttentionParams& p, int64_t max) : all_(p), max_(max) { set(); }
+  explicit operator bool() const { return b0_ < all_.B; }
+  BatchSlices& operator++() {
+    b0_ += max_;
+    set();
+    return *this;
+  }
+  const CrossAttentionParams& operator*() const { return slice_; }
+  int64_t first() const { return b0_; }
+
+ private:
+  void set() {
+    if (b0_ < all_.B) slice_ = batch_slice(all_, b0_, dev::min(max_, all_.B - b0_));
+  }
+  const CrossAttentionParams& all_;
+  int64_t max_, b0_ = 0;
+  CrossAttentionParams slice_;
+};
+
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

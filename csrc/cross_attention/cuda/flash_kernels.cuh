@@ -504,8 +504,8 @@ dev::Error forward(const CrossAttentionParams& p_all, dev::Stream stream) {
   using Tr = FwdTraits<T, kD>;
   if (!grid_fits(p_all)) return dev::kErrorInvalidConfiguration;
   dev::Error err = dev::set_max_dynamic_smem(flash_fwd_kernel<T, kD>, static_cast<int>(Tr::kSmemBytes));
-  for (int64_t b0 = 0; b0 < p_all.B && err == dev::kSuccess; b0 += kMaxGridYZ) {
-    const CrossAttentionParams p = batch_slice(p_all, b0, dev::min<int64_t>(kMaxGridYZ, p_all.B - b0));
+  for (BatchSlices s(p_all, kMaxGridYZ); s && err == dev::kSuccess; ++s) {
+    const CrossAttentionParams& p = *s;
     const dev::Dim3 grid{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, Tr::kBlockM)), static_cast<uint32_t>(p.H),
                          static_cast<uint32_t>(p.B)};
     err = MMK_LAUNCH((flash_fwd_kernel<T, kD>), grid, (dev::Dim3{kThreads, 1, 1}), Tr::kSmemBytes, stream, p);
@@ -529,9 +529,9 @@ dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, dev::Strea
   using Tr = BwdTraits<T, kD>;
   if (!grid_fits(p_all)) return dev::kErrorInvalidConfiguration;
   dev::Error err = dev::set_max_dynamic_smem(flash_dq_kernel<T, kD>, static_cast<int>(Tr::kDqSmemBytes));
-  for (int64_t b0 = 0; b0 < p_all.B && err == dev::kSuccess; b0 += kMaxGridYZ) {
-    const CrossAttentionParams p = batch_slice(p_all, b0, dev::min<int64_t>(kMaxGridYZ, p_all.B - b0));
-    float* Di = Di_all + b0 * p.H * p.Lq;
+  for (BatchSlices s(p_all, kMaxGridYZ); s && err == dev::kSuccess; ++s) {
+    const CrossAttentionParams& p = *s;
+    float* Di = Di_all + s.first() * p.H * p.Lq;
     const dev::Dim3 block{kThreads, 1, 1};
     const dev::Dim3 grid_rows{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, kWarps)), static_cast<uint32_t>(p.H),
                               static_cast<uint32_t>(p.B)};

@@ -456,14 +456,13 @@ dev::Error forward(const CrossAttentionParams& p_in, void* workspace, dev::Strea
   }
   const int64_t m_blocks = dev::ceil_div<int64_t>(p_in.Lq, kBM), max_batches = kMaxGridYZ / split.n_split;
   if (m_blocks > 2147483647 || p_in.H > kMaxGridYZ) return dev::kErrorInvalidConfiguration;
-  for (int64_t b0 = 0; b0 < p_in.B; b0 += max_batches) {
-    const int64_t nb = dev::min<int64_t>(max_batches, p_in.B - b0);
+  for (BatchSlices s(p_in, max_batches); s; ++s) {
     typename F::Params prm{};
-    prm.p = batch_slice(p_in, b0, nb);
+    prm.p = *s;
     prm.split = split;
-    if (split.n_split > 1) {  // the slice's batches [b0, b0 + nb)
-      prm.split.o += b0 * split.n_split * p_in.H * p_in.Lq * kD;
-      prm.split.stats += 3 * b0 * split.n_split * p_in.H * p_in.Lq;
+    if (split.n_split > 1) {  // the slice's batches start at s.first()
+      prm.split.o += s.first() * split.n_split * p_in.H * p_in.Lq * kD;
+      prm.split.stats += 3 * s.first() * split.n_split * p_in.H * p_in.Lq;
     }
     std::string e;
     prm.tma_q = F::tma_q(prm.p, &e);
@@ -471,7 +470,7 @@ dev::Error forward(const CrossAttentionParams& p_in, void* workspace, dev::Strea
     if (e.empty()) prm.tma_v = F::tma_v(prm.p, &e);
     if (!e.empty()) return dev::report_error(dev::kErrorInvalidValue, e);
     const dev::Dim3 grid{static_cast<uint32_t>(m_blocks), static_cast<uint32_t>(p_in.H),
-                         static_cast<uint32_t>(nb * split.n_split)};
+                         static_cast<uint32_t>(prm.p.B * split.n_split)};
     if (const dev::Error err = MMK_LAUNCH((flash_sm90_fwd_kernel<F>), grid, (dev::Dim3{kThreads, 1, 1}), F::kSmem, stream, prm);
         err != dev::kSuccess)
       return err;

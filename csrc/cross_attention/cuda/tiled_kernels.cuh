@@ -461,8 +461,8 @@ dev::Error forward_cols(const CrossAttentionParams& p_all, dev::Stream stream) {
   constexpr int kR = rows_per_thread<kCols>();
   const size_t smem = fwd_smem_bytes<kR>(p_all.D, p_all.Dv);
   dev::Error err = dev::set_max_dynamic_smem(tiled_forward_kernel<T, kCols>, static_cast<int>(smem));
-  for (int64_t b0 = 0; b0 < p_all.B && err == dev::kSuccess; b0 += kMaxGridYZ) {
-    const CrossAttentionParams p = batch_slice(p_all, b0, dev::min<int64_t>(kMaxGridYZ, p_all.B - b0));
+  for (BatchSlices s(p_all, kMaxGridYZ); s && err == dev::kSuccess; ++s) {
+    const CrossAttentionParams& p = *s;
     err = MMK_LAUNCH((tiled_forward_kernel<T, kCols>), grid_of(p.Lq, 16 * kR, p.H, p.B), (dev::Dim3{kThreads, 1, 1}),
                      smem, stream, p);
   }
@@ -475,9 +475,9 @@ dev::Error backward_cols(const CrossAttentionParams& p_all, float* Di_all, dev::
   const size_t smem = bwd_smem_bytes<kR>(p_all.D, p_all.Dv);
   dev::Error err = dev::set_max_dynamic_smem(tiled_dq_kernel<T, kCols>, static_cast<int>(smem));
   if (err == dev::kSuccess) err = dev::set_max_dynamic_smem(tiled_dkdv_kernel<T, kCols>, static_cast<int>(smem));
-  for (int64_t b0 = 0; b0 < p_all.B && err == dev::kSuccess; b0 += kMaxGridYZ) {
-    const CrossAttentionParams p = batch_slice(p_all, b0, dev::min<int64_t>(kMaxGridYZ, p_all.B - b0));
-    float* Di = Di_all + b0 * p.H * p.Lq;  // indexed from the slice's first batch, as the params are
+  for (BatchSlices s(p_all, kMaxGridYZ); s && err == dev::kSuccess; ++s) {
+    const CrossAttentionParams& p = *s;
+    float* Di = Di_all + s.first() * p.H * p.Lq;  // indexed from the slice's first batch, as the params are
     err = MMK_LAUNCH((tiled_dq_kernel<T, kCols>), grid_of(p.Lq, 16 * kR, p.H, p.B), (dev::Dim3{kThreads, 1, 1}), smem,
                      stream, p, Di);
     if (err == dev::kSuccess)
