@@ -16,6 +16,7 @@
 
 #include "common/cpu_bf16_gemm.h"
 #include "common/cpu_kernel_utils.h"
+#include "common/cpu_phase_timer.h"
 #include "common/numerics.h"
 #include "cross_attention/params.h"
 
@@ -172,7 +173,10 @@ void forward_impl(const CrossAttentionParams& p) {
 
   const int64_t BQ = fwd_block_q(Lq), BK = fwd_block_k(Lk);
   const int64_t nqb = (Lq + BQ - 1) / BQ;
+  MMK_PHASE_CALL_BEGIN();
   at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
+    MMK_PHASE_BEGIN(busy);
+    MMK_PHASE_BEGIN(tp);
     std::vector<Acc> S(BQ * BK), O(BQ * Dv), m(BQ), l(BQ), scratch;
     std::vector<char> had_key(BQ);  // a key counted for the row (see final_row_sum)
     PackedOperand<T> KT(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, Lk, D, /*transposed=*/true, vnni);
@@ -184,6 +188,7 @@ void forward_impl(const CrossAttentionParams& p) {
       const T* qp = q + b * p.q_stride_b + q0 * p.q_stride_l + h * p.q_stride_h;
       const Operand<T>& kt = KT.get(b, hk, n_valid[b]);
       const Operand<T>& vb = V.get(b, hk, n_valid[b]);
+      MMK_PHASE_LAP(tp, 0, "pack");
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
       std::fill(m.begin(), m.end(), neg_inf);
       std::fill(l.begin(), l.end(), Acc(0));
@@ -195,7 +200,9 @@ void forward_impl(const CrossAttentionParams& p) {
       for (int64_t k0 = 0; k0 < kv_end; k0 += BK) {
         const int64_t cols = std::min(BK, kv_end - k0);
         if (!any_key_valid(mrow, k0, cols)) continue;
+        MMK_PHASE_LAP(tp, 5, "other");
         gemm_scores<T>(rows, cols, D, qp, p.q_stride_l, kt, k0, S.data(), BK, scratch);
+        MMK_PHASE_LAP(tp, 1, "qk_gemm");
         for (int64_t i = 0; i < rows; ++i) {
           Acc* s = S.data() + i * BK;
           // scale, mask, row max; keys at or past `live` lie above this row's causal diagonal
@@ -240,15 +247,18 @@ void forward_impl(const CrossAttentionParams& p) {
             rsum += s[j];
           }
           if constexpr (is_reduced_v<T>) convert_row(s, P.data() + i * BK, cols);
+          MMK_PHASE_LAP(tp, 2, "softmax");
           const Acc alpha = std::exp(m[i] - m_new);  // 0 when m[i] was -inf
           l[i] = l[i] * alpha + rsum;
           if (alpha != Acc(1)) scale_row(O.data() + i * Dv, alpha, Dv);
           m[i] = m_new;
+          MMK_PHASE_LAP(tp, 3, "rescale");
         }
         if constexpr (is_reduced_v<T>)
           gemm<T>(rows, Dv, cols, P.data(), BK, vb, k0, 0, O.data(), Dv, true);
         else
           gemm<T>(rows, Dv, cols, S.data(), BK, vb, k0, 0, O.data(), Dv, true);
+        MMK_PHASE_LAP(tp, 4, "pv_gemm");
       }
       // normalise; rows without any valid key give zeros and lse = -inf
       for (int64_t i = 0; i < rows; ++i) {
@@ -260,9 +270,12 @@ void forward_impl(const CrossAttentionParams& p) {
         static_cast<Lse*>(p.lse)[(b * H + h) * Lq + q0 + i] =
             l[i] > Acc(0) || l[i] != l[i] ? Lse(m[i]) + std::log(Lse(l[i])) : -std::numeric_limits<Lse>::infinity();
       }
+      MMK_PHASE_LAP(tp, 5, "other");
     }
     at::native::cpublas::brgemm_release(false);
+    MMK_PHASE_LAP(busy, 6, "busy");
   });
+  MMK_PHASE_CALL_END("fwd");
 }
 
 // ---- Backward, in phases. Per (batch, head) task: pack the operands, take Di, then for each key block
@@ -408,7 +421,10 @@ void backward_impl(const CrossAttentionParams& p) {
   const int64_t max_valid = n_valid.empty() ? 0 : *std::max_element(n_valid.begin(), n_valid.end());
   const int64_t BQ = fwd_block_q(Lq);
   const int64_t BK = max_valid <= 256 ? std::max<int64_t>(max_valid, 1) : 128;
+  MMK_PHASE_CALL_BEGIN();
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    MMK_PHASE_BEGIN(busy);
+    MMK_PHASE_BEGIN(tp);
     BackwardScratch<T> w(BQ, BK, Lq, D, Dv, vnni);
     PackedOperand<T> KT(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, Lk, D, /*transposed=*/true, vnni);
     PackedOperand<T> VT(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, Lk, Dv, /*transposed=*/true, vnni);
@@ -430,6 +446,7 @@ void backward_impl(const CrossAttentionParams& p) {
           dorows = Operand<T>{nullptr, 0, w.do_pack.data(), vnni_ld(Dv)};
         }
       }
+      MMK_PHASE_LAP(tp, 0, "pack");
       const lse_t<T>* lse = static_cast<const lse_t<T>*>(p.lse) + (b * H + h) * Lq;
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
 
@@ -437,6 +454,7 @@ void backward_impl(const CrossAttentionParams& p) {
       const bool single_block = n_valid[b] <= BK;
       if (!single_block) rowsum_dout_out<T>(p, b, h, w.Di.data());
       std::fill(w.dQ.begin(), w.dQ.end(), Acc(0));
+      MMK_PHASE_LAP(tp, 1, "di");
 
       // Phase 3: key blocks outer, query blocks inner (FlashAttention-2 order).
       for (int64_t k0 = 0; k0 < n_valid[b]; k0 += BK) {
@@ -448,10 +466,13 @@ void backward_impl(const CrossAttentionParams& p) {
           const int64_t rows = std::min(BQ, Lq - q0);
           if (causal_end(p, b, q0 + rows - 1) <= k0) continue;  // the whole tile lies above the diagonal
           // S = Q K^T and dP = dO V^T for the tile
+          MMK_PHASE_LAP(tp, 9, "other");
           gemm_scores<T>(rows, cols, D, qbh + q0 * p.q_stride_l, p.q_stride_l, kt, k0, w.S.data(), BK,
                          w.gemm_scratch);
+          MMK_PHASE_LAP(tp, 2, "qk_gemm");
           gemm_scores<T>(rows, cols, Dv, dobh + q0 * p.do_stride_l, p.do_stride_l, vt, k0, w.dP.data(), BK,
                          w.gemm_scratch);
+          MMK_PHASE_LAP(tp, 3, "dov_gemm");
           // P and dS, row by row (in place; and in the input type for 16-bit inputs)
           for (int64_t i = 0; i < rows; ++i) {
             Acc* s = w.S.data() + i * BK;
@@ -464,24 +485,32 @@ void backward_impl(const CrossAttentionParams& p) {
               convert_row(dp, w.dS.data() + i * BK, cols);
             }
           }
+          MMK_PHASE_LAP(tp, 4, "softmax_grad");
           // dV += P^T dO, dK += dS^T Q, dQ += dS K (float32/float64: S and dP already hold P and dS)
           const T* Pm = std::is_same_v<T, Acc> ? reinterpret_cast<const T*>(w.S.data()) : w.P.data();
           const T* dSm = std::is_same_v<T, Acc> ? reinterpret_cast<const T*>(w.dP.data()) : w.dS.data();
           transpose_copy(Pm, BK, rows, cols, w.Pt.data(), BQ);
           transpose_copy(dSm, BK, rows, cols, w.dSt.data(), BQ);
+          MMK_PHASE_LAP(tp, 5, "transpose");
           gemm<T>(cols, Dv, rows, w.Pt.data(), BQ, dorows, q0, 0, w.dV.data(), Dv, true);
+          MMK_PHASE_LAP(tp, 6, "dv_gemm");
           gemm<T>(cols, D, rows, w.dSt.data(), BQ, qrows, q0, 0, w.dK.data(), D, true);
+          MMK_PHASE_LAP(tp, 7, "dk_gemm");
           gemm<T>(rows, D, cols, dSm, BK, krows, k0, 0, w.dQ.data() + q0 * D, D, true);
+          MMK_PHASE_LAP(tp, 8, "dq_gemm");
         }
         store_key_block<T>(p, b, h, hk, k0, cols, w.dK.data(), w.dV.data(), dk_part.get(), dv_part.get());
       }
       for (int64_t i = 0; i < Lq; ++i) convert_row(w.dQ.data() + i * D, dq + ((b * Lq + i) * H + h) * D, D);
+      MMK_PHASE_LAP(tp, 9, "other");
     }
     at::native::cpublas::brgemm_release(false);
+    MMK_PHASE_LAP(busy, 10, "busy");
   });
 
   // Phase 4: GQA groups' partials, added in head order.
   if (group > 1) reduce_group_partials<T>(p, n_valid, dk_part.get(), dv_part.get());
+  MMK_PHASE_CALL_END("bwd");
 }
 
 }  // namespace
