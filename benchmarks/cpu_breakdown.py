@@ -3,8 +3,9 @@
     # ours, from the kernels' own phase timers (a build with -DMMK_PHASE_TIMERS, see cpu_phase_timer.h):
     CXXFLAGS=-DMMK_PHASE_TIMERS pip install --no-build-isolation --no-deps -e .
     python benchmarks/cpu_breakdown.py phases --mode fwd --shape 4,1024,1024,8,128
-    # either implementation under a sampling profiler (perf record -- python ... run --impl sdpa ...):
-    python benchmarks/cpu_breakdown.py run --impl sdpa --mode fwd --shape 4,1024,1024,8,128 --iters 40
+    # either implementation under a sampling profiler, its samples sorted into the same phases:
+    perf record -o sdpa.data -- python benchmarks/cpu_breakdown.py run --impl sdpa --shape 4,1024,1024,8,128
+    python benchmarks/cpu_breakdown.py perf sdpa.data
 
 `phases` prints, per phase, the cycles summed over threads as a share of the threads' busy time, and
 the wall time's split into busy time and the rest (fork/join and load imbalance).
@@ -107,9 +108,43 @@ def cmd_phases(args):
     os.unlink(path)
 
 
+# perf symbol -> phase, first match wins (SDPA: MKL's sgemm and its packing; the flash kernel's own loop
+# holds the softmax, its rescaling and the output; our kernels inline everything into their lambdas).
+PERF_PHASES = [
+    ("gemm kernel", r"sgemm_kernel|brgemm|jit|\[unknown\]"),
+    ("gemm packing/scaling", r"sgemm_.*copy|mscale|sgemm_.*(pack|beta)"),
+    ("exp (Sleef)", r"Sleef|expf"),
+    ("flash kernel loop (softmax, rescale, output)", r"cpu_flash_attention"),
+    ("threads (OpenMP)", r"libgomp|omp_"),
+    ("mmkernels kernel (all phases)", r"mmkernels"),
+]
+
+
+def cmd_perf(args):
+    import subprocess
+
+    out = subprocess.run(["perf", "report", "-i", args.file, "--stdio", "--sort", "dso,sym"], capture_output=True,
+                         text=True, check=True).stdout
+    shares = collections.Counter()
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(.*)", line)
+        if not m:
+            continue
+        pct, dso, sym = float(m.group(1)), m.group(2), m.group(3)
+        if "python" in dso or "kernel" in dso:  # interpreter, start-up, page faults: not the op
+            continue
+        name = next((n for n, rx in PERF_PHASES if re.search(rx, dso + " " + sym)), "other (allocation, dispatch, ...)")
+        shares[name] += pct
+    total = sum(shares.values())
+    print(f"{args.file}: {total:.1f}% of all samples in the op's libraries")
+    for name, pct in shares.most_common():
+        print(f"  {name:<48} {100 * pct / total:5.1f}%")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("command", choices=["run", "phases"])
+    ap.add_argument("command", choices=["run", "phases", "perf"])
+    ap.add_argument("file", nargs="?", help="perf: a perf.data file")
     ap.add_argument("--impl", default="ours", choices=["ours", "sdpa"])
     ap.add_argument("--mode", default="fwd", choices=["fwd", "fwd+bwd"])
     ap.add_argument("--shape", default="4,1024,1024,8,128", type=lambda s: tuple(int(x) for x in s.split(",")))
@@ -117,7 +152,7 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     args = ap.parse_args()
     torch.manual_seed(0)
-    (cmd_run if args.command == "run" else cmd_phases)(args)
+    {"run": cmd_run, "phases": cmd_phases, "perf": cmd_perf}[args.command](args)
 
 
 if __name__ == "__main__":

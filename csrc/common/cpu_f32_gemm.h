@@ -9,16 +9,18 @@
 // Packed B ("panels"): B (K x N) as ceil(N / 16) panels of `kld` rows (kld >= K) of 16 floats; panel p
 // holds columns 16p..16p+15, zero past N. A GEMM may start at any row k0 of the panels.
 //
-// Only compiled into the AVX2 build (the AVX-512 build keeps brgemm).
+// Only compiled into the AVX2 build (the AVX-512 build keeps brgemm); elsewhere the entry points are
+// empty stubs behind MMK_HAS_F32_PANEL_GEMM, so callers can test for it in `if constexpr`.
 #pragma once
-
-#if defined(CPU_CAPABILITY_AVX2) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MMK_HAS_F32_PANEL_GEMM 1
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+
+#if defined(CPU_CAPABILITY_AVX2) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MMK_HAS_F32_PANEL_GEMM 1
+#include <immintrin.h>
+#endif
 
 namespace mmkernels::cpu::CPU_CAPABILITY {
 
@@ -27,6 +29,8 @@ constexpr int64_t kF32MR = 6;   // rows per register tile
 
 inline int64_t f32_panel_count(int64_t N) { return (N + kF32NR - 1) / kF32NR; }
 inline int64_t f32_panel_floats(int64_t kld, int64_t N) { return f32_panel_count(N) * kld * kF32NR; }
+
+#if defined(MMK_HAS_F32_PANEL_GEMM)
 
 // In-register transpose of an 8 x 8 float block: rows of src at stride lds to rows of dst at stride ldd.
 inline void transpose8x8_f32(const float* src, int64_t lds, float* dst, int64_t ldd) {
@@ -166,6 +170,14 @@ inline void gemm_f32_panels(int64_t M, int64_t N, int64_t K, const float* A, int
   }
 }
 
-}  // namespace mmkernels::cpu::CPU_CAPABILITY
+#else
+
+inline void pack_f32_rows(const float*, int64_t, int64_t, int64_t, float*, int64_t) {}
+inline void pack_f32_transposed(const float*, int64_t, int64_t, int64_t, float*, int64_t) {}
+template <bool kTransA = false>
+inline void gemm_f32_panels(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t, int64_t,
+                            float*, int64_t, bool, int64_t = 0) {}
 
 #endif
+
+}  // namespace mmkernels::cpu::CPU_CAPABILITY

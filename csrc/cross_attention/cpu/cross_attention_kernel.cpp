@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "common/cpu_bf16_gemm.h"
+#include "common/cpu_f32_gemm.h"
 #include "common/cpu_kernel_utils.h"
 #include "common/cpu_phase_timer.h"
 #include "common/numerics.h"
@@ -40,14 +41,29 @@ inline std::vector<int64_t> valid_key_bounds(const CrossAttentionParams& p) {
 }
 
 // The B operand of C = a @ B for one (batch, head): row-major T (`data`, `ld`), or for bfloat16 on
-// CPUs with AVX512-BF16, packed bf16 pairs (`vnni`, `vld`; see common/cpu_bf16_gemm.h).
+// CPUs with AVX512-BF16, packed bf16 pairs (`vnni`, `vld`; see common/cpu_bf16_gemm.h), or for float32
+// in the AVX2 build, 16-column panels of `kld` rows (`panels`; see common/cpu_f32_gemm.h).
 template <typename T>
 struct Operand {
   const T* data = nullptr;
   int64_t ld = 0;
   const uint32_t* vnni = nullptr;
   int64_t vld = 0;
+  const float* panels = nullptr;
+  int64_t kld = 0;
 };
+
+template <typename T>
+constexpr bool packs_bf16() { return std::is_same_v<T, c10::BFloat16>; }
+
+template <typename T>
+constexpr bool packs_f32() {
+#if defined(MMK_HAS_F32_PANEL_GEMM)
+  return std::is_same_v<T, float>;
+#else
+  return false;
+#endif
+}
 
 // C[M,N] (+)= a[M,K] @ B[k0:k0+K, n0:n0+N]   (k0 even when B is packed)
 template <typename T>
@@ -59,7 +75,28 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const
       return;
     }
   }
+  if constexpr (packs_f32<T>()) {
+    if (B.panels) {
+      gemm_f32_panels(M, N, K, a, lda, B.panels, B.kld, k0, n0, C, ldc, accumulate);
+      return;
+    }
+  }
   gemm_nn<T>(M, N, K, a, lda, B.data + k0 * B.ld + n0, B.ld, C, ldc, accumulate);
+}
+
+// C[M,N] (+)= A^T @ B[k0:k0+K, n0:n0+N] with A (K x M) row-major: the backward's P^T dO and dS^T Q.
+// The panel kernel reads A^T in place; the other paths multiply a transposed copy (`at`, ld `ldat`).
+template <typename T>
+inline void gemm_at(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const Operand<T>& B, int64_t k0,
+                    int64_t n0, acc_type<T>* C, int64_t ldc, bool accumulate, T* at, int64_t ldat) {
+  if constexpr (packs_f32<T>()) {
+    if (B.panels) {
+      gemm_f32_panels<true>(M, N, K, a, lda, B.panels, B.kld, k0, n0, C, ldc, accumulate);
+      return;
+    }
+  }
+  transpose_copy(a, lda, K, M, at, ldat);
+  gemm<T>(M, N, K, at, ldat, B, k0, n0, C, ldc, accumulate);
 }
 
 // Scores S = Q K^T and dP = dO V^T for float32 inputs: the reduction over the head dim is split into
@@ -70,6 +107,12 @@ template <typename T>
 inline void gemm_scores(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const Operand<T>& B, int64_t n0,
                         acc_type<T>* C, int64_t ldc, std::vector<acc_type<T>>& scratch) {
   constexpr int64_t kChunk = 32;
+  if constexpr (packs_f32<T>()) {
+    if (B.panels) {  // the panel kernel adds its chunks' partial sums itself, in the same order
+      gemm_f32_panels(M, N, K, a, lda, B.panels, B.kld, 0, n0, C, ldc, false, kChunk);
+      return;
+    }
+  }
   if (!std::is_same_v<T, float> || K <= kChunk) {
     gemm<T>(M, N, K, a, lda, B, 0, n0, C, ldc, false);
     return;
@@ -89,21 +132,22 @@ inline void gemm_scores(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda
   }
 }
 
-template <typename T>
-constexpr bool packs_bf16() { return std::is_same_v<T, c10::BFloat16>; }
-
 // The B operand of GEMMs against one (batch, head) of x (B, L, Hx, Dx), packed on demand by the thread
 // that needs it into a buffer that thread owns, and kept while its next tasks use the same head (tasks
 // come in contiguous chunks, so each thread packs each head about once and the packed copy is still in
 // its cache when the GEMMs read it).
-//   rows:       x[b, :, h, :]    (L x Dx): a strided view, or bf16 row pairs.
-//   transposed: x[b, :, h, :]^T  (Dx x L): a transposed copy, or bf16 column pairs.
+//   rows:       x[b, :, h, :]    (L x Dx): a strided view, bf16 row pairs, or float32 panels of L rows.
+//   transposed: x[b, :, h, :]^T  (Dx x L): a transposed copy, bf16 column pairs, or float32 panels of Dx rows.
 // Only the first n positions (the valid keys) are packed: padded keys are never read.
 template <typename T>
 class PackedOperand {
  public:
   PackedOperand(const T* x, int64_t sb, int64_t sl, int64_t sh, int64_t L, int64_t Dx, bool transposed, bool vnni)
       : x_(x), sb_(sb), sl_(sl), sh_(sh), L_(L), Dx_(Dx), transposed_(transposed), vnni_(vnni) {
+    if constexpr (packs_f32<T>()) {
+      panels_.resize(std::max<int64_t>(transposed ? f32_panel_floats(Dx, L) : f32_panel_floats(L, Dx), 1));
+      return;
+    }
     if (vnni_) packed_.resize(std::max<int64_t>(transposed ? vnni_words(Dx, L) : vnni_words(L, Dx), 1));
     else if (transposed_) copy_.resize(std::max<int64_t>(Dx * L, 1));
   }
@@ -113,6 +157,14 @@ class PackedOperand {
     b_ = b;
     h_ = h;
     const T* src = x_ + b * sb_ + h * sh_;
+    if constexpr (packs_f32<T>()) {
+      if (transposed_) pack_f32_transposed(src, sl_, n, Dx_, panels_.data(), Dx_);
+      else pack_f32_rows(src, sl_, n, Dx_, panels_.data(), L_);
+      op_ = Operand<T>{};
+      op_.panels = panels_.data();
+      op_.kld = transposed_ ? Dx_ : L_;
+      return op_;
+    }
     if (vnni_) {
       if constexpr (packs_bf16<T>()) {
         const int64_t ld = transposed_ ? vnni_ld(L_) : vnni_ld(Dx_);
@@ -135,6 +187,7 @@ class PackedOperand {
   bool transposed_, vnni_;
   std::vector<T> copy_;
   std::vector<uint32_t> packed_;
+  std::vector<float> panels_;
   Operand<T> op_;
   int64_t b_ = -1, h_ = -1;
 };
@@ -289,15 +342,22 @@ struct BackwardScratch {
   using Acc = acc_type<T>;
   BackwardScratch(int64_t BQ, int64_t BK, int64_t Lq, int64_t D, int64_t Dv, bool vnni)
       : S(BQ * BK), dP(BQ * BK), dQ(Lq * D), dK(BK * D), dV(BK * Dv), Di(Lq),
-        Pt(BQ * BK), dSt(BQ * BK), P(is_reduced_v<T> ? BQ * BK : 0), dS(is_reduced_v<T> ? BQ * BK : 0),
-        q_pack(vnni ? vnni_words(Lq, D) : 0), do_pack(vnni ? vnni_words(Lq, Dv) : 0) {}
+        Pt(packs_f32<T>() ? 0 : BQ * BK), dSt(packs_f32<T>() ? 0 : BQ * BK), P(is_reduced_v<T> ? BQ * BK : 0),
+        dS(is_reduced_v<T> ? BQ * BK : 0), q_pack(vnni ? vnni_words(Lq, D) : 0),
+        do_pack(vnni ? vnni_words(Lq, Dv) : 0) {
+    if constexpr (packs_f32<T>()) {
+      q_panels.resize(f32_panel_floats(Lq, D));
+      do_panels.resize(f32_panel_floats(Lq, Dv));
+    }
+  }
   std::vector<Acc> S, dP;       // scores / dO V^T of a tile, overwritten by P / dS (float)
   std::vector<Acc> dQ, dK, dV;  // dQ of the whole head; dK, dV of the current key block
   std::vector<Acc> Di;          // rowsum(dO * O) per query row
   std::vector<Acc> gemm_scratch;
-  std::vector<T> Pt, dSt;       // P^T, dS^T in the input type (A operands of dV, dK)
+  std::vector<T> Pt, dSt;       // P^T, dS^T in the input type (A operands of dV, dK; not with panels)
   std::vector<T> P, dS;         // P, dS in the input type for 16-bit inputs
   std::vector<uint32_t> q_pack, do_pack;  // bf16 pairs of Q and dO rows (AVX512-BF16)
+  std::vector<float> q_panels, do_panels;  // float32 panels of Q and dO rows (AVX2)
 };
 
 // Di = rowsum(dO * O) from the stored output, one pass over the rows.
@@ -446,6 +506,16 @@ void backward_impl(const CrossAttentionParams& p) {
           dorows = Operand<T>{nullptr, 0, w.do_pack.data(), vnni_ld(Dv)};
         }
       }
+      if constexpr (packs_f32<T>()) {
+        pack_f32_rows(qbh, p.q_stride_l, Lq, D, w.q_panels.data(), Lq);
+        pack_f32_rows(dobh, p.do_stride_l, Lq, Dv, w.do_panels.data(), Lq);
+        qrows = Operand<T>{};
+        qrows.panels = w.q_panels.data();
+        qrows.kld = Lq;
+        dorows = Operand<T>{};
+        dorows.panels = w.do_panels.data();
+        dorows.kld = Lq;
+      }
       MMK_PHASE_LAP(tp, 0, "pack");
       const lse_t<T>* lse = static_cast<const lse_t<T>*>(p.lse) + (b * H + h) * Lq;
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
@@ -489,12 +559,9 @@ void backward_impl(const CrossAttentionParams& p) {
           // dV += P^T dO, dK += dS^T Q, dQ += dS K (float32/float64: S and dP already hold P and dS)
           const T* Pm = std::is_same_v<T, Acc> ? reinterpret_cast<const T*>(w.S.data()) : w.P.data();
           const T* dSm = std::is_same_v<T, Acc> ? reinterpret_cast<const T*>(w.dP.data()) : w.dS.data();
-          transpose_copy(Pm, BK, rows, cols, w.Pt.data(), BQ);
-          transpose_copy(dSm, BK, rows, cols, w.dSt.data(), BQ);
-          MMK_PHASE_LAP(tp, 5, "transpose");
-          gemm<T>(cols, Dv, rows, w.Pt.data(), BQ, dorows, q0, 0, w.dV.data(), Dv, true);
+          gemm_at<T>(cols, Dv, rows, Pm, BK, dorows, q0, 0, w.dV.data(), Dv, true, w.Pt.data(), BQ);
           MMK_PHASE_LAP(tp, 6, "dv_gemm");
-          gemm<T>(cols, D, rows, w.dSt.data(), BQ, qrows, q0, 0, w.dK.data(), D, true);
+          gemm_at<T>(cols, D, rows, dSm, BK, qrows, q0, 0, w.dK.data(), D, true, w.dSt.data(), BQ);
           MMK_PHASE_LAP(tp, 7, "dk_gemm");
           gemm<T>(rows, D, cols, dSm, BK, krows, k0, 0, w.dQ.data() + q0 * D, D, true);
           MMK_PHASE_LAP(tp, 8, "dq_gemm");
