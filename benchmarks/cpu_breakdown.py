@@ -116,7 +116,7 @@ PERF_PHASES = [
     ("exp (Sleef)", r"Sleef|expf"),
     ("flash kernel loop (softmax, rescale, output)", r"cpu_flash_attention"),
     ("threads (OpenMP)", r"libgomp|omp_"),
-    ("mmkernels kernel (all phases)", r"mmkernels"),
+    ("mmkernels kernel (all phases)", r"mmkernels|_C\.cpython"),
 ]
 
 
@@ -131,7 +131,8 @@ def cmd_perf(args):
         if not m:
             continue
         pct, dso, sym = float(m.group(1)), m.group(2), m.group(3)
-        if "python" in dso or "kernel" in dso:  # interpreter, start-up, page faults: not the op
+        # interpreter, start-up, page faults: not the op (but our extension, _C.cpython-*.so, is)
+        if re.fullmatch(r"(lib)?python[\d.]*(\.so.*)?", dso) or dso.startswith("[kernel"):
             continue
         name = next((n for n, rx in PERF_PHASES if re.search(rx, dso + " " + sym)), "other (allocation, dispatch, ...)")
         shares[name] += pct
