@@ -223,7 +223,8 @@ def write_plot(report: Dict, path: str) -> None:
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("speed-up of mmkernels, log scale (peer time / mmkernels time; right of 1x = mmkernels faster)")
-    ax.set_title(f"mmkernels vs peers: {report['device']}, torch {report['torch_version']}, commit {report['commit']}",
+    cap = f", CPU kernels {report['cpu_capability']}" if report.get("device_type", "cpu") == "cpu" else ""
+    ax.set_title(f"mmkernels vs peers: {report['device']}{cap}, torch {report['torch_version']}, commit {report['commit']}",
                  fontsize=9)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
