@@ -19,6 +19,8 @@
 #include "common/device/selftest/selftest.h"
 #endif
 
+MMK_CPU_DECLARE(double fma_peak_flops(int64_t iters, int64_t repeats))
+
 TORCH_LIBRARY(mmkernels, m) {
   // Returns (out (B, Lq, H, Dv), lse (B, H, Lq)): lse is float64 (common/dtype.h).
   m.def("cross_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? kv_lengths, Tensor? key_padding_mask, "
@@ -43,6 +45,13 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "mmkernels native library (operators live in torch.ops.mmkernels)";
   m.def("cpu_capability", &mmkernels::cpu::capability_name,
         "Instruction set of the CPU kernels chosen on this machine");
+  m.def(
+      "_cpu_fma_peak",
+      [](int64_t iters, int64_t repeats) -> double {
+        MMK_CPU_DISPATCH(fma_peak_flops, iters, repeats);
+      },
+      pybind11::arg("iters") = 20000000, pybind11::arg("repeats") = 3,
+      "float32 FMA peak (FLOP/s) of the CPU kernels' vector width on torch's threads, best of `repeats`");
   // Constants of the contract, defined once in C++ and used by the Python layer.
   m.attr("MAX_HEAD_DIM") = mmkernels::kMaxHeadDim;
   pybind11::tuple activations(mmkernels::kNumActivations);

@@ -47,6 +47,10 @@ def test_cli_end_to_end_quick_run(tmp_path, monkeypatch):
     ours = [r for r in rep["results"] if r["impl"] == "mmkernels"]
     assert len(ours) == 4 and all(r["median_ms"] > 0 for r in ours)
     assert any("sdpa" in r["speedup_vs"] for r in ours)
+    # both yardsticks are in the report, and every rate is given against each
+    assert rep["fma_peak_gflops"] > 0 and rep["ceiling_gflops"]["float32"] > 0
+    assert all(r["pct_of_fma_peak"] is not None and r["pct_of_ceiling"] is not None for r in rep["results"])
+    assert "FMA peak" in bench.format_table(rep) and "% FMA peak" in bench.format_markdown(rep)
 
 
 def test_cli_gate_exit_codes_on_saved_reports(tmp_path, capsys):

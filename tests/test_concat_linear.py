@@ -89,6 +89,34 @@ def test_noncontiguous_inputs_and_no_bias(device):
         torch.testing.assert_close(o.double(), r, atol=1e-5, rtol=1e-5)
 
 
+# The float32 backward's one-pass GEMM kernel (AVX2; from M >= 512 rows): odd widths (ragged 16-column
+# panels), a row count that is not a multiple of its 64-row tiles or 256-row weight-gradient chunks,
+# strided inputs, and each combination of wanted gradients.
+@pytest.mark.parametrize("want", ["all", "frozen_inputs", "frozen_weight", "one_input"])
+def test_float32_backward_at_many_rows_within_budget(want):
+    shape = ((601,), (257, 7, 1, 64), 97)
+    xs, w, b = make(shape, torch.float64, "cpu", seed=13, noncontig=True)
+    grad = torch.randn(601, 97, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+
+    def run_want(fn, dtype):
+        xs_ = [x.detach().to(dtype).requires_grad_(want in ("all", "frozen_weight") or (want == "one_input" and i == 1))
+               for i, x in enumerate(xs)]
+        w_ = w.detach().to(dtype).requires_grad_(want != "frozen_weight")
+        b_ = b.detach().to(dtype).requires_grad_(want != "frozen_weight")
+        y = fn(xs_, w_, b_, "gelu")
+        y.backward(grad.to(dtype))
+        return [y] + [t.grad for t in xs_ + [w_, b_]]
+
+    ref, plain = run_want(R.concat_linear, torch.float64), run_want(R.concat_linear, torch.float32)
+    ours = run_want(mmkernels.concat_linear, torch.float32)
+    names = ["y"] + [f"dx{i}" for i in range(len(xs))] + ["dW", "db"]
+    for name, o, p, r in zip(names, ours, plain, ref):
+        if r is None:
+            assert o is None, name
+        else:
+            assert_within_budget(o, p, r, name, torch.float32)
+
+
 def test_gradcheck_float64():
     for act in ACTS:
         xs, w, b = make(((3,), (2, 4), 5), torch.float64, "cpu", seed=3)

@@ -48,4 +48,16 @@ struct ConcatLinearForwardParams {
   DType dtype = DType::BFloat16;
 };
 
+// The backward's input gradients (CPU float32 on AVX2): dX_i = dz @ W[:, off_i:off_i+d_i] into dx[i]
+// (M, d_i) contiguous (null: not wanted). dz (M, N) contiguous; W (N, K) contiguous.
+struct ConcatLinearBackwardParams {
+  int64_t n_inputs = 0;
+  const int64_t* widths = nullptr;
+  const void* weight = nullptr;
+  const void* dz = nullptr;
+  void* const* dx = nullptr;
+  int64_t M = 0, N = 0, K = 0;
+  DType dtype = DType::Float32;
+};
+
 }  // namespace mmkernels

@@ -5,8 +5,8 @@
                               [--json PATH] [--markdown PATH] [--plot PATH]
                               [--compare BASELINE.json --max-regression R] [--replot REPORT.json]
 
-Prints a table (median time, GFLOP/s, % of the matmul ceiling measured in the same run, speed-up of
-mmkernels over each peer), writes JSON with the device, torch/CUDA versions, git commit and every
+Prints a table (median time, GFLOP/s, % of the matmul ceiling and, on CPU, % of the float32 FMA peak,
+both measured in the same run, speed-up of mmkernels over each peer), writes JSON with the device, torch/CUDA versions, git commit and every
 figure, and a PNG of the speed-ups. With --compare it exits 1 and names every case where mmkernels
 got slower than the baseline by more than R (run it on the device that made the baseline: another
 device only gets a warning).
@@ -27,7 +27,7 @@ import torch
 import mmkernels
 
 from .cases import OPS, OURS, build_cases, unknown_ops
-from .timing import matmul_ceiling, time_fn
+from .timing import fma_peak, matmul_ceiling, time_fn
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -77,13 +77,18 @@ def run_suite(args, device: torch.device) -> Dict:
     if not builders:
         raise SystemExit(f"no benchmark cases for --suite {args.suite}")
     budget = args.budget if args.budget is not None else (0.25 if args.quick else 1.0)
+    # Yardsticks: the matmul ceiling per dtype (best of several large matmuls, probed again between the
+    # cases: the maximum is kept) and, on CPU, the float32 FMA peak (at start and end, the maximum).
     ceilings = {str(dt).replace("torch.", ""): matmul_ceiling(dt, device, args.quick) for dt in dtypes}
+    peak = fma_peak(device)
     results: List[Dict] = []
     failed: List[str] = []
     for idx, build in enumerate(builders):
         case = build()
         progress(idx, len(builders), f"{case.name} {str(case.dtype)[6:]} {case.mode}")
-        ceiling = ceilings.get(str(case.dtype).replace("torch.", ""))
+        key = str(case.dtype).replace("torch.", "")
+        if key in ceilings:
+            ceilings[key] = max(ceilings[key], matmul_ceiling(case.dtype, device, args.quick, runs=2))
         times = {}
         for impl, fn in case.impls.items():
             try:
@@ -100,38 +105,58 @@ def run_suite(args, device: torch.device) -> Dict:
         ours = times[OURS].median_ms
         for impl, t in times.items():
             rate = case.flops / (t.median_ms / 1e3)
-            row = dict(case=case.name, op=case.op, dtype=str(case.dtype).replace("torch.", ""), mode=case.mode,
+            row = dict(case=case.name, op=case.op, dtype=key, mode=case.mode,
                        params=case.params, impl=impl, median_ms=t.median_ms, iqr_ms=t.iqr_ms, runs=t.runs,
-                       gflops=rate / 1e9 if case.flops else None,
-                       pct_of_ceiling=(100.0 * rate / ceiling) if (ceiling and case.flops) else None)
+                       gflops=rate / 1e9 if case.flops else None)
             if impl == OURS:
                 row["speedup_vs"] = {p: times[p].median_ms / ours for p in times if p != OURS}
                 row["skipped_peers"] = dict(case.skipped)
             results.append(row)
         del case
+    if peak is not None:
+        peak = max(peak, fma_peak(device))
+    for row in results:  # against the final (maximum) yardsticks
+        c = ceilings.get(row["dtype"])
+        g = row["gflops"]
+        row["pct_of_ceiling"] = 100.0 * g * 1e9 / c if (c and g is not None) else None
+        row["pct_of_fma_peak"] = 100.0 * g * 1e9 / peak if (peak and g is not None) else None
     progress(len(builders), len(builders), "done")
     return dict(
         device=device_name(device), device_type=device.type, torch_version=torch.__version__,
         cuda_version=torch.version.cuda, commit=git_commit(), mmkernels_version=mmkernels.__version__,
         cpu_capability=mmkernels.cpu_capability(), threads=torch.get_num_threads(), quick=args.quick,
         suite=args.suite, date=time.strftime("%Y-%m-%d %H:%M:%S"),
-        ceiling_gflops={k: v / 1e9 for k, v in ceilings.items()}, results=results, failed=failed,
+        ceiling_gflops={k: v / 1e9 for k, v in ceilings.items()},
+        fma_peak_gflops=peak / 1e9 if peak else None, results=results, failed=failed,
     )
+
+
+def yardsticks(report: Dict) -> str:
+    """One line: the matmul ceiling per dtype and the FMA peak (reports written before it have none)."""
+    text = ("ceiling (best measured matmul for the dtype, largest of the probes between cases): "
+            + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()))
+    if report.get("fma_peak_gflops"):
+        text += (f"; float32 FMA peak {report['fma_peak_gflops']:.0f} GFLOP/s "
+                 f"({report.get('cpu_capability', '?')} vectors, {report.get('threads', '?')} threads)")
+    return text
+
+
+def _pct(r: Dict, key: str) -> str:
+    return f"{r[key]:.0f}" if r.get(key) is not None else "-"
 
 
 def format_table(report: Dict) -> str:
     lines = [f"mmkernels bench | {report['device']} | torch {report['torch_version']} | commit {report['commit']}",
-             "ceiling (best measured matmul for the dtype): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()),
-             ""]
-    header = f"{'case':<52} {'dtype':<8} {'mode':<10} {'ms':>9} {'GFLOP/s':>8} {'%ceil':>6}  speed-up vs peers"
+             yardsticks(report), ""]
+    header = f"{'case':<52} {'dtype':<8} {'mode':<10} {'ms':>9} {'GFLOP/s':>8} {'%ceil':>6} {'%peak':>6}  speed-up vs peers"
     lines += [header, "-" * len(header)]
     for r in report["results"]:
         if r["impl"] != OURS:
             continue
         sp = "  ".join(f"{p} {x:.2f}x" for p, x in sorted(r["speedup_vs"].items()))
-        pct = f"{r['pct_of_ceiling']:.0f}" if r["pct_of_ceiling"] is not None else "-"
         gf = f"{r['gflops']:.1f}" if r["gflops"] is not None else "-"
-        lines.append(f"{r['case']:<52} {r['dtype']:<8} {r['mode']:<10} {r['median_ms']:>9.3f} {gf:>8} {pct:>6}  {sp}")
+        lines.append(f"{r['case']:<52} {r['dtype']:<8} {r['mode']:<10} {r['median_ms']:>9.3f} {gf:>8} "
+                     f"{_pct(r, 'pct_of_ceiling'):>6} {_pct(r, 'pct_of_fma_peak'):>6}  {sp}")
     return "\n".join(lines)
 
 
@@ -139,18 +164,17 @@ def format_markdown(report: Dict) -> str:
     out = [f"# mmkernels benchmark: {report['device']}", "",
            f"torch {report['torch_version']} (CUDA {report['cuda_version']}), commit `{report['commit']}`, "
            f"CPU kernels `{report['cpu_capability']}`, {report['threads']} threads, {report['date']}.", "",
-           "Ceiling (best dense matmul for the dtype, its own or float32's, measured in the same run): "
-           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceiling_gflops"].items()), "",
-           "| case | dtype | mode | impl | median ms | GFLOP/s | % ceiling | mmkernels speed-up |",
-           "|---|---|---|---|---:|---:|---:|---:|"]
+           "Yardsticks, measured in the same run: " + yardsticks(report)
+           + ". The ceiling is the dtype's own or float32's matmul (16-bit operands widen exactly).", "",
+           "| case | dtype | mode | impl | median ms | GFLOP/s | % ceiling | % FMA peak | mmkernels speed-up |",
+           "|---|---|---|---|---:|---:|---:|---:|---:|"]
     ours = {(r["case"], r["dtype"], r["mode"]): r for r in report["results"] if r["impl"] == OURS}
     for r in report["results"]:
         o = ours[(r["case"], r["dtype"], r["mode"])]
         sp = "—" if r["impl"] == OURS else f"{r['median_ms'] / o['median_ms']:.2f}x"
-        pct = f"{r['pct_of_ceiling']:.0f}" if r["pct_of_ceiling"] is not None else "-"
         gf = f"{r['gflops']:.1f}" if r["gflops"] is not None else "-"
         out.append(f"| {r['case']} | {r['dtype']} | {r['mode']} | {r['impl']} | {r['median_ms']:.3f} | "
-                   f"{gf} | {pct} | {sp} |")
+                   f"{gf} | {_pct(r, 'pct_of_ceiling')} | {_pct(r, 'pct_of_fma_peak')} | {sp} |")
     return "\n".join(out) + "\n"
 
 
@@ -173,17 +197,36 @@ def write_plot(report: Dict, path: str) -> None:
     labels = [f"{r['case']} | {r['dtype']} {r['mode']}" for r in rows]
     fig, ax = plt.subplots(figsize=(11, 1.5 + 0.32 * len(rows)))
     h = 0.8 / max(len(families), 1)
+    lo, hi = 1.0, 1.0
     for j, fam in enumerate(families):
-        vals = [next((r["speedup_vs"][n] for n in PLOT_PEERS[fam] if n in r["speedup_vs"]), 0.0) for r in rows]
-        ax.barh([i + j * h for i in range(len(rows))], vals, height=h, label=fam)
-    ax.axvline(1.0, color="k", lw=1)
+        # bars grow from 1x (left for slower, right for faster) on a log axis, so 0.5x and 2x are as long
+        vals = [next((r["speedup_vs"][n] for n in PLOT_PEERS[fam] if n in r["speedup_vs"]), None) for r in rows]
+        ys = [i + j * h for i, v in enumerate(vals) if v]
+        vs = [v for v in vals if v]
+        lo, hi = min([lo] + vs), max([hi] + vs)
+        ax.barh(ys, [v - 1.0 for v in vs], left=1.0, height=h, label=fam)
+    ax.set_xscale("log")
+    ax.set_xlim(min(0.5, lo / 1.2), max(2.0, hi * 1.2))
+    ax.axvline(1.0, color="k", lw=1.2)
+    ax.text(1.0, -0.7, " 1x (= peer)", fontsize=7, va="bottom")
+    for x in (0.5, 0.9, 1.1, 2.0):
+        ax.axvline(x, color="0.8", lw=0.6, ls="--", zorder=0)
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ticks = [t for t in (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100)
+             if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.tick_params(axis="x", labelsize=7)
     ax.set_yticks([i + 0.4 - h / 2 for i in range(len(rows))])
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("speed-up of mmkernels (peer time / mmkernels time; > 1 = mmkernels faster)")
-    ax.set_title(f"mmkernels vs peers: {report['device']}, torch {report['torch_version']}, commit {report['commit']}",
+    ax.set_xlabel("speed-up of mmkernels, log scale (peer time / mmkernels time; right of 1x = mmkernels faster)")
+    cap = f", CPU kernels {report['cpu_capability']}" if report.get("device_type", "cpu") == "cpu" else ""
+    ax.set_title(f"mmkernels vs peers: {report['device']}{cap}, torch {report['torch_version']}, commit {report['commit']}",
                  fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -18,6 +18,7 @@
 MMK_CPU_DECLARE(void concat_linear_epilogue_forward(const ::mmkernels::ConcatLinearEpilogueParams& p))
 MMK_CPU_DECLARE(void concat_linear_epilogue_backward(const ::mmkernels::ConcatLinearGradParams& p))
 MMK_CPU_DECLARE(bool concat_linear_forward_tiled(const ::mmkernels::ConcatLinearForwardParams& p))
+MMK_CPU_DECLARE(bool concat_linear_backward_gemms(const ::mmkernels::ConcatLinearBackwardParams& p))
 
 namespace mmkernels {
 namespace {
@@ -25,6 +26,7 @@ namespace {
 void run_epilogue_forward(const ConcatLinearEpilogueParams& p) { MMK_CPU_DISPATCH(concat_linear_epilogue_forward, p); }
 void run_epilogue_backward(const ConcatLinearGradParams& p) { MMK_CPU_DISPATCH(concat_linear_epilogue_backward, p); }
 bool run_forward_tiled(const ConcatLinearForwardParams& p) { MMK_CPU_DISPATCH(concat_linear_forward_tiled, p); }
+bool run_backward_gemms(const ConcatLinearBackwardParams& p) { MMK_CPU_DISPATCH(concat_linear_backward_gemms, p); }
 
 // The whole forward as one tiled kernel with the epilogue fused (float32 on brgemm, bfloat16 on the
 // AVX512-BF16 micro-kernel with float32 accumulation across segments). Returns false where it does not
@@ -49,6 +51,31 @@ bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::
   p.z = a.store_z ? z.data_ptr() : nullptr;
   p.M = a.M; p.N = a.N; p.K = a.K; p.act = a.act; p.dtype = to_dtype(weight.scalar_type());
   return run_forward_tiled(p);
+}
+
+// The float32 input gradients in one kernel (AVX2: the panel GEMM; concat_linear_kernel.cpp), from
+// M >= 512 rows (below, packing W's slices costs more than per-segment ATen GEMMs lose). Returns dX_i
+// for the wanted inputs (undefined for the others), or nothing where the kernel does not apply.
+std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Tensor& weight, const at::Tensor& dz,
+                                        const std::vector<bool>& want_x) {
+  const bool any = std::find(want_x.begin(), want_x.end(), true) != want_x.end();
+  if (!any || dz.scalar_type() != at::kFloat || a.M < 512 || a.N == 0) return {};
+  std::vector<void*> outs;
+  std::vector<int64_t> widths;
+  std::vector<at::Tensor> dx;
+  for (size_t i = 0; i < a.x.size(); ++i) {
+    widths.push_back(a.x[i].size(1));
+    dx.push_back(want_x[i] ? at::empty({a.M, widths.back()}, dz.options()) : at::Tensor());
+    outs.push_back(want_x[i] ? dx.back().data_ptr() : nullptr);
+  }
+  at::Tensor w = weight.contiguous();
+  ConcatLinearBackwardParams p;
+  p.n_inputs = static_cast<int64_t>(widths.size());
+  p.widths = widths.data();
+  p.weight = w.data_ptr(); p.dz = dz.data_ptr(); p.dx = outs.data();
+  p.M = a.M; p.N = a.N; p.K = a.K; p.dtype = DType::Float32;
+  if (!run_backward_gemms(p)) return {};
+  return dx;
 }
 
 at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
@@ -130,17 +157,20 @@ std::vector<at::Tensor> concat_linear_bwd_cpu(
   // nothing against plain PyTorch: dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place. Where
   // the CPU has no native bf16/fp16 GEMM the operands are widened to float32 first (exact; each result
   // rounded once, as a float32-accumulating GEMM would): ATen's 16-bit GEMM there runs ~100x slower.
+  // float32 input gradients at M >= 512 on AVX2: one panel-GEMM pass for all segments (try_input_grads).
   const at::ScalarType gemm_st = widen_gemm_operands(st) ? at::kFloat : st;
   const std::vector<bool> want_x = input_grads_wanted(a, input_mask);
-  const bool any_x = std::find(want_x.begin(), want_x.end(), true) != want_x.end();
+  std::vector<at::Tensor> dx_fast = try_input_grads(a, weight, dz, want_x);
+  const bool any_x = dx_fast.empty() && std::find(want_x.begin(), want_x.end(), true) != want_x.end();
   const at::Tensor dz_g = dz.to(gemm_st);
   const at::Tensor w_g = any_x ? weight.to(gemm_st) : at::Tensor();
   at::Tensor dw_g = weight_grad ? at::empty({a.N, a.K}, weight.options().dtype(gemm_st)) : at::Tensor();
   std::vector<at::Tensor> dx;
   for (size_t i = 0; i < a.x.size(); ++i) {
     const int64_t d = a.x[i].size(1);
-    dx.push_back(want_x[i] ? at::mm(dz_g, w_g.narrow(1, a.offsets[i], d)).to(st).view(inputs[i].sizes())
-                           : at::empty({0}, weight.options()));
+    if (!want_x[i]) dx.push_back(at::empty({0}, weight.options()));
+    else if (!dx_fast.empty()) dx.push_back(dx_fast[i].view(inputs[i].sizes()));
+    else dx.push_back(at::mm(dz_g, w_g.narrow(1, a.offsets[i], d)).to(st).view(inputs[i].sizes()));
     if (weight_grad) {
       at::Tensor dw_i = dw_g.narrow(1, a.offsets[i], d);
       at::mm_out(dw_i, dz_g.t(), a.x[i].to(gemm_st));

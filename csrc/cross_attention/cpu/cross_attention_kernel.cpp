@@ -15,7 +15,9 @@
 #include <memory>
 
 #include "common/cpu_bf16_gemm.h"
+#include "common/cpu_f32_gemm.h"
 #include "common/cpu_kernel_utils.h"
+#include "common/cpu_phase_timer.h"
 #include "common/numerics.h"
 #include "cross_attention/params.h"
 
@@ -39,14 +41,29 @@ inline std::vector<int64_t> valid_key_bounds(const CrossAttentionParams& p) {
 }
 
 // The B operand of C = a @ B for one (batch, head): row-major T (`data`, `ld`), or for bfloat16 on
-// CPUs with AVX512-BF16, packed bf16 pairs (`vnni`, `vld`; see common/cpu_bf16_gemm.h).
+// CPUs with AVX512-BF16, packed bf16 pairs (`vnni`, `vld`; see common/cpu_bf16_gemm.h), or for float32
+// in the AVX2 build, 16-column panels of `kld` rows (`panels`; see common/cpu_f32_gemm.h).
 template <typename T>
 struct Operand {
   const T* data = nullptr;
   int64_t ld = 0;
   const uint32_t* vnni = nullptr;
   int64_t vld = 0;
+  const float* panels = nullptr;
+  int64_t kld = 0;
 };
+
+template <typename T>
+constexpr bool packs_bf16() { return std::is_same_v<T, c10::BFloat16>; }
+
+template <typename T>
+constexpr bool packs_f32() {
+#if defined(MMK_HAS_F32_PANEL_GEMM)
+  return std::is_same_v<T, float>;
+#else
+  return false;
+#endif
+}
 
 // C[M,N] (+)= a[M,K] @ B[k0:k0+K, n0:n0+N]   (k0 even when B is packed)
 template <typename T>
@@ -58,7 +75,28 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const
       return;
     }
   }
+  if constexpr (packs_f32<T>()) {
+    if (B.panels) {
+      gemm_f32_panels(M, N, K, a, lda, B.panels, B.kld, k0, n0, C, ldc, accumulate);
+      return;
+    }
+  }
   gemm_nn<T>(M, N, K, a, lda, B.data + k0 * B.ld + n0, B.ld, C, ldc, accumulate);
+}
+
+// C[M,N] (+)= A^T @ B[k0:k0+K, n0:n0+N] with A (K x M) row-major: the backward's P^T dO and dS^T Q.
+// The panel kernel reads A^T in place; the other paths multiply a transposed copy (`at`, ld `ldat`).
+template <typename T>
+inline void gemm_at(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const Operand<T>& B, int64_t k0,
+                    int64_t n0, acc_type<T>* C, int64_t ldc, bool accumulate, T* at, int64_t ldat) {
+  if constexpr (packs_f32<T>()) {
+    if (B.panels) {
+      gemm_f32_panels<true>(M, N, K, a, lda, B.panels, B.kld, k0, n0, C, ldc, accumulate);
+      return;
+    }
+  }
+  transpose_copy(a, lda, K, M, at, ldat);
+  gemm<T>(M, N, K, at, ldat, B, k0, n0, C, ldc, accumulate);
 }
 
 // Scores S = Q K^T and dP = dO V^T for float32 inputs: the reduction over the head dim is split into
@@ -69,6 +107,12 @@ template <typename T>
 inline void gemm_scores(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda, const Operand<T>& B, int64_t n0,
                         acc_type<T>* C, int64_t ldc, std::vector<acc_type<T>>& scratch) {
   constexpr int64_t kChunk = 32;
+  if constexpr (packs_f32<T>()) {
+    if (B.panels) {  // the panel kernel adds its chunks' partial sums itself, in the same order
+      gemm_f32_panels(M, N, K, a, lda, B.panels, B.kld, 0, n0, C, ldc, false, kChunk);
+      return;
+    }
+  }
   if (!std::is_same_v<T, float> || K <= kChunk) {
     gemm<T>(M, N, K, a, lda, B, 0, n0, C, ldc, false);
     return;
@@ -88,21 +132,22 @@ inline void gemm_scores(int64_t M, int64_t N, int64_t K, const T* a, int64_t lda
   }
 }
 
-template <typename T>
-constexpr bool packs_bf16() { return std::is_same_v<T, c10::BFloat16>; }
-
 // The B operand of GEMMs against one (batch, head) of x (B, L, Hx, Dx), packed on demand by the thread
 // that needs it into a buffer that thread owns, and kept while its next tasks use the same head (tasks
 // come in contiguous chunks, so each thread packs each head about once and the packed copy is still in
 // its cache when the GEMMs read it).
-//   rows:       x[b, :, h, :]    (L x Dx): a strided view, or bf16 row pairs.
-//   transposed: x[b, :, h, :]^T  (Dx x L): a transposed copy, or bf16 column pairs.
+//   rows:       x[b, :, h, :]    (L x Dx): a strided view, bf16 row pairs, or float32 panels of L rows.
+//   transposed: x[b, :, h, :]^T  (Dx x L): a transposed copy, bf16 column pairs, or float32 panels of Dx rows.
 // Only the first n positions (the valid keys) are packed: padded keys are never read.
 template <typename T>
 class PackedOperand {
  public:
   PackedOperand(const T* x, int64_t sb, int64_t sl, int64_t sh, int64_t L, int64_t Dx, bool transposed, bool vnni)
       : x_(x), sb_(sb), sl_(sl), sh_(sh), L_(L), Dx_(Dx), transposed_(transposed), vnni_(vnni) {
+    if constexpr (packs_f32<T>()) {
+      panels_.resize(std::max<int64_t>(transposed ? f32_panel_floats(Dx, L) : f32_panel_floats(L, Dx), 1));
+      return;
+    }
     if (vnni_) packed_.resize(std::max<int64_t>(transposed ? vnni_words(Dx, L) : vnni_words(L, Dx), 1));
     else if (transposed_) copy_.resize(std::max<int64_t>(Dx * L, 1));
   }
@@ -112,6 +157,14 @@ class PackedOperand {
     b_ = b;
     h_ = h;
     const T* src = x_ + b * sb_ + h * sh_;
+    if constexpr (packs_f32<T>()) {
+      if (transposed_) pack_f32_transposed(src, sl_, n, Dx_, panels_.data(), Dx_);
+      else pack_f32_rows(src, sl_, n, Dx_, panels_.data(), L_);
+      op_ = Operand<T>{};
+      op_.panels = panels_.data();
+      op_.kld = transposed_ ? Dx_ : L_;
+      return op_;
+    }
     if (vnni_) {
       if constexpr (packs_bf16<T>()) {
         const int64_t ld = transposed_ ? vnni_ld(L_) : vnni_ld(Dx_);
@@ -134,6 +187,7 @@ class PackedOperand {
   bool transposed_, vnni_;
   std::vector<T> copy_;
   std::vector<uint32_t> packed_;
+  std::vector<float> panels_;
   Operand<T> op_;
   int64_t b_ = -1, h_ = -1;
 };
@@ -172,7 +226,10 @@ void forward_impl(const CrossAttentionParams& p) {
 
   const int64_t BQ = fwd_block_q(Lq), BK = fwd_block_k(Lk);
   const int64_t nqb = (Lq + BQ - 1) / BQ;
+  MMK_PHASE_CALL_BEGIN();
   at::parallel_for(0, B * H * nqb, 1, [&](int64_t begin, int64_t end) {
+    MMK_PHASE_BEGIN(busy);
+    MMK_PHASE_BEGIN(tp);
     std::vector<Acc> S(BQ * BK), O(BQ * Dv), m(BQ), l(BQ), scratch;
     std::vector<char> had_key(BQ);  // a key counted for the row (see final_row_sum)
     PackedOperand<T> KT(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, Lk, D, /*transposed=*/true, vnni);
@@ -184,6 +241,7 @@ void forward_impl(const CrossAttentionParams& p) {
       const T* qp = q + b * p.q_stride_b + q0 * p.q_stride_l + h * p.q_stride_h;
       const Operand<T>& kt = KT.get(b, hk, n_valid[b]);
       const Operand<T>& vb = V.get(b, hk, n_valid[b]);
+      MMK_PHASE_LAP(tp, 0, "pack");
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
       std::fill(m.begin(), m.end(), neg_inf);
       std::fill(l.begin(), l.end(), Acc(0));
@@ -195,7 +253,9 @@ void forward_impl(const CrossAttentionParams& p) {
       for (int64_t k0 = 0; k0 < kv_end; k0 += BK) {
         const int64_t cols = std::min(BK, kv_end - k0);
         if (!any_key_valid(mrow, k0, cols)) continue;
+        MMK_PHASE_LAP(tp, 5, "other");
         gemm_scores<T>(rows, cols, D, qp, p.q_stride_l, kt, k0, S.data(), BK, scratch);
+        MMK_PHASE_LAP(tp, 1, "qk_gemm");
         for (int64_t i = 0; i < rows; ++i) {
           Acc* s = S.data() + i * BK;
           // scale, mask, row max; keys at or past `live` lie above this row's causal diagonal
@@ -240,15 +300,18 @@ void forward_impl(const CrossAttentionParams& p) {
             rsum += s[j];
           }
           if constexpr (is_reduced_v<T>) convert_row(s, P.data() + i * BK, cols);
+          MMK_PHASE_LAP(tp, 2, "softmax");
           const Acc alpha = std::exp(m[i] - m_new);  // 0 when m[i] was -inf
           l[i] = l[i] * alpha + rsum;
           if (alpha != Acc(1)) scale_row(O.data() + i * Dv, alpha, Dv);
           m[i] = m_new;
+          MMK_PHASE_LAP(tp, 3, "rescale");
         }
         if constexpr (is_reduced_v<T>)
           gemm<T>(rows, Dv, cols, P.data(), BK, vb, k0, 0, O.data(), Dv, true);
         else
           gemm<T>(rows, Dv, cols, S.data(), BK, vb, k0, 0, O.data(), Dv, true);
+        MMK_PHASE_LAP(tp, 4, "pv_gemm");
       }
       // normalise; rows without any valid key give zeros and lse = -inf
       for (int64_t i = 0; i < rows; ++i) {
@@ -260,9 +323,12 @@ void forward_impl(const CrossAttentionParams& p) {
         static_cast<Lse*>(p.lse)[(b * H + h) * Lq + q0 + i] =
             l[i] > Acc(0) || l[i] != l[i] ? Lse(m[i]) + std::log(Lse(l[i])) : -std::numeric_limits<Lse>::infinity();
       }
+      MMK_PHASE_LAP(tp, 5, "other");
     }
     at::native::cpublas::brgemm_release(false);
+    MMK_PHASE_LAP(busy, 6, "busy");
   });
+  MMK_PHASE_CALL_END("fwd");
 }
 
 // ---- Backward, in phases. Per (batch, head) task: pack the operands, take Di, then for each key block
@@ -276,15 +342,22 @@ struct BackwardScratch {
   using Acc = acc_type<T>;
   BackwardScratch(int64_t BQ, int64_t BK, int64_t Lq, int64_t D, int64_t Dv, bool vnni)
       : S(BQ * BK), dP(BQ * BK), dQ(Lq * D), dK(BK * D), dV(BK * Dv), Di(Lq),
-        Pt(BQ * BK), dSt(BQ * BK), P(is_reduced_v<T> ? BQ * BK : 0), dS(is_reduced_v<T> ? BQ * BK : 0),
-        q_pack(vnni ? vnni_words(Lq, D) : 0), do_pack(vnni ? vnni_words(Lq, Dv) : 0) {}
+        Pt(packs_f32<T>() ? 0 : BQ * BK), dSt(packs_f32<T>() ? 0 : BQ * BK), P(is_reduced_v<T> ? BQ * BK : 0),
+        dS(is_reduced_v<T> ? BQ * BK : 0), q_pack(vnni ? vnni_words(Lq, D) : 0),
+        do_pack(vnni ? vnni_words(Lq, Dv) : 0) {
+    if constexpr (packs_f32<T>()) {
+      q_panels.resize(f32_panel_floats(Lq, D));
+      do_panels.resize(f32_panel_floats(Lq, Dv));
+    }
+  }
   std::vector<Acc> S, dP;       // scores / dO V^T of a tile, overwritten by P / dS (float)
   std::vector<Acc> dQ, dK, dV;  // dQ of the whole head; dK, dV of the current key block
   std::vector<Acc> Di;          // rowsum(dO * O) per query row
   std::vector<Acc> gemm_scratch;
-  std::vector<T> Pt, dSt;       // P^T, dS^T in the input type (A operands of dV, dK)
+  std::vector<T> Pt, dSt;       // P^T, dS^T in the input type (A operands of dV, dK; not with panels)
   std::vector<T> P, dS;         // P, dS in the input type for 16-bit inputs
   std::vector<uint32_t> q_pack, do_pack;  // bf16 pairs of Q and dO rows (AVX512-BF16)
+  std::vector<float> q_panels, do_panels;  // float32 panels of Q and dO rows (AVX2)
 };
 
 // Di = rowsum(dO * O) from the stored output, one pass over the rows.
@@ -408,7 +481,10 @@ void backward_impl(const CrossAttentionParams& p) {
   const int64_t max_valid = n_valid.empty() ? 0 : *std::max_element(n_valid.begin(), n_valid.end());
   const int64_t BQ = fwd_block_q(Lq);
   const int64_t BK = max_valid <= 256 ? std::max<int64_t>(max_valid, 1) : 128;
+  MMK_PHASE_CALL_BEGIN();
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    MMK_PHASE_BEGIN(busy);
+    MMK_PHASE_BEGIN(tp);
     BackwardScratch<T> w(BQ, BK, Lq, D, Dv, vnni);
     PackedOperand<T> KT(k, p.k_stride_b, p.k_stride_l, p.k_stride_h, Lk, D, /*transposed=*/true, vnni);
     PackedOperand<T> VT(v, p.v_stride_b, p.v_stride_l, p.v_stride_h, Lk, Dv, /*transposed=*/true, vnni);
@@ -430,6 +506,17 @@ void backward_impl(const CrossAttentionParams& p) {
           dorows = Operand<T>{nullptr, 0, w.do_pack.data(), vnni_ld(Dv)};
         }
       }
+      if constexpr (packs_f32<T>()) {
+        pack_f32_rows(qbh, p.q_stride_l, Lq, D, w.q_panels.data(), Lq);
+        pack_f32_rows(dobh, p.do_stride_l, Lq, Dv, w.do_panels.data(), Lq);
+        qrows = Operand<T>{};
+        qrows.panels = w.q_panels.data();
+        qrows.kld = Lq;
+        dorows = Operand<T>{};
+        dorows.panels = w.do_panels.data();
+        dorows.kld = Lq;
+      }
+      MMK_PHASE_LAP(tp, 0, "pack");
       const lse_t<T>* lse = static_cast<const lse_t<T>*>(p.lse) + (b * H + h) * Lq;
       const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
 
@@ -437,6 +524,7 @@ void backward_impl(const CrossAttentionParams& p) {
       const bool single_block = n_valid[b] <= BK;
       if (!single_block) rowsum_dout_out<T>(p, b, h, w.Di.data());
       std::fill(w.dQ.begin(), w.dQ.end(), Acc(0));
+      MMK_PHASE_LAP(tp, 1, "di");
 
       // Phase 3: key blocks outer, query blocks inner (FlashAttention-2 order).
       for (int64_t k0 = 0; k0 < n_valid[b]; k0 += BK) {
@@ -448,10 +536,13 @@ void backward_impl(const CrossAttentionParams& p) {
           const int64_t rows = std::min(BQ, Lq - q0);
           if (causal_end(p, b, q0 + rows - 1) <= k0) continue;  // the whole tile lies above the diagonal
           // S = Q K^T and dP = dO V^T for the tile
+          MMK_PHASE_LAP(tp, 9, "other");
           gemm_scores<T>(rows, cols, D, qbh + q0 * p.q_stride_l, p.q_stride_l, kt, k0, w.S.data(), BK,
                          w.gemm_scratch);
+          MMK_PHASE_LAP(tp, 2, "qk_gemm");
           gemm_scores<T>(rows, cols, Dv, dobh + q0 * p.do_stride_l, p.do_stride_l, vt, k0, w.dP.data(), BK,
                          w.gemm_scratch);
+          MMK_PHASE_LAP(tp, 3, "dov_gemm");
           // P and dS, row by row (in place; and in the input type for 16-bit inputs)
           for (int64_t i = 0; i < rows; ++i) {
             Acc* s = w.S.data() + i * BK;
@@ -464,24 +555,29 @@ void backward_impl(const CrossAttentionParams& p) {
               convert_row(dp, w.dS.data() + i * BK, cols);
             }
           }
+          MMK_PHASE_LAP(tp, 4, "softmax_grad");
           // dV += P^T dO, dK += dS^T Q, dQ += dS K (float32/float64: S and dP already hold P and dS)
           const T* Pm = std::is_same_v<T, Acc> ? reinterpret_cast<const T*>(w.S.data()) : w.P.data();
           const T* dSm = std::is_same_v<T, Acc> ? reinterpret_cast<const T*>(w.dP.data()) : w.dS.data();
-          transpose_copy(Pm, BK, rows, cols, w.Pt.data(), BQ);
-          transpose_copy(dSm, BK, rows, cols, w.dSt.data(), BQ);
-          gemm<T>(cols, Dv, rows, w.Pt.data(), BQ, dorows, q0, 0, w.dV.data(), Dv, true);
-          gemm<T>(cols, D, rows, w.dSt.data(), BQ, qrows, q0, 0, w.dK.data(), D, true);
+          gemm_at<T>(cols, Dv, rows, Pm, BK, dorows, q0, 0, w.dV.data(), Dv, true, w.Pt.data(), BQ);
+          MMK_PHASE_LAP(tp, 6, "dv_gemm");
+          gemm_at<T>(cols, D, rows, dSm, BK, qrows, q0, 0, w.dK.data(), D, true, w.dSt.data(), BQ);
+          MMK_PHASE_LAP(tp, 7, "dk_gemm");
           gemm<T>(rows, D, cols, dSm, BK, krows, k0, 0, w.dQ.data() + q0 * D, D, true);
+          MMK_PHASE_LAP(tp, 8, "dq_gemm");
         }
         store_key_block<T>(p, b, h, hk, k0, cols, w.dK.data(), w.dV.data(), dk_part.get(), dv_part.get());
       }
       for (int64_t i = 0; i < Lq; ++i) convert_row(w.dQ.data() + i * D, dq + ((b * Lq + i) * H + h) * D, D);
+      MMK_PHASE_LAP(tp, 9, "other");
     }
     at::native::cpublas::brgemm_release(false);
+    MMK_PHASE_LAP(busy, 10, "busy");
   });
 
   // Phase 4: GQA groups' partials, added in head order.
   if (group > 1) reduce_group_partials<T>(p, n_valid, dk_part.get(), dv_part.get());
+  MMK_PHASE_CALL_END("bwd");
 }
 
 }  // namespace
