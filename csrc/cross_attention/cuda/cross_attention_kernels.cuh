@@ -26,7 +26,7 @@ MMK_BACKEND_BEGIN
 template <typename T>
 bool takes_sm90_forward(const CrossAttentionParams& p) {
   return !std::is_same_v<T, float> && flash::eligible(p, /*backward=*/false) && dev::sm90a_runs() &&
-         flash_sm90::eligible(p);
+         flash_sm90::eligible(p) && flash_sm90::head_dim(dev::max(p.D, p.Dv)) != 0;
 }
 
 template <typename T>

@@ -19,22 +19,17 @@ void add(std::vector<std::pair<std::string, int64_t>>& out, const char* type) {
                      int64_t(Bw::kDkDvSmemBytes));
 }
 
-template <typename T>
-void add_all(std::vector<std::pair<std::string, int64_t>>& out, const char* type) {
-  if constexpr (flash::compiled<32>()) add<T, 32>(out, type);
-  if constexpr (flash::compiled<64>()) add<T, 64>(out, type);
-  if constexpr (flash::compiled<96>()) add<T, 96>(out, type);
-  if constexpr (flash::compiled<128>()) add<T, 128>(out, type);
-  if constexpr (flash::compiled<192>()) add<T, 192>(out, type);
-  if constexpr (flash::compiled<256>()) add<T, 256>(out, type);
+template <typename T, size_t... I>
+void add_all(std::vector<std::pair<std::string, int64_t>>& out, const char* type, std::index_sequence<I...>) {
+  (add<T, flash::kHeadDims[I]>(out, type), ...);
 }
 
 }  // namespace
 
 std::vector<std::pair<std::string, int64_t>> flash_dynamic_smem() {
   std::vector<std::pair<std::string, int64_t>> out;
-  add_all<dev::bf16>(out, "bf16");
-  add_all<dev::half>(out, "half");
+  add_all<dev::bf16>(out, "bf16", std::make_index_sequence<flash::kNumHeadDims>{});
+  add_all<dev::half>(out, "half", std::make_index_sequence<flash::kNumHeadDims>{});
   return out;
 }
 
