@@ -61,7 +61,7 @@ PYBIND11_MODULE(_C, m) {
       "_lse_dtype",
       [](const std::string& input) -> std::string {
         mmkernels::DType d;
-        if (!mmkernels::dtype_from_name(input.c_str(), &d))
+        if (!mmkernels::dtype_from_name(input, &d))
           throw pybind11::value_error("_lse_dtype: input must name one of float32, float16, bfloat16, float64, got '" +
                                       input + "'");
         return mmkernels::dtype_name(mmkernels::lse_dtype(d));

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <limits>
+#include <string_view>
 #include <type_traits>
 
 namespace mmkernels {
@@ -15,12 +16,9 @@ constexpr size_t dtype_size(DType d) { return d == DType::Float64 ? 8 : d == DTy
 // torch's names of the four types (torch.float32 -> "float32"), both ways.
 constexpr const char* kDTypeNames[] = {"float32", "float16", "bfloat16", "float64"};
 constexpr const char* dtype_name(DType d) { return kDTypeNames[static_cast<int>(d)]; }
-inline bool dtype_from_name(const char* name, DType* out) {
-  for (int i = 0; i < 4; ++i) {
-    const char *a = name, *b = kDTypeNames[i];
-    while (*a && *a == *b) ++a, ++b;
-    if (*a == *b) return *out = static_cast<DType>(i), true;
-  }
+inline bool dtype_from_name(std::string_view name, DType* out) {
+  for (int i = 0; i < 4; ++i)
+    if (name == kDTypeNames[i]) return *out = static_cast<DType>(i), true;
   return false;
 }
 

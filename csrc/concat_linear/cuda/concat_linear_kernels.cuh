@@ -16,6 +16,7 @@
 #include "common/activation.h"
 #include "common/device/primitives.h"
 #include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/gemm_host.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
@@ -133,8 +134,10 @@ template <typename T>
 dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream) {
   if (args.M == 0 || args.N == 0) return dev::kSuccess;
   if constexpr (!std::is_same_v<T, float>) {
-    if (dev::sm90a_runs() && sm90_takes(args)) return concat_linear_gemm_sm90<T>(args, stream);
-    if (sm80_takes(args)) return concat_linear_gemm_sm80<T>(args, stream);
+    if (tc_takes(args)) {
+      if (dev::sm90a_runs()) return concat_linear_gemm_sm90<T>(args, stream);
+      return concat_linear_gemm_sm80<T>(args, stream);
+    }
   }
   return simt_gemm<T>(args, stream);
 }

@@ -64,11 +64,9 @@ template <typename T>
 dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream);
 
 // The tensor-core kernels alone (T = dev::bf16 or dev::half), instantiated in concat_linear_sm{90,80}_<dtype>.cu;
-// sm90_takes() / sm80_takes() tell whether one accepts the args' operands.
-bool sm90_takes(const GemmArgs& args);
+// which operands they take: tc_takes() (gemm_host.h).
 template <typename T>
 dev::Error concat_linear_gemm_sm90(const GemmArgs& args, dev::Stream stream);
-bool sm80_takes(const GemmArgs& args);
 template <typename T>
 dev::Error concat_linear_gemm_sm80(const GemmArgs& args, dev::Stream stream);
 

@@ -1,13 +1,8 @@
-// Instantiation of the Hopper concat_linear GEMM (gemm_sm90.cuh) for dev::bf16 (torch-free), and the
-// rule of which GEMMs it takes.
+// Instantiation of the Hopper concat_linear GEMM (gemm_sm90.cuh) for dev::bf16 (torch-free).
 #include "concat_linear/cuda/gemm_sm90.cuh"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
-bool sm90_takes(const GemmArgs& args) {
-  const int layout = sm90::layout_of(args);
-  return layout == 0 || ((layout == 2 || layout == 3) && args.act == Activation::None);
-}
 template dev::Error concat_linear_gemm_sm90<dev::bf16>(const GemmArgs&, dev::Stream);
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

@@ -16,6 +16,7 @@
 #include "common/device/cute.h"
 #include "concat_linear/cuda/concat_linear_launch.h"
 #include "concat_linear/cuda/epilogue.cuh"
+#include "concat_linear/cuda/gemm_host.h"
 #include "concat_linear/cuda/gemm_tiles.cuh"
 
 namespace mmkernels::cuda {
@@ -147,63 +148,21 @@ template <class DevT, bool AMN, bool BMN, Activation kAct>
 dev::Error launch(const GemmArgs& args, dev::Stream stream) {
   using CuteT = std::conditional_t<std::is_same_v<DevT, dev::bf16>, cute::bfloat16_t, cute::half_t>;
   using G = Gemm<CuteT, AMN, BMN>;
+  if (const dev::Error e = tc_launch_check(args, kBM, kBN); e != dev::kSuccess) return e;
   const int64_t gm = dev::ceil_div<int64_t>(args.M, kBM), gn = dev::ceil_div<int64_t>(args.N, kBN);
-  if (args.M > 2147483647 || args.N > 2147483647 || gm > 2147483647 || gn > 65535) return dev::kErrorInvalidConfiguration;
-  for (int s = 0; s < args.n_seg; ++s)
-    if (args.seg[s].K > 2147483647) return dev::kErrorInvalidConfiguration;
-  if (args.split < 1 || args.split > 65535 || (args.split > 1 && (!args.c_is_float || args.acc_in)))
-    return dev::kErrorInvalidValue;
   if (dev::Error e = dev::set_max_dynamic_smem(gemm_sm80_kernel<G, DevT, kAct>, static_cast<int>(G::kSmem)); e != dev::kSuccess)
     return e;
   const dev::Dim3 grid{static_cast<uint32_t>(gm), static_cast<uint32_t>(gn), static_cast<uint32_t>(args.split)};
   return MMK_LAUNCH((gemm_sm80_kernel<G, DevT, kAct>), grid, (dev::Dim3{kThreads, 1, 1}), G::kSmem, stream, args);
 }
 
-// Which layout the args describe (bit 0 A MN-major, bit 1 B MN-major), or -1 when an operand is not
-// whole 16-byte pieces (unit stride, 16-byte aligned base and row pitch): the glue pads those.
-inline int layout_of(const GemmArgs& args) {
-  auto aligned = [](const void* p, int64_t ld) { return reinterpret_cast<uintptr_t>(p) % 16 == 0 && ld % 8 == 0; };
-  int layout = -1;
-  for (int s = 0; s < args.n_seg; ++s) {
-    const GemmSegment& g = args.seg[s];
-    if (g.K == 0) continue;
-    int l;
-    if (g.sak == 1 && aligned(g.a, g.sam)) l = 0;
-    else if (g.sam == 1 && aligned(g.a, g.sak)) l = 1;
-    else return -1;
-    if (g.sbk == 1 && aligned(g.b, g.sbn)) l |= 0;
-    else if (g.sbn == 1 && aligned(g.b, g.sbk)) l |= 2;
-    else return -1;
-    if (layout >= 0 && l != layout) return -1;
-    layout = l;
-  }
-  return layout < 0 ? 0 : layout;
-}
-
 }  // namespace sm80
 
 template <typename T>
 dev::Error concat_linear_gemm_sm80(const GemmArgs& args, dev::Stream stream) {
-  if (args.M == 0 || args.N == 0) return dev::kSuccess;
-  switch (sm80::layout_of(args)) {
-    case 0:
-      switch (args.act) {
-        case Activation::None: return sm80::launch<T, false, false, Activation::None>(args, stream);
-        case Activation::ReLU: return sm80::launch<T, false, false, Activation::ReLU>(args, stream);
-        case Activation::GELU: return sm80::launch<T, false, false, Activation::GELU>(args, stream);
-        case Activation::GELUTanh: return sm80::launch<T, false, false, Activation::GELUTanh>(args, stream);
-        case Activation::SiLU: return sm80::launch<T, false, false, Activation::SiLU>(args, stream);
-      }
-      break;
-    case 2:
-      if (args.act == Activation::None) return sm80::launch<T, false, true, Activation::None>(args, stream);
-      break;
-    case 3:
-      if (args.act == Activation::None) return sm80::launch<T, true, true, Activation::None>(args, stream);
-      break;
-    default: break;
-  }
-  return dev::report_error(dev::kErrorInvalidValue, "concat_linear: operand layout the sm_80 GEMM does not take");
+  return tc_dispatch(args, "sm_80", [&](auto amn, auto bmn, auto act) {
+    return sm80::launch<T, decltype(amn)::value, decltype(bmn)::value, decltype(act)::value>(args, stream);
+  });
 }
 
 MMK_BACKEND_END

@@ -25,6 +25,7 @@
 #include "common/device/cute.h"
 #include "concat_linear/cuda/concat_linear_launch.h"
 #include "concat_linear/cuda/epilogue.cuh"
+#include "concat_linear/cuda/gemm_host.h"
 #include "concat_linear/cuda/gemm_tiles.cuh"
 
 namespace mmkernels::cuda {
@@ -200,21 +201,18 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) gemm_sm90_kernel(MMK_GRID_CONSTAN
   }
 }
 
-// Launches the GEMM that `args` describes (operands checked by layout_of); TMA tensor maps per segment.
+// Launches the GEMM that `args` describes (operands checked by tc_layout); TMA tensor maps per segment.
 template <class DevT, bool AMN, bool BMN, Activation kAct>
 dev::Error launch(const GemmArgs& args, dev::Stream stream) {
   using CuteT = std::conditional_t<std::is_same_v<DevT, dev::bf16>, cute::bfloat16_t, cute::half_t>;
   using G = Gemm<CuteT, AMN, BMN>;
+  if (const dev::Error e = tc_launch_check(args, kBM, kBN); e != dev::kSuccess) return e;
   const int64_t gm = dev::ceil_div<int64_t>(args.M, kBM), gn = dev::ceil_div<int64_t>(args.N, kBN);
-  if (args.M > 2147483647 || args.N > 2147483647 || gm > 2147483647 || gn > 65535) return dev::kErrorInvalidConfiguration;
-  if (args.split < 1 || args.split > 65535 || (args.split > 1 && (!args.c_is_float || args.acc_in)))
-    return dev::kErrorInvalidValue;
   typename G::Params p{};
   p.args = args;
   std::string error;
   for (int s = 0; s < args.n_seg; ++s) {
     const GemmSegment& g = args.seg[s];
-    if (g.K > 2147483647) return dev::kErrorInvalidConfiguration;
     p.seg_k[s] = static_cast<int>(g.K);
     if (g.K == 0) continue;  // a width-0 input: no tiles, no tensor map
     // A (rows M): K-major rows of `sam`, or MN-major columns of `sak`; B (rows N) likewise.
@@ -228,51 +226,13 @@ dev::Error launch(const GemmArgs& args, dev::Stream stream) {
   return MMK_LAUNCH((gemm_sm90_kernel<G, DevT, kAct>), grid, (dev::Dim3{kThreads, 1, 1}), G::kSmem, stream, p);
 }
 
-// Which layout the args describe (0, 2 and 3 have kernels), or -1 when an operand breaks TMA's rules (16-byte aligned base,
-// 16-byte multiple row pitch, one unit stride): bit 0 A MN-major, bit 1 B MN-major.
-inline int layout_of(const GemmArgs& args) {
-  auto aligned = [](const void* p, int64_t ld) { return reinterpret_cast<uintptr_t>(p) % 16 == 0 && ld % 8 == 0; };
-  int layout = -1;
-  for (int s = 0; s < args.n_seg; ++s) {
-    const GemmSegment& g = args.seg[s];
-    if (g.K == 0) continue;
-    int l;
-    if (g.sak == 1 && aligned(g.a, g.sam)) l = 0;
-    else if (g.sam == 1 && aligned(g.a, g.sak)) l = 1;
-    else return -1;
-    if (g.sbk == 1 && aligned(g.b, g.sbn)) l |= 0;
-    else if (g.sbn == 1 && aligned(g.b, g.sbk)) l |= 2;
-    else return -1;
-    if (layout >= 0 && l != layout) return -1;
-    layout = l;
-  }
-  return layout < 0 ? 0 : layout;
-}
-
 }  // namespace sm90
 
 template <typename T>
 dev::Error concat_linear_gemm_sm90(const GemmArgs& args, dev::Stream stream) {
-  if (args.M == 0 || args.N == 0) return dev::kSuccess;
-  switch (sm90::layout_of(args)) {
-    case 0:  // the forward: the activation is compiled into the epilogue
-      switch (args.act) {
-        case Activation::None: return sm90::launch<T, false, false, Activation::None>(args, stream);
-        case Activation::ReLU: return sm90::launch<T, false, false, Activation::ReLU>(args, stream);
-        case Activation::GELU: return sm90::launch<T, false, false, Activation::GELU>(args, stream);
-        case Activation::GELUTanh: return sm90::launch<T, false, false, Activation::GELUTanh>(args, stream);
-        case Activation::SiLU: return sm90::launch<T, false, false, Activation::SiLU>(args, stream);
-      }
-      break;
-    case 2:  // dX = dZ W
-      if (args.act == Activation::None) return sm90::launch<T, false, true, Activation::None>(args, stream);
-      break;
-    case 3:  // dW = dZ^T X
-      if (args.act == Activation::None) return sm90::launch<T, true, true, Activation::None>(args, stream);
-      break;
-    default: break;
-  }
-  return dev::report_error(dev::kErrorInvalidValue, "concat_linear: operand layout the sm_90 GEMM does not take");
+  return tc_dispatch(args, "sm_90", [&](auto amn, auto bmn, auto act) {
+    return sm90::launch<T, decltype(amn)::value, decltype(bmn)::value, decltype(act)::value>(args, stream);
+  });
 }
 
 MMK_BACKEND_END

@@ -48,6 +48,17 @@ struct Lse {
   MMK_DEVICE float prob(float s) const { return expf(offset(s)); }
 };
 
+// The flash kernels' softmax runs in the exp2 domain (x = s * scale * log2 e).
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr double kLog2eD = 1.4426950408889634, kLn2D = 0.6931471805599453;
+
+// A row's saved log-sum-exp (natural log, float64: common/dtype.h) from its max m (exp2 domain) and
+// final sum l, exact enough that the backward gets m + log2(l) back: -inf for a row with no valid
+// key, NaN stays NaN.
+MMK_DEVICE double row_lse(float m, float l) {
+  return (l > 0.f || l != l) ? (double(m) + log2(double(l))) * kLn2D : -INFINITY;
+}
+
 // Query heads per kv head. 32-bit division: a 64-bit one is a subroutine call on the GPU (heads and
 // block indices are far below 2^31).
 MMK_DEVICE int64_t gqa_group(const CrossAttentionParams& p) { return static_cast<int>(p.H) / static_cast<int>(p.Hkv); }

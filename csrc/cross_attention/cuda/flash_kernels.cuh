@@ -33,8 +33,6 @@ MMK_BACKEND_BEGIN
 namespace flash {
 
 constexpr int kWarps = 4, kThreads = kWarps * dev::kWarpSize;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr double kLog2eD = 1.4426950408889634, kLn2D = 0.6931471805599453;
 
 // Columns of a row that the loads must read (the glue pads D to a multiple of 8 with zeros).
 MMK_DEVICE int load_cols(int64_t d) { return static_cast<int>((d + 7) / 8 * 8); }
@@ -222,8 +220,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       if (d < p.Dv) orow[d] = dev::from_float<T>(o[dt][2 * r] * inv);
       if (d + 1 < p.Dv) orow[d + 1] = dev::from_float<T>(o[dt][2 * r + 1] * inv);
     }
-    // natural log, in float64 (common/dtype.h): exact enough that the backward gets m + log2(l) back
-    if (tq == 0) lse[row] = (l_tot > 0.f || l_tot != l_tot) ? (double(m[r]) + log2(double(l_tot))) * kLn2D : -INFINITY;
+    if (tq == 0) lse[row] = row_lse(m[r], l_tot);
   }
 }
 

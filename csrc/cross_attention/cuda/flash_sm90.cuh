@@ -46,8 +46,6 @@ using namespace cute;
 
 constexpr int kConsumers = 2, kThreads = 128 * (1 + kConsumers);  // kBM: flash_launch.h
 constexpr int kProducerRegs = 32, kConsumerRegs = 240;  // 128 x 32 + 256 x 240 = 64K registers
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr double kLn2D = 0.6931471805599453;
 template <class T_, int kD_>
 struct Fwd {
   using T = T_;
@@ -101,12 +99,6 @@ struct Fwd {
   }
   static MMK_HOST_DEVICE auto mma_pv() { return make_tiled_mma(dev::gmma_rs<T, Shape<_64, Int<kD>, _16>, GMMA::Major::MN>()); }
 };
-
-// A row's natural log-sum-exp in float64 from its max (exp2 domain) and final sum: -inf for a row with
-// no valid key, NaN stays NaN.
-MMK_DEVICE double row_lse(float m, float l) {
-  return (l > 0.f || l != l) ? (double(m) + log2(double(l))) * kLn2D : -INFINITY;
-}
 
 // What a CTA works on: its 128 query rows of one (batch, head) and, of the key tiles holding valid keys
 // of its batch up to the causal diagonal of its last row, its split's share [t0, t1). Each role
