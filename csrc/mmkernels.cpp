@@ -94,7 +94,7 @@ PYBIND11_MODULE(_C, m) {
 #if defined(MMK_WITH_EMULATION)
   m.def("_emulation_selftests", &mmkernels::emulation::selftest_names);
   m.def("_emulation_take_launch_log", &mmkernels::emulation::launch_log,
-        "Names of the kernels the emulation ran since the last call");
+        "The kernels the emulation ran since the last call: (name, (grid x, y, z)) pairs");
   m.def("_emulation_selftest", &mmkernels::emulation::run_selftest,
         "Run a deliberately broken (or fixed) kernel in the emulation; returns the checkers' report");
 #endif

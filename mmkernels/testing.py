@@ -72,9 +72,11 @@ def emulated_arch() -> str:
     return {v: k for k, v in ARCHS.items()}[_C._emulated_arch()]
 
 
-def emulated_kernel_launches() -> list:
+def emulated_kernel_launches(grids: bool = False) -> list:
     """Names of the CUDA kernels the emulation has run since the previous call (as launched, e.g.
-    ``"(flash_fwd_kernel<T, kD>)"``): lets a test check which kernels an op used."""
+    ``"flash_fwd_kernel<T, kD> [T = bf16; int kD = 64]"``): lets a test check which kernels an op used.
+    With ``grids=True``, ``(name, (grid_x, grid_y, grid_z))`` pairs: how a launch split the work."""
     if not emulation_available():
         raise RuntimeError("mmkernels was built without the CUDA emulation (MMKERNELS_CUDA_EMULATION=ON)")
-    return list(_C._emulation_take_launch_log())
+    log = _C._emulation_take_launch_log()
+    return [(name, tuple(grid)) for name, grid in log] if grids else [name for name, _ in log]

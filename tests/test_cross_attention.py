@@ -136,6 +136,38 @@ def test_split_kv_forward_matches_reference(shape, masking, causal, dtype, devic
     assert torch.equal(ours, again)
 
 
+# GQA packing (Hopper forward, flash_launch.h heads_per_cta): with short query sides one CTA takes the
+# rows of all G query heads of a kv head (packed row r = query r / G of head r % G). Groups of 8 (Lq 1,
+# decoding), 3 (tiles not a multiple of G), 4 (two row tiles, split-KV); lengths, mask, causal. The
+# backward reads the packed forward's log-sum-exp, so the gradients check it too.
+GQA_SHAPES = [(2, 1, 300, 8, 1, 64, 64), (2, 77, 140, 6, 2, 64, 48), (1, 45, 1100, 4, 1, 128, 128)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masking", ["none", "both"])
+@pytest.mark.parametrize("shape", GQA_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gqa_packed_forward_matches_reference(shape, masking, causal, dtype, device):
+    B, Lq, Lk, H, Hkv, D, Dv = shape
+    q, k, v, kl, m = make_inputs(shape, masking, device, seed=sum(shape) * 3 + causal)
+    g_out = torch.randn(B, Lq, H, Dv, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).to(device)
+    hopper = mmkernels.testing.emulated_cuda_active() and mmkernels.testing.emulated_arch() == "sm_90a"
+    if hopper:
+        mmkernels.testing.emulated_kernel_launches()
+    ours = grads_of(mmkernels.cross_attention, q, k, v, kl, m, dtype, g_out, is_causal=causal)
+    if hopper:  # one CTA row per packed row tile of each kv head's group, not per query head
+        fwd = [(n, g) for n, g in mmkernels.testing.emulated_kernel_launches(grids=True) if "flash_sm90_fwd" in n]
+        assert len(fwd) == 1 and fwd[0][1][:2] == (math.ceil(H // Hkv * Lq / 128), Hkv), fwd
+    ref = grads_of(R.cross_attention, q, k, v, kl, m, torch.float64, g_out, is_causal=causal)
+    plain = grads_of(R.cross_attention, q, k, v, kl, m, dtype, g_out, is_causal=causal)
+    for name, o, p, r in zip(("out", "dq", "dk", "dv"), ours, plain, ref):
+        assert_within_budget(o, p, r, name, dtype)
+    again = mmkernels.cross_attention(q.to(dtype), k.to(dtype), v.to(dtype), kv_lengths=kl, key_padding_mask=m,
+                                      is_causal=causal)
+    assert torch.equal(ours[0].detach(), again)
+
+
 # Causal with Lq < Lk (cross/decoding), Lq > Lk (leading rows see no key: zeros), Lq == Lk; head dims
 # of the tensor-core kernels and an odd one; tiles larger than one block so whole tiles are skipped.
 CAUSAL_SHAPES = [(2, 70, 130, 4, 2, 64, 64), (2, 130, 70, 2, 1, 32, 48), (1, 97, 97, 2, 2, 40, 40),

@@ -45,6 +45,12 @@ struct CrossAttentionParams {
   DType dtype = DType::Float32;
 };
 
+// Query heads per kv head (GQA; 1 without). 32-bit division: a 64-bit one is a subroutine call on the
+// GPU (head counts are far below 2^31).
+MMK_HOST_DEVICE int64_t gqa_group(const CrossAttentionParams& p) {
+  return static_cast<int>(p.H) / static_cast<int>(p.Hkv);
+}
+
 // The causal diagonal's offset for batch b: n_b - Lq, with n_b = kv_lengths[b] (else Lk), so the last
 // query row sees every key up to its valid length (FlashAttention 2's and KV-cache decoding's
 // alignment). key_padding_mask does not move the diagonal; masked keys are just not attended.

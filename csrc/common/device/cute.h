@@ -8,6 +8,7 @@
 //   dev::gmma_ss<T, TileShape, MajorA, MajorB>()   wgmma op, both operands in shared memory
 //   dev::gmma_rs<T, TileShape, MajorB>()           wgmma op, A from registers (K-major)
 //   dev::smem_iter(SmemPtr<T>)                     a CuTe shared-memory iterator (checked in the emulation)
+//   dev::smem_ptr_of(tensor(i, j))                 an element's SmemPtr, swizzle applied (for cp.async)
 //   dev::make_tma_load(gtensor, smem_layout, tile, &error)   host: a TMA load atom (tensor map encoded)
 //   dev::atom::Sm80Mma<T>, LdsmN, LdsmT, CpAsyncZfill   the sm_80 atoms (mma.sync, ldmatrix, cp.async)
 //   dev::gemm(tiled_mma, A, B, C)                  cute::gemm, its call site named in emulation reports
@@ -100,6 +101,15 @@ template <class T> MMK_HOST_DEVICE auto smem_iter(SmemPtr<T> p) {
   return cute::make_smem_ptr(p.get());
 #endif
 }
+
+// The SmemPtr of an element of a shared-memory CuTe tensor, swizzle applied (`tensor(i, j)` is a T& on
+// the GPU and a checked reference in the emulation): for the primitives that take shared addresses
+// (cp.async) on swizzled layouts.
+#if defined(MMK_EMULATION)
+template <class T> MMK_DEVICE SmemPtr<T> smem_ptr_of(SmemRef<T> ref) { return SmemPtr<T>(ref.ptr()); }
+#else
+template <class T> MMK_DEVICE SmemPtr<T> smem_ptr_of(T& ref) { return SmemPtr<T>(&ref); }
+#endif
 
 // A TMA load atom for tiles `tile` of the global tensor `g` into shared memory laid out as `s`
 // (host side). The global tensor must satisfy TMA's rules (16-byte aligned base, 16-byte multiple

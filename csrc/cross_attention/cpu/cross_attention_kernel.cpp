@@ -213,7 +213,7 @@ void forward_impl(const CrossAttentionParams& p) {
   using Acc = acc_type<T>;
   using Vec = at::vec::Vectorized<Acc>;
   const int64_t B = p.B, Lq = p.Lq, Lk = p.Lk, H = p.H, Hkv = p.Hkv, D = p.D, Dv = p.Dv;
-  const int64_t group = H / Hkv;
+  const int64_t group = gqa_group(p);
   const T* q = static_cast<const T*>(p.q);
   const T* k = static_cast<const T*>(p.k);
   const T* v = static_cast<const T*>(p.v);
@@ -432,7 +432,7 @@ template <typename T>
 void reduce_group_partials(const CrossAttentionParams& p, const std::vector<int64_t>& n_valid,
                            const acc_type<T>* dk_part, const acc_type<T>* dv_part) {
   using Acc = acc_type<T>;
-  const int64_t D = p.D, Dv = p.Dv, group = p.H / p.Hkv;
+  const int64_t D = p.D, Dv = p.Dv, group = gqa_group(p);
   at::parallel_for(0, p.B * p.Hkv, 1, [&](int64_t begin, int64_t end) {
     std::vector<Acc> accK(D), accV(Dv);
     for (int64_t t = begin; t < end; ++t) {
@@ -457,8 +457,8 @@ void reduce_group_partials(const CrossAttentionParams& p, const std::vector<int6
 template <typename T>
 void backward_impl(const CrossAttentionParams& p) {
   using Acc = acc_type<T>;
-  const int64_t B = p.B, Lq = p.Lq, Lk = p.Lk, H = p.H, Hkv = p.Hkv, D = p.D, Dv = p.Dv;
-  const int64_t group = H / Hkv;
+  const int64_t B = p.B, Lq = p.Lq, Lk = p.Lk, H = p.H, D = p.D, Dv = p.Dv;
+  const int64_t group = gqa_group(p);
   const T* q = static_cast<const T*>(p.q);
   const T* k = static_cast<const T*>(p.k);
   const T* v = static_cast<const T*>(p.v);

@@ -59,10 +59,6 @@ MMK_DEVICE double row_lse(float m, float l) {
   return (l > 0.f || l != l) ? (double(m) + log2(double(l))) * kLn2D : -INFINITY;
 }
 
-// Query heads per kv head. 32-bit division: a 64-bit one is a subroutine call on the GPU (heads and
-// block indices are far below 2^31).
-MMK_DEVICE int64_t gqa_group(const CrossAttentionParams& p) { return static_cast<int>(p.H) / static_cast<int>(p.Hkv); }
-
 MMK_DEVICE bool key_ok(const CrossAttentionParams& p, int64_t b, int64_t j) {
   return !p.key_padding_mask || !p.key_padding_mask[b * p.mask_stride_b + j];
 }

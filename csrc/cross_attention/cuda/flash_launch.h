@@ -91,10 +91,25 @@ constexpr int kBM = 128, kMaxSplits = 16, kMinSplitTiles = 4;
 // Keys per tile for head dim kD: S (64 x kBN) and O (64 x kD) per consumer warpgroup in registers.
 constexpr int key_tile(int kD) { return kD <= 128 ? 128 : 64; }
 
+// GQA packing: a CTA takes the rows of all G = H / Hkv query heads of one kv head when that needs
+// fewer row tiles than one head per CTA (short query sides: text tokens, decoding; Lq = 1 with G = 8
+// fills 8 of a tile's 128 rows instead of 1), so each K/V tile is loaded once for the group. Packed row
+// r is query row r / G of head hk G + r % G (a query row's heads are adjacent, as they are in memory).
+// Returns the heads per CTA: G when packing saves row tiles, else 1. The packed rows stay within the
+// kernel's 32-bit row math (flash::eligible bounds Lq alone).
+inline int heads_per_cta(const CrossAttentionParams& p) {
+  const int64_t g = gqa_group(p), tiles = (p.Lq + kBM - 1) / kBM;
+  if (g <= 1 || g * p.Lq >= (int64_t(1) << 31) - 1024) return 1;
+  return (g * p.Lq + kBM - 1) / kBM < g * tiles ? static_cast<int>(g) : 1;
+}
+// The CTAs of one (batch, key slice): row tiles x head blocks.
+inline int64_t row_tiles(const CrossAttentionParams& p, int hp) { return (hp * p.Lq + kBM - 1) / kBM; }
+
 // How many key slices (split-KV): one while the grid of row tiles fills at least half the GPU; else
 // enough CTAs to fill about one wave, each slice at least kMinSplitTiles key tiles, at most kMaxSplits.
 inline int num_splits(const CrossAttentionParams& p, int kD, int multiprocessors) {
-  const int64_t ctas = (p.Lq + kBM - 1) / kBM * p.H * p.B, key_tiles = (p.Lk + key_tile(kD) - 1) / key_tile(kD);
+  const int hp = heads_per_cta(p);
+  const int64_t ctas = row_tiles(p, hp) * (p.H / hp) * p.B, key_tiles = (p.Lk + key_tile(kD) - 1) / key_tile(kD);
   if (ctas == 0 || 2 * ctas > multiprocessors) return 1;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({multiprocessors / ctas, key_tiles / kMinSplitTiles, kMaxSplits})));
 }

@@ -1,7 +1,8 @@
 // cross_attention forward on Hopper (sm_90a) for 16-bit inputs, on CUTLASS/CuTe: FlashAttention-3's
 // ideas (Shah et al. 2024), our own code.
 //
-// A CTA owns kBM = 128 query rows of one (batch, head) and is warp-specialized. Warpgroup 0 is the
+// A CTA owns kBM = 128 query rows of one (batch, head), or with GQA packing (heads_per_cta, short query
+// sides) 128 rows of the whole query-head group of one kv head, and is warp-specialized. Warpgroup 0 is the
 // producer: it gives its registers back (setmaxnreg) and one elected thread loads Q once, then K and V
 // tiles of kBN keys through a kStages-deep shared-memory ring with TMA, each stage guarded by mbarriers
 // (K and V arrive separately, so S can start before V is in). Warpgroups 1 and 2 consume 64 rows each:
@@ -17,7 +18,8 @@
 // The whole contract of the op (params.h): only the valid key tiles are loaded (kv_lengths, trailing
 // masked keys); tiles inside every row's visible keys run a loop without per-key checks, the boundary
 // ones (last valid tile, causal diagonal, any tile under a padding mask) a loop masking per key; causal
-// bottom-right with tiles above the diagonal skipped; GQA (query head h reads kv head h / group); Dv != D and any
+// bottom-right with tiles above the diagonal skipped; GQA (query head h reads kv head h / group; packed
+// rows take Q by cp.async instead of TMA, load_packed_q); Dv != D and any
 // head dim up to kD (TMA zero-fills the columns past D, Dv and the rows past Lq, Lk); deterministic.
 //
 // Split-KV: when the (row tile, head, batch) grid fills less than half the GPU (short query sides such
@@ -93,6 +95,7 @@ struct Fwd {
     TmaV tma_v;
     CrossAttentionParams p;
     SplitPartials split;
+    int hp = 1;  // query heads per CTA (GQA packing, heads_per_cta)
   };
   static MMK_HOST_DEVICE auto mma_qk() {
     return make_tiled_mma(dev::gmma_ss<T, Shape<_64, Int<kBN>, _16>, GMMA::Major::K, GMMA::Major::K>());
@@ -100,24 +103,29 @@ struct Fwd {
   static MMK_HOST_DEVICE auto mma_pv() { return make_tiled_mma(dev::gmma_rs<T, Shape<_64, Int<kD>, _16>, GMMA::Major::MN>()); }
 };
 
-// What a CTA works on: its 128 query rows of one (batch, head) and, of the key tiles holding valid keys
-// of its batch up to the causal diagonal of its last row, its split's share [t0, t1). Each role
-// computes it after setmaxnreg: a value live across setmaxnreg would be spilled.
+// What a CTA works on: its 128 packed rows of the hp query heads [h0, h0 + hp) of one batch (hp = 1:
+// rows of one head; GQA packing, heads_per_cta: packed row r is query row r / hp of head h0 + r % hp)
+// and, of the key tiles holding valid keys of its batch up to the causal diagonal of its last row, its
+// split's share [t0, t1). Each role computes it after setmaxnreg: a value live across setmaxnreg would
+// be spilled. Packed rows fit 32 bits (heads_per_cta).
 struct CtaWork {
-  int m_blk = 0, h = 0, b = 0, split = 0, n_valid = 0, t0 = 0, t1 = 0;
-  int64_t m0 = 0;
+  int m_blk = 0, hp = 1, h0 = 0, b = 0, split = 0, n_valid = 0, t0 = 0, t1 = 0, m0 = 0, rows = 0;
   MMK_DEVICE bool any_tile() const { return t1 > t0; }
+  MMK_DEVICE int query(int r) const { return r / hp; }    // packed row -> query row
+  MMK_DEVICE int head(int r) const { return h0 + r % hp; }  // packed row -> query head
 };
 template <int kBN>
-MMK_DEVICE CtaWork cta_work(const CrossAttentionParams& p, int n_split) {
+MMK_DEVICE CtaWork cta_work(const CrossAttentionParams& p, int n_split, int hp) {
   CtaWork c;
   c.m_blk = static_cast<int>(dev::block_idx().x);
-  c.h = static_cast<int>(dev::block_idx().y);
+  c.hp = hp;
+  c.h0 = static_cast<int>(dev::block_idx().y) * hp;
   c.b = static_cast<int>(dev::block_idx().z) / n_split;
   c.split = static_cast<int>(dev::block_idx().z) % n_split;
-  c.m0 = int64_t(c.m_blk) * kBM;
+  c.m0 = c.m_blk * kBM;
+  c.rows = hp * static_cast<int>(p.Lq);
   c.n_valid = static_cast<int>(valid_keys(p, c.b));
-  const int64_t last = dev::min<int64_t>(c.m0 + kBM, p.Lq) - 1;
+  const int last = c.query(dev::min(c.m0 + kBM, c.rows) - 1);  // the tile's last query row sees the most keys
   const int end = dev::min(c.n_valid, static_cast<int>(causal_end(p, c.b, last)));
   const int n_tiles = end > 0 ? dev::ceil_div(end, kBN) : 0, per_split = dev::ceil_div(n_tiles, n_split);
   c.t0 = dev::min(n_tiles, c.split * per_split);
@@ -147,22 +155,50 @@ struct Smem {
   }
 };
 
-// The producer: one elected thread loads Q once, then K_j and V_j into the ring as stages free up.
+// Packed Q (GQA packing): warps 1-3 of the producer gather the CTA's rows in 16-byte pieces with
+// cp.async (a TMA box cannot take rows that interleave heads), zero-filled past D and past the group's
+// rows, into Q's swizzled layout; each thread makes its writes visible to wgmma (async proxy) before
+// it arrives on bar_q (kQLoaders arrivals).
+constexpr int kQLoaders = 96;
+template <class F>
+MMK_DEVICE void load_packed_q(const CrossAttentionParams& p, const CtaWork& c, const Smem<F>& sm, int t) {
+  using T = typename F::T;
+  constexpr int kPieces = F::kD / 8;
+  Tensor sQ = sm.q();
+  const T* q = static_cast<const T*>(p.q) + int64_t(c.b) * p.q_stride_b;
+  for (int i = t; i < kBM * kPieces; i += kQLoaders) {
+    const int r = i / kPieces, col = (i % kPieces) * 8, pr = c.m0 + r;
+    const bool in = pr < c.rows && col < p.D;
+    const T* src = in ? q + int64_t(c.query(pr)) * p.q_stride_l + int64_t(c.head(pr)) * p.q_stride_h + col : q;
+    dev::cp_async<16>(dev::smem_ptr_of(sQ(r, col)), src, in ? 2 * dev::min(8, static_cast<int>(p.D) - col) : 0);
+  }
+  dev::cp_async_commit();
+  dev::cp_async_wait<0>();
+  dev::fence_proxy_async();
+  dev::mbarrier_arrive(sm.bar_q);
+}
+
+// The producer: one elected thread loads Q once (or warps 1-3 gather packed Q), then K_j and V_j into
+// the ring as stages free up.
 template <class F>
 MMK_DEVICE void produce(const typename F::Params& prm, const Smem<F>& sm) {
   constexpr int kD = F::kD, kBN = F::kBN, kStages = F::kStages;
   const CrossAttentionParams& p = prm.p;
-  const CtaWork c = cta_work<kBN>(p, prm.split.n_split);
-  if (dev::warp_id() != 0 || !dev::elect_one_sync() || !c.any_tile()) return;
-  const int hk = c.h / static_cast<int>(gqa_group(p));
+  const CtaWork c = cta_work<kBN>(p, prm.split.n_split, prm.hp);
+  if (!c.any_tile()) return;
+  if (c.hp > 1 && dev::warp_id() > 0) return load_packed_q<F>(p, c, sm, dev::thread_rank() - 32);
+  if (dev::warp_id() != 0 || !dev::elect_one_sync()) return;
+  const int hk = c.h0 / static_cast<int>(gqa_group(p));
   Tensor sQ = sm.q();
   Tensor sK = sm.k();
   Tensor sV = sm.v();
-  Tensor gQ = local_tile(prm.tma_q.get_tma_tensor(make_shape(int(p.Lq), int(p.D), int(p.H), int(p.B)))(_, _, c.h, c.b),
-                         Shape<Int<kBM>, Int<kD>>{}, make_coord(c.m_blk, 0));
-  auto tQ = tma_partition(prm.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-  dev::mbarrier_arrive_expect_tx(sm.bar_q, F::kBytesQ);
-  dev::copy(prm.tma_q.with(*sm.bar_q), get<0>(tQ), get<1>(tQ));
+  if (c.hp == 1) {
+    Tensor gQ = local_tile(prm.tma_q.get_tma_tensor(make_shape(int(p.Lq), int(p.D), int(p.H), int(p.B)))(_, _, c.h0, c.b),
+                           Shape<Int<kBM>, Int<kD>>{}, make_coord(c.m_blk, 0));
+    auto tQ = tma_partition(prm.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+    dev::mbarrier_arrive_expect_tx(sm.bar_q, F::kBytesQ);
+    dev::copy(prm.tma_q.with(*sm.bar_q), get<0>(tQ), get<1>(tQ));
+  }
   Tensor mK = prm.tma_k.get_tma_tensor(make_shape(int(p.Lk), int(p.D), int(p.Hkv), int(p.B)))(_, _, hk, c.b);
   Tensor mV = prm.tma_v.get_tma_tensor(make_shape(int(p.Dv), int(p.Lk), int(p.Hkv), int(p.B)))(_, _, hk, c.b);
   int stage = 0, phase = 0;
@@ -189,7 +225,7 @@ MMK_DEVICE void consume(const typename F::Params& prm, const Smem<F>& sm, int w,
   using T = typename F::T;
   constexpr int kD = F::kD, kBN = F::kBN, kStages = F::kStages;
   const CrossAttentionParams& p = prm.p;
-  const CtaWork c = cta_work<kBN>(p, prm.split.n_split);
+  const CtaWork c = cta_work<kBN>(p, prm.split.n_split, prm.hp);
   Tensor sQw = local_tile(sm.q(), Shape<_64, Int<kD>>{}, make_coord(w, 0));
   auto mma_qk = F::mma_qk();
   auto mma_pv = F::mma_pv();
@@ -208,14 +244,14 @@ MMK_DEVICE void consume(const typename F::Params& prm, const Smem<F>& sm, int w,
   static_assert(decltype(size(acc_s))::value == decltype(size(tOrP))::value, "P takes S's registers");
   constexpr int kSVals = decltype(size(acc_s))::value, kOVals = decltype(size(acc_o))::value;
 
-  // This thread's two rows (its values alternate between them in pairs) and their visible keys.
-  const int64_t row0 = c.m0 + 64 * w + get<0>(cS(0)), row1 = c.m0 + 64 * w + get<0>(cS(2));
-  const int row_end[2] = {dev::min(c.n_valid, static_cast<int>(causal_end(p, c.b, row0))),
-                          dev::min(c.n_valid, static_cast<int>(causal_end(p, c.b, row1)))};
+  // This thread's two (packed) rows (its values alternate between them in pairs) and their visible keys.
+  const int rows[2] = {c.m0 + 64 * w + get<0>(cS(0)), c.m0 + 64 * w + get<0>(cS(2))};
+  const int row_end[2] = {dev::min(c.n_valid, static_cast<int>(causal_end(p, c.b, c.query(rows[0])))),
+                          dev::min(c.n_valid, static_cast<int>(causal_end(p, c.b, c.query(rows[1]))))};
   // Key tiles [t0, t_in) lie wholly inside the visible keys of every row of this warpgroup (its first
   // row sees the fewest under causal) and no padding mask applies: they run without per-key checks.
   // The bound is the same for the whole warpgroup, as its wgmma needs.
-  const int wg_end = p.key_padding_mask ? 0 : dev::min(c.n_valid, static_cast<int>(causal_end(p, c.b, c.m0 + 64 * w)));
+  const int wg_end = p.key_padding_mask ? 0 : dev::min(c.n_valid, static_cast<int>(causal_end(p, c.b, c.query(c.m0 + 64 * w))));
   const int t_in = dev::max(c.t0, dev::min(c.t1, wg_end / kBN));
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -310,14 +346,13 @@ MMK_DEVICE void consume(const typename F::Params& prm, const Smem<F>& sm, int w,
     l_sum[r] = dev::quad_sum(l[r]);
     had[r] = dev::quad_max(had_key[r] ? 1.f : 0.f);
   }
-  const int64_t rows[2] = {row0, row1};
   if (prm.split.n_split > 1) {  // this slice's unnormalised O and row statistics, for split_combine_kernel
     const SplitPartials& sp = prm.split;
     MMK_UNROLL
     for (int i = 0; i < kOVals; i += 2) {  // values i, i + 1: adjacent columns of one row
-      const int64_t row = rows[(i >> 1) & 1];
-      if (row < p.Lq) {
-        float* dst = sp.o + sp.row(c.b, c.split, c.h, row, p.H, p.Lq) * kD + get<1>(cO(i));
+      const int row = rows[(i >> 1) & 1];
+      if (row < c.rows) {
+        float* dst = sp.o + sp.row(c.b, c.split, c.head(row), c.query(row), p.H, p.Lq) * kD + get<1>(cO(i));
         dst[0] = float(acc_o(i));
         dst[1] = float(acc_o(i + 1));
       }
@@ -325,8 +360,8 @@ MMK_DEVICE void consume(const typename F::Params& prm, const Smem<F>& sm, int w,
     if (get<1>(cS(0)) == 0) {  // one thread of each quad
       MMK_UNROLL
       for (int r = 0; r < 2; ++r) {
-        if (rows[r] >= p.Lq) continue;
-        float* st = sp.stats + 3 * sp.row(c.b, c.split, c.h, rows[r], p.H, p.Lq);
+        if (rows[r] >= c.rows) continue;
+        float* st = sp.stats + 3 * sp.row(c.b, c.split, c.head(rows[r]), c.query(rows[r]), p.H, p.Lq);
         st[0] = m[r];
         st[1] = l_sum[r];
         st[2] = had[r];
@@ -347,13 +382,12 @@ MMK_DEVICE void consume(const typename F::Params& prm, const Smem<F>& sm, int w,
   for (int i = 0; i < kOVals; ++i)
     stage_o[get<0>(cO(i)) * kD + get<1>(cO(i))] = T(float(acc_o(i)) * inv[(i >> 1) & 1]);
   dev::named_barrier_sync(kEpilogueBarrier + w, 128);  // this warpgroup's staged rows are complete
-  T* out = static_cast<T*>(p.out) + int64_t(c.b) * p.o_stride_b + int64_t(c.h) * p.o_stride_h;
+  T* out = static_cast<T*>(p.out) + int64_t(c.b) * p.o_stride_b;
   constexpr int kPieces = kD / 8;
   for (int q = ct; q < 64 * kPieces; q += 128) {
-    const int r = q / kPieces, col = (q % kPieces) * 8;
-    const int64_t row = c.m0 + 64 * w + r;
-    if (row >= p.Lq || col >= p.Dv) continue;
-    T* dst = out + row * p.o_stride_l + col;
+    const int r = q / kPieces, col = (q % kPieces) * 8, row = c.m0 + 64 * w + r;
+    if (row >= c.rows || col >= p.Dv) continue;
+    T* dst = out + int64_t(c.query(row)) * p.o_stride_l + int64_t(c.head(row)) * p.o_stride_h + col;
     if (col + 8 <= p.Dv && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
       dev::store16(dst, (stage_o + r * kD + col).template cast<dev::U32x4>()[0]);
     } else {
@@ -361,10 +395,10 @@ MMK_DEVICE void consume(const typename F::Params& prm, const Smem<F>& sm, int w,
     }
   }
   if (get<1>(cS(0)) == 0) {  // one thread of each quad writes its rows' log-sum-exp
-    double* lse = static_cast<double*>(p.lse) + (int64_t(c.b) * p.H + c.h) * p.Lq;
     MMK_UNROLL
     for (int r = 0; r < 2; ++r)
-      if (rows[r] < p.Lq) lse[rows[r]] = row_lse(m[r], l_tot[r]);
+      if (rows[r] < c.rows)
+        static_cast<double*>(p.lse)[(int64_t(c.b) * p.H + c.head(rows[r])) * p.Lq + c.query(rows[r])] = row_lse(m[r], l_tot[r]);
   }
 }
 
@@ -376,7 +410,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) flash_sm90_fwd_kernel(MMK_GRID_CO
     const Smem<F> sm;
     const int tid = dev::thread_rank();
     if (tid == 0) {
-      dev::mbarrier_init(sm.bar_q, 1);
+      dev::mbarrier_init(sm.bar_q, prm.hp > 1 ? kQLoaders : 1);
       for (int s = 0; s < F::kStages; ++s) {
         dev::mbarrier_init(sm.full_k + s, 1);
         dev::mbarrier_init(sm.full_v + s, 1);
@@ -446,12 +480,14 @@ dev::Error forward(const CrossAttentionParams& p_in, void* workspace, dev::Strea
     split.o = static_cast<float*>(workspace);
     split.stats = split.o + p_in.B * split.n_split * p_in.H * p_in.Lq * kD;
   }
-  const int64_t m_blocks = dev::ceil_div<int64_t>(p_in.Lq, kBM), max_batches = kMaxGridYZ / split.n_split;
-  if (m_blocks > 2147483647 || p_in.H > kMaxGridYZ) return dev::kErrorInvalidConfiguration;
+  const int hp = heads_per_cta(p_in);
+  const int64_t m_blocks = row_tiles(p_in, hp), max_batches = kMaxGridYZ / split.n_split;
+  if (m_blocks > 2147483647 || p_in.H / hp > kMaxGridYZ) return dev::kErrorInvalidConfiguration;
   for (BatchSlices s(p_in, max_batches); s; ++s) {
     typename F::Params prm{};
     prm.p = *s;
     prm.split = split;
+    prm.hp = hp;
     if (split.n_split > 1) {  // the slice's batches start at s.first()
       prm.split.o += s.first() * split.n_split * p_in.H * p_in.Lq * kD;
       prm.split.stats += 3 * s.first() * split.n_split * p_in.H * p_in.Lq;
@@ -461,7 +497,7 @@ dev::Error forward(const CrossAttentionParams& p_in, void* workspace, dev::Strea
     if (e.empty()) prm.tma_k = F::tma_k(prm.p, &e);
     if (e.empty()) prm.tma_v = F::tma_v(prm.p, &e);
     if (!e.empty()) return dev::report_error(dev::kErrorInvalidValue, e);
-    const dev::Dim3 grid{static_cast<uint32_t>(m_blocks), static_cast<uint32_t>(p_in.H),
+    const dev::Dim3 grid{static_cast<uint32_t>(m_blocks), static_cast<uint32_t>(p_in.H / hp),
                          static_cast<uint32_t>(prm.p.B * split.n_split)};
     if (const dev::Error err = MMK_LAUNCH((flash_sm90_fwd_kernel<F>), grid, (dev::Dim3{kThreads, 1, 1}), F::kSmem, stream, prm);
         err != dev::kSuccess)

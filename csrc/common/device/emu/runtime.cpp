@@ -71,7 +71,7 @@ thread_local Launch* g_launch = nullptr;
 thread_local std::string g_last_error;
 
 std::mutex g_log_mutex;
-std::vector<std::string> g_launch_log;
+std::vector<LaunchRecord> g_launch_log;
 
 std::mutex g_limits_mutex;
 std::map<const void*, int> g_smem_limits;
@@ -920,7 +920,7 @@ std::string launch_name(const char* kernel, const char* pretty_function) {
   return name;
 }
 
-std::vector<std::string> take_launch_log() {
+std::vector<LaunchRecord> take_launch_log() {
   std::lock_guard<std::mutex> lock(g_log_mutex);
   return std::exchange(g_launch_log, {});
 }
@@ -949,7 +949,7 @@ Error launch(const char* name, const void* kernel, const std::function<void()>& 
 
   {
     std::lock_guard<std::mutex> lock(g_log_mutex);
-    if (g_launch_log.size() < 10000) g_launch_log.emplace_back(name);
+    if (g_launch_log.size() < 10000) g_launch_log.push_back({name, grid});
   }
   Launch l;
   l.name = name;

@@ -136,9 +136,13 @@ Error set_max_dynamic_smem(const void* kernel, int bytes);
 // "kernel [T = ..., kD = ...]" from the launch expression and the launching function's pretty name.
 std::string launch_name(const char* kernel, const char* pretty_function);
 
-// Names of the kernels launched since the last call (at most 10000 kept): lets tests check which
-// kernels a call ran.
-std::vector<std::string> take_launch_log();
+// The kernels launched since the last call (at most 10000 kept), with their grids: lets tests check
+// which kernels a call ran, and how it split the work.
+struct LaunchRecord {
+  std::string name;
+  Dim3 grid;
+};
+std::vector<LaunchRecord> take_launch_log();
 
 // The emulated device's limits: an A100's under arch 80, an H100 SXM's under 90.
 int max_dynamic_smem_optin();

@@ -1,7 +1,10 @@
 // Deliberately broken kernels (and their fixed versions) that prove the emulation's checkers work.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace mmkernels::emulation {
@@ -17,7 +20,7 @@ std::string run_selftest(const std::string& name, bool fixed);
 std::vector<std::string> sm90_selftest_names();
 bool run_sm90_selftest(const std::string& name, bool fixed, std::string* report);
 
-// Names of the kernels the emulation ran since the last call (dev::emu::take_launch_log).
-std::vector<std::string> launch_log();
+// The kernels the emulation ran since the last call (dev::emu::take_launch_log): name and grid (x, y, z).
+std::vector<std::pair<std::string, std::tuple<uint32_t, uint32_t, uint32_t>>> launch_log();
 
 }  // namespace mmkernels::emulation

@@ -93,7 +93,11 @@ MMK_GLOBAL void missing_syncwarp(float* out, bool fixed) {
 
 }  // namespace
 
-std::vector<std::string> launch_log() { return emu::take_launch_log(); }
+std::vector<std::pair<std::string, std::tuple<uint32_t, uint32_t, uint32_t>>> launch_log() {
+  std::vector<std::pair<std::string, std::tuple<uint32_t, uint32_t, uint32_t>>> out;
+  for (const emu::LaunchRecord& r : emu::take_launch_log()) out.emplace_back(r.name, std::make_tuple(r.grid.x, r.grid.y, r.grid.z));
+  return out;
+}
 
 std::vector<std::string> selftest_names() {
   std::vector<std::string> names = {"missing_barrier",    "smem_off_by_one",    "divergent_barrier",
