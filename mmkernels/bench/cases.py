@@ -28,12 +28,14 @@ def _rand(shape, dtype, device, g, requires_grad=False):
 # ---------------------------------------------------------------------------------------------- attention
 
 def attention_shapes(device: torch.device, quick: bool):
-    """(B, Lq, Lk, H, D, masked[, causal]) per design section 4 and the issues' targets. Causal cases have
-    Lq == Lk, where our bottom-right diagonal is SDPA's top-left one."""
+    """(B, Lq, Lk, H, D, masked[, causal[, Hkv]]) per design section 4 and the issues' targets. Causal cases
+    have Lq == Lk, where our bottom-right diagonal is SDPA's top-left one. Hkv < H: grouped-query
+    attention (SDPA with enable_gqa)."""
     if device.type == "cuda":
         shapes = [(32, 77, 257, 8, 64, False), (16, 512, 576, 8, 64, False), (8, 1024, 4096, 8, 128, True),
                   (4, 2048, 2048, 16, 128, False), (2, 4096, 4096, 16, 64, False), (2, 4096, 4096, 8, 256, False),
-                  (16, 512, 576, 8, 64, True), (4, 2048, 2048, 16, 128, False, True)]
+                  (16, 512, 576, 8, 64, True), (4, 2048, 2048, 16, 128, False, True),
+                  (8, 1, 4096, 32, 128, False, False, 4)]  # decoding with GQA (issue 25's head packing)
         return shapes[:3] if quick else shapes
     shapes = [(16, 77, 197, 8, 64, False), (8, 512, 576, 8, 64, False), (4, 1024, 1024, 8, 128, False),
               (16, 77, 197, 8, 64, True), (8, 512, 576, 8, 64, True), (4, 1024, 1024, 8, 128, True),
@@ -58,9 +60,10 @@ def _sdpa_backends(device):
 def attention_case(shape, dtype, mode, device, *, with_compile: bool, seed: int = 0) -> Case:
     B, Lq, Lk, H, D, masked, *rest = shape
     causal = bool(rest and rest[0])
+    Hkv = rest[1] if len(rest) > 1 else H
     g = torch.Generator(device=device).manual_seed(seed)
     need_grad = mode == "fwd+bwd"
-    one = dict(q=(B, Lq, H, D), k=(B, Lk, H, D), v=(B, Lk, H, D))
+    one = dict(q=(B, Lq, H, D), k=(B, Lk, Hkv, D), v=(B, Lk, Hkv, D))
     probe = [_rand(s, dtype, device, g) for s in one.values()]
     n_sets = rotation_count(tensors_bytes(probe), device)
     sets = []
@@ -74,9 +77,12 @@ def attention_case(shape, dtype, mode, device, *, with_compile: bool, seed: int 
     valid = sum(int(s[3].float().mean().item()) if masked else Lk for s in sets) / n_sets
     fwd_flops = 4.0 * B * H * Lq * valid * D * (0.5 if causal else 1.0)
     flops = fwd_flops * (3.5 if need_grad else 1.0)  # backward = 2.5x forward (5 GEMMs vs 2)
-    name = f"attn B{B} Lq{Lq} Lk{Lk} H{H} D{D}{' kv_len~U[Lk/2,Lk]' if masked else ''}{' causal' if causal else ''}"
-    case = Case(name, "cross_attention", dtype, mode,
-                dict(B=B, Lq=Lq, Lk=Lk, H=H, D=D, masked=masked, causal=causal), flops)
+    name = (f"attn B{B} Lq{Lq} Lk{Lk} H{H}{f' Hkv{Hkv}' if Hkv != H else ''} D{D}"
+            f"{' kv_len~U[Lk/2,Lk]' if masked else ''}{' causal' if causal else ''}")
+    params = dict(B=B, Lq=Lq, Lk=Lk, H=H, D=D, masked=masked, causal=causal)
+    if Hkv != H:
+        params["Hkv"] = Hkv
+    case = Case(name, "cross_attention", dtype, mode, params, flops)
 
     def bool_mask(lens):  # SDPA convention: True = attend; (B, 1, 1, Lk)
         return (torch.arange(Lk, device=device)[None, :] < lens[:, None])[:, None, None, :]
@@ -96,8 +102,9 @@ def attention_case(shape, dtype, mode, device, *, with_compile: bool, seed: int 
                                                                               is_causal=causal))
 
     def sdpa(q, k, v, lens, m):
+        gqa = dict(enable_gqa=True) if Hkv != H else {}
         o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=m,
-                                           is_causal=causal)
+                                           is_causal=causal, **gqa)
         return o.transpose(1, 2)
 
     case.impls["sdpa"] = run(sdpa)
@@ -116,11 +123,11 @@ def attention_case(shape, dtype, mode, device, *, with_compile: bool, seed: int 
         case.impls["compiled_reference"] = run(lambda q, k, v, lens, m: compiled(q, k, v, kv_lengths=lens,
                                                                                  is_causal=causal))
         if device.type == "cuda" and not causal:
-            _add_flex(case, sets, run, masked, B, Lk, device)
+            _add_flex(case, sets, run, masked, B, Lk, device, gqa=Hkv != H)
     return case
 
 
-def _add_flex(case, sets, run, masked, B, Lk, device):
+def _add_flex(case, sets, run, masked, B, Lk, device, gqa=False):
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError:
@@ -138,7 +145,7 @@ def _add_flex(case, sets, run, masked, B, Lk, device):
                     return kv_idx < lens[b]
                 block_masks[key] = create_block_mask(mask_mod, B, None, q.shape[1], Lk, device=device)
             bm = block_masks[key]
-        o = flex(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=bm)
+        o = flex(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=bm, enable_gqa=gqa)
         return o.transpose(1, 2)
 
     case.impls["flex_attention"] = run(flex_call)
