@@ -46,11 +46,23 @@ inline void check_kv_length_values(const at::Tensor& lengths /* int64 */, int64_
                     hi, "]");
 }
 
-inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                  const at::Tensor& v_in,
-                                                  const std::optional<at::Tensor>& kv_lengths,
-                                                  const std::optional<at::Tensor>& key_padding_mask,
-                                                  double scale, bool is_causal) {
+// Calls p.set_x(data, strides of dims 0-2) for a (B, L, heads, d) tensor.
+template <typename Setter>
+void bind_rows(CrossAttentionParams& p, Setter set, const at::Tensor& t) {
+  (p.*set)(t.data_ptr(), t.stride(0), t.stride(1), t.stride(2));
+}
+
+// How a backend wants the (B, L, heads, d) operands laid out before they are bound: as given (the
+// CPU kernels), or e.g. padded to 16-byte rows (the tensor-core kernels, cross_attention_device.h).
+struct KeepRows {
+  at::Tensor operator()(const at::Tensor& t) const { return t; }
+};
+
+template <typename Rows = KeepRows>
+CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                                           const std::optional<at::Tensor>& kv_lengths,
+                                           const std::optional<at::Tensor>& key_padding_mask, double scale,
+                                           bool is_causal, Rows rows = {}) {
   check_dim(q_in, 4, "q", "(B, Lq, H, D)");
   check_dim(k_in, 4, "k", "(B, Lk, Hkv, D)");
   check_dim(v_in, 4, "v", "(B, Lk, Hkv, Dv)");
@@ -80,9 +92,9 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
                     dtype_name(q_in.scalar_type()), " inputs), got ", scale);
 
   CrossAttentionArgs a;
-  a.q = inner_contiguous(q_in);
-  a.k = inner_contiguous(k_in);
-  a.v = inner_contiguous(v_in);
+  a.q = rows(inner_contiguous(q_in));
+  a.k = rows(inner_contiguous(k_in));
+  a.v = rows(inner_contiguous(v_in));
   CrossAttentionParams& p = a.p;
 
   if (kv_lengths.has_value() && kv_lengths->defined()) {
@@ -108,13 +120,10 @@ inline CrossAttentionArgs prepare_cross_attention(const at::Tensor& q_in, const 
     p.mask_stride_b = a.key_padding_mask.stride(0);
   }
 
-  p.q = a.q.data_ptr();
-  p.k = a.k.data_ptr();
-  p.v = a.v.data_ptr();
+  bind_rows(p, &CrossAttentionParams::set_q, a.q);
+  bind_rows(p, &CrossAttentionParams::set_k, a.k);
+  bind_rows(p, &CrossAttentionParams::set_v, a.v);
   p.B = B; p.Lq = Lq; p.Lk = Lk; p.H = H; p.Hkv = Hkv; p.D = D; p.Dv = Dv;
-  p.q_stride_b = a.q.stride(0); p.q_stride_l = a.q.stride(1); p.q_stride_h = a.q.stride(2);
-  p.k_stride_b = a.k.stride(0); p.k_stride_l = a.k.stride(1); p.k_stride_h = a.k.stride(2);
-  p.v_stride_b = a.v.stride(0); p.v_stride_l = a.v.stride(1); p.v_stride_h = a.v.stride(2);
   p.scale = scale;
   p.causal = is_causal;
   p.dtype = to_dtype(q_in.scalar_type());
@@ -128,8 +137,7 @@ inline std::pair<at::Tensor, at::Tensor> allocate_cross_attention_outputs(CrossA
   at::Tensor out = at::empty({p.B, p.Lq, p.H, p.Dv}, a.q.options());
   at::Tensor lse = at::full({p.B, p.H, p.Lq}, -std::numeric_limits<double>::infinity(),
                             a.q.options().dtype(lse_dtype(a.q.scalar_type())));
-  p.out = out.data_ptr();
-  p.o_stride_b = out.stride(0); p.o_stride_l = out.stride(1); p.o_stride_h = out.stride(2);
+  bind_rows(p, &CrossAttentionParams::set_out, out);
   p.lse = lse.data_ptr();
   return {out, lse};
 }
@@ -140,8 +148,9 @@ struct CrossAttentionGrads {
   at::Tensor dq, dk, dv, grad_out, out, lse;
 };
 
-inline CrossAttentionGrads prepare_cross_attention_backward(CrossAttentionArgs& a, const at::Tensor& grad_out,
-                                                            const at::Tensor& out, const at::Tensor& lse) {
+template <typename Rows = KeepRows>
+CrossAttentionGrads prepare_cross_attention_backward(CrossAttentionArgs& a, const at::Tensor& grad_out,
+                                                     const at::Tensor& out, const at::Tensor& lse, Rows rows = {}) {
   CrossAttentionParams& p = a.p;
   const std::vector<int64_t> o_shape{p.B, p.Lq, p.H, p.Dv};
   TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(o_shape) && out.sizes() == at::IntArrayRef(o_shape),
@@ -152,16 +161,14 @@ inline CrossAttentionGrads prepare_cross_attention_backward(CrossAttentionArgs& 
                     "lse must be a ", lse_dtype(a.q.scalar_type()), " tensor of shape (B, H, Lq), got ", shape_str(lse),
                     " ", lse.scalar_type());
   CrossAttentionGrads g;
-  g.grad_out = inner_contiguous(grad_out.to(a.q.scalar_type()));
+  g.grad_out = rows(inner_contiguous(grad_out.to(a.q.scalar_type())));
   g.out = inner_contiguous(out);
   g.lse = lse.contiguous();
-  g.dq = at::zeros(a.q.sizes(), a.q.options());
-  g.dk = at::zeros(a.k.sizes(), a.k.options());
-  g.dv = at::zeros(a.v.sizes(), a.v.options());
-  p.out = g.out.data_ptr();
-  p.o_stride_b = g.out.stride(0); p.o_stride_l = g.out.stride(1); p.o_stride_h = g.out.stride(2);
-  p.grad_out = g.grad_out.data_ptr();
-  p.do_stride_b = g.grad_out.stride(0); p.do_stride_l = g.grad_out.stride(1); p.do_stride_h = g.grad_out.stride(2);
+  g.dq = at::zeros({p.B, p.Lq, p.H, p.D}, a.q.options());  // the real head dims (a.q may be padded: `rows`)
+  g.dk = at::zeros({p.B, p.Lk, p.Hkv, p.D}, a.k.options());
+  g.dv = at::zeros({p.B, p.Lk, p.Hkv, p.Dv}, a.v.options());
+  bind_rows(p, &CrossAttentionParams::set_out, g.out);
+  bind_rows(p, &CrossAttentionParams::set_grad_out, g.grad_out);
   p.lse = g.lse.data_ptr();
   p.dq = g.dq.data_ptr();
   p.dk = g.dk.data_ptr();

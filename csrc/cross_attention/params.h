@@ -43,7 +43,53 @@ struct CrossAttentionParams {
   // Causal (bottom-right aligned): query i sees only keys j <= i + causal_offset(p, b).
   bool causal = false;
   DType dtype = DType::Float32;
+
+  // Each operand is set once, with its strides, by these (the glue binds the final tensors; nothing
+  // overwrites them later).
+  void set_q(const void* d, int64_t sb, int64_t sl, int64_t sh) { q = d, q_stride_b = sb, q_stride_l = sl, q_stride_h = sh; }
+  void set_k(const void* d, int64_t sb, int64_t sl, int64_t sh) { k = d, k_stride_b = sb, k_stride_l = sl, k_stride_h = sh; }
+  void set_v(const void* d, int64_t sb, int64_t sl, int64_t sh) { v = d, v_stride_b = sb, v_stride_l = sl, v_stride_h = sh; }
+  void set_out(void* d, int64_t sb, int64_t sl, int64_t sh) { out = d, o_stride_b = sb, o_stride_l = sl, o_stride_h = sh; }
+  void set_grad_out(const void* d, int64_t sb, int64_t sl, int64_t sh) {
+    grad_out = d, do_stride_b = sb, do_stride_l = sl, do_stride_h = sh;
+  }
 };
+
+// Which keys count: the one rule, for the CPU kernels and the device kernels alike. Key j of batch b
+// counts iff j < kv_length(p, b) and key_padding_mask[b, j] is false; under causal, query row i also
+// needs j < causal_end(p, b, i).
+
+// kv_lengths[b] clamped to [0, Lk] (Lk without lengths): the CPU op checks the range first (its
+// error), the device kernels rely on the clamp (no host synchronisation).
+MMK_HOST_DEVICE int64_t kv_length(const CrossAttentionParams& p, int64_t b) {
+  if (!p.kv_lengths) return p.Lk;
+  const int64_t n = p.kv_lengths[b];
+  return n < 0 ? 0 : (n > p.Lk ? p.Lk : n);
+}
+
+// Batch b's key_padding_mask row (True = ignore), null without a mask.
+MMK_HOST_DEVICE const bool* mask_row(const CrossAttentionParams& p, int64_t b) {
+  return p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
+}
+
+// Key j of batch b is not hidden by key_padding_mask.
+MMK_HOST_DEVICE bool key_ok(const CrossAttentionParams& p, int64_t b, int64_t j) {
+  return !p.key_padding_mask || !p.key_padding_mask[b * p.mask_stride_b + j];
+}
+
+// One past the last key of batch b that can count: kv_length, then trailing masked keys trimmed. Keys
+// past it are never read (whole tiles skipped).
+MMK_HOST_DEVICE int64_t valid_keys(const CrossAttentionParams& p, int64_t b) {
+  int64_t n = kv_length(p, b);
+  if (const bool* m = mask_row(p, b))
+    while (n > 0 && m[n - 1]) --n;
+  return n;
+}
+
+// Key j counts for batch b (n_valid = valid_keys(p, b)), before the causal rule.
+MMK_HOST_DEVICE bool key_counts(const CrossAttentionParams& p, int64_t b, int64_t j, int64_t n_valid) {
+  return j < n_valid && key_ok(p, b, j);
+}
 
 // Query heads per kv head (GQA; 1 without). 32-bit division: a 64-bit one is a subroutine call on the
 // GPU (head counts are far below 2^31).
@@ -54,11 +100,7 @@ MMK_HOST_DEVICE int64_t gqa_group(const CrossAttentionParams& p) {
 // The causal diagonal's offset for batch b: n_b - Lq, with n_b = kv_lengths[b] (else Lk), so the last
 // query row sees every key up to its valid length (FlashAttention 2's and KV-cache decoding's
 // alignment). key_padding_mask does not move the diagonal; masked keys are just not attended.
-MMK_HOST_DEVICE int64_t causal_offset(const CrossAttentionParams& p, int64_t b) {
-  int64_t n = p.Lk;
-  if (p.kv_lengths) n = p.kv_lengths[b] < 0 ? 0 : (p.kv_lengths[b] > p.Lk ? p.Lk : p.kv_lengths[b]);
-  return n - p.Lq;
-}
+MMK_HOST_DEVICE int64_t causal_offset(const CrossAttentionParams& p, int64_t b) { return kv_length(p, b) - p.Lq; }
 
 // One past the last key query row i may see: all Lk keys when not causal.
 MMK_HOST_DEVICE int64_t causal_end(const CrossAttentionParams& p, int64_t b, int64_t i) {

@@ -24,19 +24,11 @@
 namespace mmkernels::cpu::CPU_CAPABILITY {
 namespace {
 
-// Per batch, one past the last key that can count: min(kv_lengths[b], last unmasked index + 1).
-// Keys past it are never touched (the "skip padded blocks" fast path).
+// Per batch, one past the last key that can count (params.h valid_keys): keys past it are never
+// touched (the "skip padded blocks" fast path).
 inline std::vector<int64_t> valid_key_bounds(const CrossAttentionParams& p) {
-  std::vector<int64_t> n(p.B, p.Lk);
-  for (int64_t b = 0; b < p.B; ++b) {
-    if (p.kv_lengths) n[b] = std::min<int64_t>(std::max<int64_t>(p.kv_lengths[b], 0), p.Lk);
-    if (p.key_padding_mask) {
-      const bool* m = p.key_padding_mask + b * p.mask_stride_b;
-      int64_t j = n[b];
-      while (j > 0 && m[j - 1]) --j;
-      n[b] = j;
-    }
-  }
+  std::vector<int64_t> n(p.B);
+  for (int64_t b = 0; b < p.B; ++b) n[b] = valid_keys(p, b);
   return n;
 }
 
@@ -192,10 +184,10 @@ class PackedOperand {
   int64_t b_ = -1, h_ = -1;
 };
 
-inline bool any_key_valid(const bool* mask_row, int64_t k0, int64_t cols) {
-  if (!mask_row) return true;
+inline bool any_key_valid(const bool* mrow, int64_t k0, int64_t cols) {
+  if (!mrow) return true;
   for (int64_t j = 0; j < cols; ++j)
-    if (!mask_row[k0 + j]) return true;
+    if (!mrow[k0 + j]) return true;
   return false;
 }
 
@@ -242,7 +234,7 @@ void forward_impl(const CrossAttentionParams& p) {
       const Operand<T>& kt = KT.get(b, hk, n_valid[b]);
       const Operand<T>& vb = V.get(b, hk, n_valid[b]);
       MMK_PHASE_LAP(tp, 0, "pack");
-      const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
+      const bool* mrow = mask_row(p, b);
       std::fill(m.begin(), m.end(), neg_inf);
       std::fill(l.begin(), l.end(), Acc(0));
       std::fill(O.begin(), O.end(), Acc(0));
@@ -518,7 +510,7 @@ void backward_impl(const CrossAttentionParams& p) {
       }
       MMK_PHASE_LAP(tp, 0, "pack");
       const lse_t<T>* lse = static_cast<const lse_t<T>*>(p.lse) + (b * H + h) * Lq;
-      const bool* mrow = p.key_padding_mask ? p.key_padding_mask + b * p.mask_stride_b : nullptr;
+      const bool* mrow = mask_row(p, b);
 
       // Phase 2: Di from O, unless every valid key is in one block (then per row, from P and dP).
       const bool single_block = n_valid[b] <= BK;

@@ -1,5 +1,6 @@
-// Device helpers shared by the CUDA attention kernels (SIMT and tensor-core): which keys count, the GQA
-// head mapping, the saved log-sum-exp, and batch slicing for the grid limits. Torch-free.
+// Device helpers shared by the CUDA attention kernels (SIMT and tensor-core): the saved log-sum-exp and
+// batch slicing for the grid limits. Torch-free. Which keys count, and the GQA head mapping, are rules
+// of the op shared with the CPU kernels: params.h.
 #pragma once
 
 #include <cmath>
@@ -11,17 +12,6 @@
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
-
-// One past the last key of batch b that can count (kv_lengths, then trailing masked keys trimmed).
-MMK_DEVICE int64_t valid_keys(const CrossAttentionParams& p, int64_t b) {
-  int64_t n = p.Lk;
-  if (p.kv_lengths) n = dev::min(dev::max(p.kv_lengths[b], int64_t(0)), p.Lk);
-  if (p.key_padding_mask) {
-    const bool* m = p.key_padding_mask + b * p.mask_stride_b;
-    while (n > 0 && m[n - 1]) --n;
-  }
-  return n;
-}
 
 // The saved float64 lse (common/dtype.h) as float hi + lo in a chosen unit (1: natural log; log2(e):
 // the exp2 domain of the flash kernels). (x - hi) - lo keeps P consistent with the forward's
@@ -57,15 +47,6 @@ constexpr double kLog2eD = 1.4426950408889634, kLn2D = 0.6931471805599453;
 // key, NaN stays NaN.
 MMK_DEVICE double row_lse(float m, float l) {
   return (l > 0.f || l != l) ? (double(m) + log2(double(l))) * kLn2D : -INFINITY;
-}
-
-MMK_DEVICE bool key_ok(const CrossAttentionParams& p, int64_t b, int64_t j) {
-  return !p.key_padding_mask || !p.key_padding_mask[b * p.mask_stride_b + j];
-}
-
-// A key counts iff j < n_valid (valid_keys) and key_ok(j).
-MMK_DEVICE bool key_counts(const CrossAttentionParams& p, int64_t b, int64_t j, int64_t n_valid) {
-  return j < n_valid && key_ok(p, b, j);
 }
 
 // Params restricted to batches [b0, b0 + nb) (grid.z is limited to 65535).

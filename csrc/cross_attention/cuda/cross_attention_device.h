@@ -20,28 +20,26 @@ MMK_BACKEND_BEGIN
 // and the head dim be a multiple of 8. A 16-bit input that is not so is copied once into a contiguous
 // buffer with zero columns up to the next multiple of 8 (as FlashAttention pads head dims); the
 // kernels never write beyond the real D/Dv.
-inline at::Tensor chunk_ready_heads(const at::Tensor& t) {
-  const auto es = static_cast<int64_t>(t.element_size());
-  const bool ok = t.scalar_type() == at::kFloat ||
-                  (reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.size(3) % 8 == 0 &&
-                   t.stride(0) * es % 16 == 0 && t.stride(1) * es % 16 == 0 && t.stride(2) * es % 16 == 0);
-  if (ok) return t;
-  at::Tensor padded = at::zeros({t.size(0), t.size(1), t.size(2), (t.size(3) + 7) / 8 * 8}, t.options());
-  padded.narrow(3, 0, t.size(3)).copy_(t);
-  return padded;
-}
+// The glue's row layout for these kernels (prepare_cross_attention's `rows`).
+struct ChunkReadyRows {
+  at::Tensor operator()(const at::Tensor& t) const {
+    const auto es = static_cast<int64_t>(t.element_size());
+    const bool ok = t.scalar_type() == at::kFloat ||
+                    (reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.size(3) % 8 == 0 &&
+                     t.stride(0) * es % 16 == 0 && t.stride(1) * es % 16 == 0 && t.stride(2) * es % 16 == 0);
+    if (ok) return t;
+    at::Tensor padded = at::zeros({t.size(0), t.size(1), t.size(2), (t.size(3) + 7) / 8 * 8}, t.options());
+    padded.narrow(3, 0, t.size(3)).copy_(t);
+    return padded;
+  }
+};
 
-inline void make_chunk_ready(CrossAttentionArgs& a) {
-  CrossAttentionParams& p = a.p;
-  a.q = chunk_ready_heads(a.q);
-  a.k = chunk_ready_heads(a.k);
-  a.v = chunk_ready_heads(a.v);
-  p.q = a.q.data_ptr();
-  p.k = a.k.data_ptr();
-  p.v = a.v.data_ptr();
-  p.q_stride_b = a.q.stride(0); p.q_stride_l = a.q.stride(1); p.q_stride_h = a.q.stride(2);
-  p.k_stride_b = a.k.stride(0); p.k_stride_l = a.k.stride(1); p.k_stride_h = a.k.stride(2);
-  p.v_stride_b = a.v.stride(0); p.v_stride_l = a.v.stride(1); p.v_stride_h = a.v.stride(2);
+// prepare_cross_attention with the rows these kernels read (the device glue's entry).
+inline CrossAttentionArgs prepare_device_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                         const std::optional<at::Tensor>& kv_lengths,
+                                                         const std::optional<at::Tensor>& key_padding_mask,
+                                                         double scale, bool is_causal) {
+  return prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal, ChunkReadyRows{});
 }
 
 template <typename Fn>
@@ -62,7 +60,6 @@ inline std::tuple<at::Tensor, at::Tensor> run_cross_attention_fwd(CrossAttention
   check_device_lengths(a, stream);
   auto [out, lse] = allocate_cross_attention_outputs(a);
   if (out.numel() == 0) return {out, lse};
-  make_chunk_ready(a);
   dispatch_device_dtype(a.p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const int64_t bytes = cross_attention_forward_workspace<T>(a.p);
@@ -78,13 +75,9 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> run_cross_attention_bwd(Cr
                                                                                const at::Tensor& out,
                                                                                const at::Tensor& lse,
                                                                                dev::Stream stream) {
-  CrossAttentionGrads g = prepare_cross_attention_backward(a, grad_out, out, lse);
+  CrossAttentionGrads g = prepare_cross_attention_backward(a, grad_out, out, lse, ChunkReadyRows{});
   CrossAttentionParams& p = a.p;
   if (g.dq.numel() == 0 || g.dk.numel() == 0) return {g.dq, g.dk, g.dv};
-  make_chunk_ready(a);
-  g.grad_out = chunk_ready_heads(g.grad_out);
-  p.grad_out = g.grad_out.data_ptr();
-  p.do_stride_b = g.grad_out.stride(0); p.do_stride_l = g.grad_out.stride(1); p.do_stride_h = g.grad_out.stride(2);
   at::Tensor Di = at::empty({p.B, p.H, p.Lq}, a.q.options().dtype(at::kFloat));
   dispatch_device_dtype(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;

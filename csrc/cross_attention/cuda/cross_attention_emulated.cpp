@@ -10,7 +10,7 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd(const at::Tensor& q, cons
                                                        const std::optional<at::Tensor>& kv_lengths,
                                                        const std::optional<at::Tensor>& key_padding_mask,
                                                        double scale, bool is_causal) {
-  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
+  CrossAttentionArgs a = cuda::prepare_device_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   return cuda::run_cross_attention_fwd(a, nullptr);
 }
 
@@ -18,7 +18,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
     const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal) {
-  CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
+  CrossAttentionArgs a = cuda::prepare_device_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   return cuda::run_cross_attention_bwd(a, grad_out, out, lse, nullptr);
 }
 
