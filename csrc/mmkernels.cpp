@@ -8,7 +8,7 @@
 #include "common/activation.h"
 #include "common/checks.h"
 #include "common/device/conformance/conformance.h"
-#include "common/cpu_dispatch.h"
+#include "common/cpu/capability.h"
 #include "common/dtype.h"
 #include "common/emulation.h"
 #include "cross_attention/params.h"

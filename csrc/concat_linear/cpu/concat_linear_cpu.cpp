@@ -10,7 +10,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "common/cpu_dispatch.h"
+#include "common/cpu/capability.h"
 #include "common/emulation.h"
 #include "concat_linear/concat_linear_emulated.h"
 #include "concat_linear/concat_linear_glue.h"
@@ -80,8 +80,8 @@ std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Ten
 
 at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
 
-// Whether ATen's GEMM should get float32 copies of 16-bit operands (cpu_dispatch.h: no native bf16/fp16
-// GEMM on this CPU).
+// Whether ATen's GEMM should get float32 copies of 16-bit operands (common/cpu/capability.h: no native
+// bf16/fp16 GEMM on this CPU).
 bool widen_gemm_operands(at::ScalarType st) {
   if (st == at::kBFloat16) return !cpu::native_bf16_gemm();
   if (st == at::kHalf) return !cpu::native_fp16_gemm();

@@ -5,7 +5,7 @@
 #include <limits>
 #include <tuple>
 
-#include "common/cpu_dispatch.h"
+#include "common/cpu/capability.h"
 #include "common/emulation.h"
 #include "cross_attention/cross_attention_emulated.h"
 #include "cross_attention/cross_attention_glue.h"

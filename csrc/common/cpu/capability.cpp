@@ -1,4 +1,4 @@
-#include "common/cpu_dispatch.h"
+#include "common/cpu/capability.h"
 
 #include <cstdlib>
 #include <cstring>
