@@ -107,7 +107,7 @@ def test_head_dims_within_budget(dims, dtype, device):
 
 
 # Split-KV (Hopper forward): grids of few row tiles split the keys across CTAs and merge the slices
-# (flash_launch.h num_splits: >= 4 key tiles per slice). Short query sides over long keys, with causal
+# (flash_entry.h num_splits: >= 4 key tiles per slice). Short query sides over long keys, with causal
 # and lengths that leave whole slices without a key; the merge must keep the single-pass rules.
 SPLIT_SHAPES = [(1, 5, 1100, 2, 1, 64, 64), (2, 1, 2100, 1, 1, 128, 96), (1, 3, 700, 2, 2, 200, 256)]
 

@@ -260,9 +260,9 @@ def test_tma_box_load_swizzles_and_zero_fills(case, device):
 
 
 def wgmma_operands(case, seed):
-    n, swizzle, a_mn, b_mn, a_regs, fp16 = C._WGMMA_CASES[case]
+    n, swizzle, a_mn, b_mn, a_regs, f16 = C._WGMMA_CASES[case]
     g = torch.Generator().manual_seed(seed)
-    dtype = torch.float16 if fp16 else torch.bfloat16
+    dtype = torch.float16 if f16 else torch.bfloat16
     A = torch.randn(64, 64, generator=g).to(dtype)
     B = torch.randn(n, 64, generator=g).to(dtype)
     stored = lambda M, mn: (M.t() if mn else M).contiguous().view(torch.int16)  # MN-major: rows of M / N
@@ -270,8 +270,8 @@ def wgmma_operands(case, seed):
 
 
 def wgmma_name(i):
-    n, sw, a_mn, b_mn, a_regs, fp16 = C._WGMMA_CASES[i]
-    return f"n{n}-sw{sw}-A{'mn' if a_mn else 'k'}{'-regs' if a_regs else ''}-B{'mn' if b_mn else 'k'}{'-f16' if fp16 else ''}"
+    n, sw, a_mn, b_mn, a_regs, f16 = C._WGMMA_CASES[i]
+    return f"n{n}-sw{sw}-A{'mn' if a_mn else 'k'}{'-regs' if a_regs else ''}-B{'mn' if b_mn else 'k'}{'-f16' if f16 else ''}"
 
 
 @pytest.mark.parametrize("device", SM90_DEVICES)

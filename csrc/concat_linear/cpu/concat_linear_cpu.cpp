@@ -1,5 +1,5 @@
 // CPU implementation of mmkernels::concat_linear_{fwd,bwd}.
-// Forward: float32/bf16 through the tiled kernel (concat_linear_kernel.cpp: per-tile GEMMs over every
+// Forward: float32/bf16 through the tiled kernel (concat_linear_kernels.cpp: per-tile GEMMs over every
 // segment into one float32 accumulator, bias + activation fused per tile); otherwise one ATen GEMM per
 // segment against a column slice of W (a strided view) into one accumulator, then one fused epilogue
 // pass. The concatenation is never formed. Backward: one fused pass dz = dy * act'(z); dX_i from W's
@@ -53,7 +53,7 @@ bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::
   return run_forward_tiled(p);
 }
 
-// The float32 input gradients in one kernel (AVX2: the panel GEMM; concat_linear_kernel.cpp), from
+// The float32 input gradients in one kernel (AVX2: the panel GEMM; concat_linear_kernels.cpp), from
 // M >= 512 rows (below, packing W's slices costs more than per-segment ATen GEMMs lose). Returns dX_i
 // for the wanted inputs (undefined for the others), or nothing where the kernel does not apply.
 std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Tensor& weight, const at::Tensor& dz,
@@ -84,7 +84,7 @@ at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDo
 // bf16/fp16 GEMM on this CPU).
 bool widen_gemm_operands(at::ScalarType st) {
   if (st == at::kBFloat16) return !cpu::native_bf16_gemm();
-  if (st == at::kHalf) return !cpu::native_fp16_gemm();
+  if (st == at::kHalf) return !cpu::native_f16_gemm();
   return false;
 }
 

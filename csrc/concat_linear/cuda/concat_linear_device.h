@@ -12,7 +12,7 @@
 #include "common/device/torch_check.h"
 #include "common/dispatch.h"
 #include "concat_linear/concat_linear_glue.h"
-#include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/concat_linear_entry.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN

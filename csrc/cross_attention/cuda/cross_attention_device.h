@@ -11,7 +11,7 @@
 #include "common/device/torch_check.h"
 #include "common/dispatch.h"
 #include "cross_attention/cross_attention_glue.h"
-#include "cross_attention/cuda/cross_attention_launch.h"
+#include "cross_attention/cuda/cross_attention_entry.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN

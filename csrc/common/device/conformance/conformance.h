@@ -25,10 +25,10 @@ enum class Primitive : int {
                  // (elements), row coord, col coord}; one TMA box load -> out the box's shared-memory bytes
 };
 
-// The wgmma cases: {N, swizzle bytes (0 = interleave), A MN-major, B MN-major, A from registers, fp16}.
+// The wgmma cases: {N, swizzle bytes (0 = interleave), A MN-major, B MN-major, A from registers, f16}.
 struct WgmmaCase {
   int n, swizzle;
-  bool a_mn, b_mn, a_regs, fp16;
+  bool a_mn, b_mn, a_regs, f16;
 };
 inline constexpr WgmmaCase kWgmmaCases[] = {
     {64, 128, false, false, false, false}, {64, 64, false, false, false, false}, {64, 32, false, false, false, false},

@@ -1,6 +1,6 @@
 // Primitive conformance kernels (see conformance.h); compiled by nvcc and, like every kernel unit, for
 // the host emulation.
-#include "common/device/conformance/conformance_launch.h"
+#include "common/device/conformance/conformance_entry.h"
 #include "common/device/primitives.h"
 
 namespace mmkernels::conformance::cuda {
