@@ -10,7 +10,7 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd(at::TensorList inputs, cons
                                                      const std::optional<at::Tensor>& bias, int64_t activation,
                                                      bool save_preactivation) {
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation, save_preactivation);
-  return cuda::run_concat_linear_fwd(a, weight, bias, nullptr);
+  return cuda::concat_linear_device::run_concat_linear_fwd(a, weight, bias, nullptr);
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd(const at::Tensor& grad_out,
@@ -21,7 +21,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> concat_linear_bwd(co
                                                                               at::OptionalIntArrayRef input_mask,
                                                                               bool weight_grad) {
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
-  return cuda::run_concat_linear_bwd(a, grad_out, inputs, weight, z, has_bias, input_mask, weight_grad, nullptr);
+  return cuda::concat_linear_device::run_concat_linear_bwd(a, grad_out, inputs, weight, z, has_bias, input_mask,
+                                                           weight_grad, nullptr);
 }
 
 }  // namespace mmkernels::emulated

@@ -17,7 +17,7 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cuda(const at::Tensor& q,
                                                             double scale, bool is_causal) {
   const c10::cuda::CUDAGuard guard(q.device());
   CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
-  return cuda::run_cross_attention_fwd(a, c10::cuda::getCurrentCUDAStream());
+  return cuda::cross_attention_device::run_cross_attention_fwd(a, c10::cuda::getCurrentCUDAStream());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd_cuda(
@@ -26,7 +26,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd_cuda(
     const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal) {
   const c10::cuda::CUDAGuard guard(q.device());
   CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
-  return cuda::run_cross_attention_bwd(a, grad_out, out, lse, c10::cuda::getCurrentCUDAStream());
+  return cuda::cross_attention_device::run_cross_attention_bwd(a, grad_out, out, lse,
+                                                               c10::cuda::getCurrentCUDAStream());
 }
 
 }  // namespace

@@ -11,7 +11,7 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd(const at::Tensor& q, cons
                                                        const std::optional<at::Tensor>& key_padding_mask,
                                                        double scale, bool is_causal) {
   CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
-  return cuda::run_cross_attention_fwd(a, nullptr);
+  return cuda::cross_attention_device::run_cross_attention_fwd(a, nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd(
@@ -19,7 +19,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd(
     const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
     const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal) {
   CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
-  return cuda::run_cross_attention_bwd(a, grad_out, out, lse, nullptr);
+  return cuda::cross_attention_device::run_cross_attention_bwd(a, grad_out, out, lse, nullptr);
 }
 
 }  // namespace mmkernels::emulated
