@@ -11,8 +11,6 @@
 #include <tuple>
 
 #include "common/cpu/capability.h"
-#include "common/emulation.h"
-#include "concat_linear/concat_linear_emulated.h"
 #include "concat_linear/concat_linear_glue.h"
 
 MMK_CPU_DECLARE(void concat_linear_epilogue_forward(const ::mmkernels::ConcatLinearEpilogueParams& p))
@@ -109,9 +107,8 @@ void accumulate_segments(const ConcatLinearArgs& a, const at::Tensor& weight, at
 std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, const at::Tensor& weight,
                                                          const std::optional<at::Tensor>& bias, int64_t activation,
                                                          bool save_preactivation) {
-#if defined(MMK_WITH_EMULATION)
-  if (emulation::active()) return emulated::concat_linear_fwd(inputs, weight, bias, activation, save_preactivation);
-#endif
+  if (auto* emulated = emulated_concat_linear_fwd.current())
+    return emulated(inputs, weight, bias, activation, save_preactivation);
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation, save_preactivation);
   const auto opts = inputs[0].options();
   at::Tensor y = at::empty({a.M, a.N}, opts);
@@ -137,11 +134,8 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, 
 std::vector<at::Tensor> concat_linear_bwd_cpu(
     const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z,
     bool has_bias, int64_t activation, at::OptionalIntArrayRef input_mask, bool weight_grad) {
-#if defined(MMK_WITH_EMULATION)
-  if (emulation::active())
-    return flat_grads(
-        emulated::concat_linear_bwd(grad_out, inputs, weight, z, has_bias, activation, input_mask, weight_grad));
-#endif
+  if (auto* emulated = emulated_concat_linear_bwd.current())
+    return flat_grads(emulated(grad_out, inputs, weight, z, has_bias, activation, input_mask, weight_grad));
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const auto st = inputs[0].scalar_type();
   auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);
