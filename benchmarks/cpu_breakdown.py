@@ -1,6 +1,6 @@
 """Per-phase time of the CPU attention kernels, ours and SDPA's (benchmarks/NOTES.md, "AVX2 hosts").
 
-    # ours, from the kernels' own phase timers (a build with -DMMK_PHASE_TIMERS, see cpu_phase_timer.h):
+    # ours, from the kernels' own phase timers (a build with -DMMK_PHASE_TIMERS, see csrc/common/cpu/phase_timer.h):
     CXXFLAGS=-DMMK_PHASE_TIMERS pip install --no-build-isolation --no-deps -e .
     python benchmarks/cpu_breakdown.py phases --mode fwd --shape 4,1024,1024,8,128
     # either implementation under a sampling profiler, its samples sorted into the same phases:

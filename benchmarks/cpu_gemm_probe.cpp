@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "common/cpu_f32_gemm.h"
+#include "common/cpu/f32_gemm.h"
 
 // MKL's Fortran sgemm, which torch's x86 wheels link in and export (the probe only: the library does not
 // rely on it).

@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_gemm_probe.py
 
-JIT-builds benchmarks/cpu_gemm_probe.cpp (AVX2 + FMA, with csrc/common/cpu_f32_gemm.h) and prints, per
+JIT-builds benchmarks/cpu_gemm_probe.cpp (AVX2 + FMA, with csrc/common/cpu/f32_gemm.h) and prints, per
 tile, the rate of ATen's brgemm (oneDNN), MKL's sgemm (as SDPA calls it) and our panel kernel, with the
 operand strides the kernels see at B4 L1024 H8 D128 (a (B, L, H, D) row is 4 KB long).
 """

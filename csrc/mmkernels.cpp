@@ -8,7 +8,7 @@
 #include "common/activation.h"
 #include "common/checks.h"
 #include "common/device/conformance/conformance.h"
-#include "common/cpu_dispatch.h"
+#include "common/cpu/capability.h"
 #include "common/dtype.h"
 #include "common/emulation.h"
 #include "cross_attention/params.h"
@@ -80,7 +80,7 @@ PYBIND11_MODULE(_C, m) {
   // The sm_90a conformance cases (csrc/common/device/conformance/conformance.h), for the tests.
   pybind11::list wgmma_cases, tma_cases;
   for (const auto& c : mmkernels::conformance::kWgmmaCases)
-    wgmma_cases.append(pybind11::make_tuple(c.n, c.swizzle, c.a_mn, c.b_mn, c.a_regs, c.fp16));
+    wgmma_cases.append(pybind11::make_tuple(c.n, c.swizzle, c.a_mn, c.b_mn, c.a_regs, c.f16));
   for (const auto& c : mmkernels::conformance::kTmaCases) tma_cases.append(pybind11::make_tuple(c.rows, c.cols, c.swizzle));
   m.attr("_WGMMA_CASES") = wgmma_cases;
   m.attr("_TMA_CASES") = tma_cases;

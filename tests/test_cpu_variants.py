@@ -1,7 +1,7 @@
 """The AVX2 CPU kernels on a machine that would pick AVX-512.
 
 The float32 attention and concat_linear kernels have their own AVX2 code (the panel GEMM of
-csrc/common/cpu_f32_gemm.h) that the AVX-512 build does not use. CI runs the whole suite per
+csrc/common/cpu/f32_gemm.h) that the AVX-512 build does not use. CI runs the whole suite per
 MMKERNELS_CPU_CAPABILITY; this test keeps that path covered in a plain run on an AVX-512 host too, by
 running the float32 accuracy tests (float64 reference, odd sizes 1/7/97/257, strided inputs,
 kv_lengths, masks, rows without keys, gradients, determinism) again in a process pinned to avx2.

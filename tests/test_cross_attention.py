@@ -107,7 +107,7 @@ def test_head_dims_within_budget(dims, dtype, device):
 
 
 # Split-KV (Hopper forward): grids of few row tiles split the keys across CTAs and merge the slices
-# (flash_launch.h num_splits: >= 4 key tiles per slice). Short query sides over long keys, with causal
+# (flash_entry.h num_splits: >= 4 key tiles per slice). Short query sides over long keys, with causal
 # and lengths that leave whole slices without a key; the merge must keep the single-pass rules.
 SPLIT_SHAPES = [(1, 5, 1100, 2, 1, 64, 64), (2, 1, 2100, 1, 1, 128, 96), (1, 3, 700, 2, 2, 200, 256)]
 
@@ -136,7 +136,7 @@ def test_split_kv_forward_matches_reference(shape, masking, causal, dtype, devic
     assert torch.equal(ours, again)
 
 
-# GQA packing (Hopper forward, flash_launch.h heads_per_cta): with short query sides one CTA takes the
+# GQA packing (Hopper forward, flash_entry.h heads_per_cta): with short query sides one CTA takes the
 # rows of all G query heads of a kv head (packed row r = query r / G of head r % G). Groups of 8 (Lq 1,
 # decoding), 3 (tiles not a multiple of G), 4 (two row tiles, split-KV); lengths, mask, causal. The
 # backward reads the packed forward's log-sum-exp, so the gradients check it too.

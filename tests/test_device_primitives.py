@@ -3,7 +3,7 @@
 Each primitive runs in a one-warp kernel (csrc/common/device/conformance/) on per-lane inputs; the
 expected per-lane results are built here, independently of the C++ code, from the PTX ISA 9.0 / CUDA
 Programming Guide text (docs/research/cuda-host-emulation.md): mma fragment layouts (PTX
-9.7.14.5.8 and 9.7.14.5.7), ldmatrix lanes and fragments (9.7.14.5.15), shuffle source lanes, votes,
+9.7.14.5.8), ldmatrix lanes and fragments (9.7.14.5.15), shuffle source lanes, votes,
 cp.async zero-fill, round-to-nearest-even conversions.
 
 The sm_90a primitives run in one-warpgroup kernels written on CuTe (conformance_sm90.cu): TMA box
@@ -24,7 +24,7 @@ import mmkernels
 from conftest import HAS_CUDA, HAS_SM90
 
 C = mmkernels.ops._C
-MMA_BF16, MMA_F16, MMA_TF32, LDMATRIX, SHFL, VOTE, CP_ASYNC, CONVERT, WGMMA, TMA = range(10)
+MMA_BF16, MMA_F16, LDMATRIX, SHFL, VOTE, CP_ASYNC, CONVERT, WGMMA, TMA = range(9)
 
 # "cpu": the emulation runs the primitives on CPU tensors; "cuda": the hardware (conftest's rule)
 DEVICES = (["cpu"] if C.with_emulation else []) + (["cuda"] if HAS_CUDA else [])
@@ -104,35 +104,6 @@ def test_mma_m16n8k16_is_the_matrix_product_of_the_documented_fragments(dtype, d
             assert torch.equal(D.float(), expected.float())
         else:  # hardware: accumulation order and rounding are unspecified (PTX 9.7.14.5.14)
             torch.testing.assert_close(D, expected, rtol=1e-5, atol=1e-5)
-
-
-def tf32_round(x):
-    """cvt.rna.tf32.f32 on float32 values: round the low 13 mantissa bits, ties away from zero."""
-    bits = as_u64(x.view(torch.int32))
-    finite = (bits & 0x7F800000) != 0x7F800000
-    mag = bits & 0x7FFFFFFF
-    q = (mag >> 13) + ((mag & 0x1FFF) >= 0x1000).to(torch.int64)
-    rounded = (bits & 0x80000000) | (q << 13)
-    return torch.where(finite, rounded, bits)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_mma_m16n8k8_tf32(device):
-    g = torch.Generator().manual_seed(7)
-    A, B, Cm = torch.randn(16, 8, generator=g), torch.randn(8, 8, generator=g), torch.randn(16, 8, generator=g)
-    At, Bt = tf32_round(A), tf32_round(B)  # rounded by the caller, as kernels do (float_to_tf32)
-    a = torch.zeros(32, 4, dtype=torch.int64)
-    b = torch.zeros(32, 2, dtype=torch.int64)
-    c = torch.zeros(32, 4)
-    for lane in range(32):  # PTX 9.7.14.5.7: a1 is the row + 8 element, a2 the column + 4 one
-        gr, t = lane // 4, lane % 4
-        a[lane] = torch.stack([At[gr, t], At[gr + 8, t], At[gr, t + 4], At[gr + 8, t + 4]])
-        b[lane] = torch.stack([Bt[t, gr], Bt[t + 4, gr]])
-        c[lane] = torch.stack([Cm[gr, 2 * t], Cm[gr, 2 * t + 1], Cm[gr + 8, 2 * t], Cm[gr + 8, 2 * t + 1]])
-    d = run(MMA_TF32, u32(a), u32(b), c, out_shape=(32, 4), out_dtype=torch.float32, device=device)
-    as_float = lambda bits: u32(bits).view(torch.float32).double()
-    expected = as_float(At) @ as_float(Bt) + Cm.double()
-    torch.testing.assert_close(d_matrix(d).double(), expected, rtol=1e-5, atol=1e-5)
 
 
 # ---- ldmatrix ----------------------------------------------------------------------------------------
@@ -238,7 +209,7 @@ def conversion_inputs():
 @pytest.mark.parametrize("device", DEVICES)
 def test_conversions_round_to_nearest_even(device):
     x = conversion_inputs()
-    out = as_u64(run(CONVERT, x, out_shape=(x.numel(),), n=x.numel(), mode=0, device=device))
+    out = as_u64(run(CONVERT, x, out_shape=(x.numel(),), n=x.numel(), device=device))
     bf, hf = out & 0xFFFF, out >> 16
     nan = torch.isnan(x)
     assert torch.equal(bf[~nan], bits16(x.to(torch.bfloat16))[~nan])
@@ -246,14 +217,6 @@ def test_conversions_round_to_nearest_even(device):
     # NaN stays NaN (the bit pattern is unspecified on the device)
     assert ((bf[nan] & 0x7F80) == 0x7F80).all() and ((bf[nan] & 0x7F) != 0).all()
     assert ((hf[nan] & 0x7C00) == 0x7C00).all() and ((hf[nan] & 0x3FF) != 0).all()
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_tf32_conversion_rounds_ties_away(device):
-    x = conversion_inputs()
-    out = as_u64(run(CONVERT, x, out_shape=(x.numel(),), n=x.numel(), mode=1, device=device))
-    finite = torch.isfinite(x)
-    assert torch.equal(out[finite], tf32_round(x)[finite])
 
 
 # ---- sm_90a: TMA and wgmma ------------------------------------------------------------------------------
@@ -297,9 +260,9 @@ def test_tma_box_load_swizzles_and_zero_fills(case, device):
 
 
 def wgmma_operands(case, seed):
-    n, swizzle, a_mn, b_mn, a_regs, fp16 = C._WGMMA_CASES[case]
+    n, swizzle, a_mn, b_mn, a_regs, f16 = C._WGMMA_CASES[case]
     g = torch.Generator().manual_seed(seed)
-    dtype = torch.float16 if fp16 else torch.bfloat16
+    dtype = torch.float16 if f16 else torch.bfloat16
     A = torch.randn(64, 64, generator=g).to(dtype)
     B = torch.randn(n, 64, generator=g).to(dtype)
     stored = lambda M, mn: (M.t() if mn else M).contiguous().view(torch.int16)  # MN-major: rows of M / N
@@ -307,8 +270,8 @@ def wgmma_operands(case, seed):
 
 
 def wgmma_name(i):
-    n, sw, a_mn, b_mn, a_regs, fp16 = C._WGMMA_CASES[i]
-    return f"n{n}-sw{sw}-A{'mn' if a_mn else 'k'}{'-regs' if a_regs else ''}-B{'mn' if b_mn else 'k'}{'-f16' if fp16 else ''}"
+    n, sw, a_mn, b_mn, a_regs, f16 = C._WGMMA_CASES[i]
+    return f"n{n}-sw{sw}-A{'mn' if a_mn else 'k'}{'-regs' if a_regs else ''}-B{'mn' if b_mn else 'k'}{'-f16' if f16 else ''}"
 
 
 @pytest.mark.parametrize("device", SM90_DEVICES)
@@ -351,11 +314,10 @@ def test_hardware_matches_emulation():
         gpu = run(prim, a, b, c, out_shape=(32, 4), out_dtype=torch.float32, device="cuda")
         torch.testing.assert_close(gpu, emu, rtol=1e-5, atol=1e-5)
     x = conversion_inputs()
-    for mode in (0, 1):
-        emu = run(CONVERT, x, out_shape=(x.numel(),), n=x.numel(), mode=mode, device="cpu")
-        gpu = run(CONVERT, x, out_shape=(x.numel(),), n=x.numel(), mode=mode, device="cuda")
-        ok = ~torch.isnan(x)
-        assert torch.equal(gpu[ok], emu[ok])
+    emu = run(CONVERT, x, out_shape=(x.numel(),), n=x.numel(), device="cpu")
+    gpu = run(CONVERT, x, out_shape=(x.numel(),), n=x.numel(), device="cuda")
+    ok = ~torch.isnan(x)
+    assert torch.equal(gpu[ok], emu[ok])
     g = torch.Generator().manual_seed(1)
     words = torch.randint(0, 2**16, (1024,), generator=g)
     tile = u32(words[0::2] | (words[1::2] << 16))

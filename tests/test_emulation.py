@@ -15,6 +15,8 @@ import torch
 import mmkernels
 from mmkernels.testing import emulated_cuda
 
+from test_device_primitives import LDMATRIX, WGMMA
+
 C = mmkernels.ops._C
 needs_emulation = pytest.mark.skipif(not C.with_emulation, reason="needs MMKERNELS_CUDA_EMULATION=ON")
 
@@ -83,7 +85,7 @@ def test_checker_failure_in_a_launch_is_a_runtime_error_naming_the_call():
     rows = torch.full((32,), 4096, dtype=torch.int32)
     out = torch.zeros(32, 4, dtype=torch.int32)
     with pytest.raises(RuntimeError, match=r"(?s)emulated conformance kernel failed.*shared-memory out of bounds"):
-        torch.ops.mmkernels_testing.conformance(3, tile, rows, None, out, 64, 4, 0)
+        torch.ops.mmkernels_testing.conformance(LDMATRIX, tile, rows, None, out, 64, 4, 0)
 
 
 @needs_emulation
@@ -136,9 +138,9 @@ def test_emulation_dispatches_as_the_gpu_of_its_arch(arch, kernel):
     with emulated_cuda(arch=arch):
         if arch == "sm_80":
             with pytest.raises(RuntimeError, match="conformance kernel failed"):
-                torch.ops.mmkernels_testing.conformance(8, a, a, None, out, 0, 0, 0)
+                torch.ops.mmkernels_testing.conformance(WGMMA, a, a, None, out, 0, 0, 0)
         else:
-            torch.ops.mmkernels_testing.conformance(8, a, a, None, out, 0, 0, 0)
+            torch.ops.mmkernels_testing.conformance(WGMMA, a, a, None, out, 0, 0, 0)
 
 
 @needs_emulation

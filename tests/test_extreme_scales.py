@@ -32,7 +32,7 @@ def _dtypes(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 # 100: saturated, still on the tensor-core kernels (bf16, emulated or CUDA); above 256 the SIMT ones
-# run (flash_launch.h: kMaxScale).
+# run (flash_entry.h: kMaxScale).
 @pytest.mark.parametrize("scale", [100.0, 1e3, 1e10])
 @pytest.mark.parametrize("shape", [(2, 4, 3, 2, 1, 8, 8), (1, 7, 97, 2, 2, 64, 33)], ids=lambda s: "x".join(map(str, s)))
 def test_saturated_softmax_matches_reference_within_budget(shape, scale, device):

@@ -23,4 +23,25 @@ bool set_active(bool on);
 int arch();
 int set_arch(int arch);
 
+// The emulation's own seam into the ops: one op's implementation on the emulated device (its CUDA
+// kernels in the host SIMT emulation, on CPU tensors). The emulated glue (cuda/<op>_emulated.cpp,
+// compiled only with the emulation) sets it when the module loads; the op's CPU implementation runs it
+// instead of its own while the switch is on. Declared in the op's <op>_glue.h, so the CPU glue knows
+// the signature and nothing of the CUDA folder.
+template <typename Fn>
+class Route {
+ public:
+  constexpr Route() = default;
+  // Registers the emulated implementation; returns true, for a static initializer.
+  bool set(Fn* fn) {
+    fn_ = fn;
+    return true;
+  }
+  // The emulated implementation while the switch is on, else nullptr.
+  Fn* current() const { return active() ? fn_ : nullptr; }
+
+ private:
+  Fn* fn_ = nullptr;
+};
+
 }  // namespace mmkernels::emulation

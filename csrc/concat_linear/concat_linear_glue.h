@@ -9,9 +9,22 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/emulation.h"
 #include "concat_linear/params.h"
 
 namespace mmkernels {
+
+// concat_linear_{fwd,bwd} on the emulated device (common/emulation.h; set by
+// cuda/concat_linear_emulated.cpp, run by the CPU implementation while the emulation is on). The
+// backward returns (input grads, weight grad, bias grad), as the device glue computes them.
+using ConcatLinearFwdFn = std::tuple<at::Tensor, at::Tensor>(at::TensorList inputs, const at::Tensor& weight,
+                                                             const std::optional<at::Tensor>& bias,
+                                                             int64_t activation, bool save_preactivation);
+using ConcatLinearBwdFn = std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor>(
+    const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z, bool has_bias,
+    int64_t activation, at::OptionalIntArrayRef input_mask, bool weight_grad);
+inline emulation::Route<ConcatLinearFwdFn> emulated_concat_linear_fwd;
+inline emulation::Route<ConcatLinearBwdFn> emulated_concat_linear_bwd;
 
 struct ConcatLinearArgs {
   std::vector<at::Tensor> x;        // (M, d_i) views (a copy only where the input cannot be viewed so)

@@ -11,9 +11,22 @@
 #include <utility>
 
 #include "common/checks.h"
+#include "common/emulation.h"
 #include "cross_attention/params.h"
 
 namespace mmkernels {
+
+// cross_attention_{fwd,bwd} on the emulated device (common/emulation.h; set by
+// cuda/cross_attention_emulated.cpp, run by the CPU implementation while the emulation is on).
+using CrossAttentionFwdFn = std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& kv_lengths,
+    const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal);
+using CrossAttentionBwdFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
+    const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal);
+inline emulation::Route<CrossAttentionFwdFn> emulated_cross_attention_fwd;
+inline emulation::Route<CrossAttentionBwdFn> emulated_cross_attention_bwd;
 
 // The saved log-sum-exp's dtype (the rule is in common/dtype.h).
 inline at::ScalarType lse_dtype(at::ScalarType st) { return to_scalar_type(lse_dtype(to_dtype(st))); }

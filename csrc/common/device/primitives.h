@@ -12,7 +12,7 @@
 //   SmemPtr<T>  dynamic_smem<T>()                                       shared memory
 //   cp_async<Bytes>(dst, src, src_bytes)  cp_async_commit()  cp_async_wait<N>()     sm_80 async copies
 //   ldmatrix<N, Trans>(regs, row_address)                               8x8 b16 matrix loads
-//   mma_m16n8k16<bf16|half>(d, a, b, c)  mma_m16n8k8_tf32  float_to_tf32      tensor cores
+//   mma_m16n8k16<bf16|half>(d, a, b, c)                                 tensor cores
 //   to_float  from_float<T>  pack2<T>  mul_rn  exp2_fast                conversions and math
 //   store16(dst, U32x4)                                                 a 16-byte global store
 //   elect_one_sync  named_barrier_sync/arrive  setmaxnreg_inc/dec<N>    sm_90a warp specialization

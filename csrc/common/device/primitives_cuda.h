@@ -135,20 +135,6 @@ MMK_DEVICE void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32
                    "f"(c[2]), "f"(c[3]));
   }
 }
-// m16n8k8 tf32 (section 9.7.14.5.7): A 16x8 in 4 regs (a1 is row+8, a2 column+4), B 8x8 in 2 regs.
-MMK_DEVICE void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]) {
-  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%10,%11,%12,%13};\n"
-               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-                 "f"(c[3]));
-}
-// float -> tf32, round to nearest with ties away from zero (cvt.rna.tf32.f32).
-MMK_DEVICE uint32_t float_to_tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
-}
 
 // ---- a 16-byte global store (dst 16-byte aligned)
 MMK_DEVICE void store16(void* dst, const U32x4& v) { *static_cast<uint4*>(dst) = make_uint4(v.x, v.y, v.z, v.w); }

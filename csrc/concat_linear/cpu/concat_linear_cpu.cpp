@@ -1,5 +1,5 @@
 // CPU implementation of mmkernels::concat_linear_{fwd,bwd}.
-// Forward: float32/bf16 through the tiled kernel (concat_linear_kernel.cpp: per-tile GEMMs over every
+// Forward: float32/bf16 through the tiled kernel (concat_linear_kernels.cpp: per-tile GEMMs over every
 // segment into one float32 accumulator, bias + activation fused per tile); otherwise one ATen GEMM per
 // segment against a column slice of W (a strided view) into one accumulator, then one fused epilogue
 // pass. The concatenation is never formed. Backward: one fused pass dz = dy * act'(z); dX_i from W's
@@ -10,9 +10,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "common/cpu_dispatch.h"
-#include "common/emulation.h"
-#include "concat_linear/concat_linear_emulated.h"
+#include "common/cpu/capability.h"
 #include "concat_linear/concat_linear_glue.h"
 
 MMK_CPU_DECLARE(void concat_linear_epilogue_forward(const ::mmkernels::ConcatLinearEpilogueParams& p))
@@ -53,7 +51,7 @@ bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::
   return run_forward_tiled(p);
 }
 
-// The float32 input gradients in one kernel (AVX2: the panel GEMM; concat_linear_kernel.cpp), from
+// The float32 input gradients in one kernel (AVX2: the panel GEMM; concat_linear_kernels.cpp), from
 // M >= 512 rows (below, packing W's slices costs more than per-segment ATen GEMMs lose). Returns dX_i
 // for the wanted inputs (undefined for the others), or nothing where the kernel does not apply.
 std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Tensor& weight, const at::Tensor& dz,
@@ -80,11 +78,11 @@ std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Ten
 
 at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
 
-// Whether ATen's GEMM should get float32 copies of 16-bit operands (cpu_dispatch.h: no native bf16/fp16
-// GEMM on this CPU).
+// Whether ATen's GEMM should get float32 copies of 16-bit operands (common/cpu/capability.h: no native
+// bf16/fp16 GEMM on this CPU).
 bool widen_gemm_operands(at::ScalarType st) {
   if (st == at::kBFloat16) return !cpu::native_bf16_gemm();
-  if (st == at::kHalf) return !cpu::native_fp16_gemm();
+  if (st == at::kHalf) return !cpu::native_f16_gemm();
   return false;
 }
 
@@ -109,9 +107,8 @@ void accumulate_segments(const ConcatLinearArgs& a, const at::Tensor& weight, at
 std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, const at::Tensor& weight,
                                                          const std::optional<at::Tensor>& bias, int64_t activation,
                                                          bool save_preactivation) {
-#if defined(MMK_WITH_EMULATION)
-  if (emulation::active()) return emulated::concat_linear_fwd(inputs, weight, bias, activation, save_preactivation);
-#endif
+  if (auto* emulated = emulated_concat_linear_fwd.current())
+    return emulated(inputs, weight, bias, activation, save_preactivation);
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation, save_preactivation);
   const auto opts = inputs[0].options();
   at::Tensor y = at::empty({a.M, a.N}, opts);
@@ -137,11 +134,8 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cpu(at::TensorList inputs, 
 std::vector<at::Tensor> concat_linear_bwd_cpu(
     const at::Tensor& grad_out, at::TensorList inputs, const at::Tensor& weight, const at::Tensor& z,
     bool has_bias, int64_t activation, at::OptionalIntArrayRef input_mask, bool weight_grad) {
-#if defined(MMK_WITH_EMULATION)
-  if (emulation::active())
-    return flat_grads(
-        emulated::concat_linear_bwd(grad_out, inputs, weight, z, has_bias, activation, input_mask, weight_grad));
-#endif
+  if (auto* emulated = emulated_concat_linear_bwd.current())
+    return flat_grads(emulated(grad_out, inputs, weight, z, has_bias, activation, input_mask, weight_grad));
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const auto st = inputs[0].scalar_type();
   auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);

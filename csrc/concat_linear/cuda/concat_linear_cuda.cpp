@@ -15,7 +15,7 @@ std::tuple<at::Tensor, at::Tensor> concat_linear_fwd_cuda(at::TensorList inputs,
                                                           bool save_preactivation) {
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, bias, activation, save_preactivation);
   const c10::cuda::CUDAGuard guard(inputs[0].device());
-  return cuda::run_concat_linear_fwd(a, weight, bias, c10::cuda::getCurrentCUDAStream());
+  return cuda::concat_linear_device::run_concat_linear_fwd(a, weight, bias, c10::cuda::getCurrentCUDAStream());
 }
 
 std::vector<at::Tensor> concat_linear_bwd_cuda(
@@ -23,8 +23,8 @@ std::vector<at::Tensor> concat_linear_bwd_cuda(
     bool has_bias, int64_t activation, at::OptionalIntArrayRef input_mask, bool weight_grad) {
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const c10::cuda::CUDAGuard guard(inputs[0].device());
-  return flat_grads(cuda::run_concat_linear_bwd(a, grad_out, inputs, weight, z, has_bias, input_mask, weight_grad,
-                                                c10::cuda::getCurrentCUDAStream()));
+  return flat_grads(cuda::concat_linear_device::run_concat_linear_bwd(
+      a, grad_out, inputs, weight, z, has_bias, input_mask, weight_grad, c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Torch glue of the CUDA concat_linear kernels, shared by the GPU build (concat_linear_cuda.cpp) and
-// the host emulation (concat_linear_emulated.cpp). Compiled once per backend, hence the namespace.
+// the host emulation (concat_linear_emulated.cpp). Compiled once per backend, hence the backend namespace;
+// its own namespace (concat_linear_device), so no helper here can meet another op's of the same name.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,10 +13,11 @@
 #include "common/device/torch_check.h"
 #include "common/dispatch.h"
 #include "concat_linear/concat_linear_glue.h"
-#include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/concat_linear_entry.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
+namespace concat_linear_device {
 
 inline void run_gemm(const GemmArgs& args, DType dtype, dev::Stream stream) {
   dispatch_dtype<float, dev::half, dev::bf16, void>(dtype, "concat_linear on CUDA", [&](auto tag) {
@@ -203,5 +205,6 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> run_concat_li
   return {dx, dw, db};
 }
 
+}  // namespace concat_linear_device
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

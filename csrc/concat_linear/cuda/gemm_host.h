@@ -9,7 +9,7 @@
 
 #include "common/activation.h"
 #include "common/device/types.h"
-#include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/concat_linear_entry.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN

@@ -14,7 +14,7 @@
 
 #include "common/activation.h"
 #include "common/device/cute.h"
-#include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/concat_linear_entry.h"
 #include "concat_linear/cuda/epilogue.cuh"
 #include "concat_linear/cuda/gemm_host.h"
 #include "concat_linear/cuda/gemm_tiles.cuh"

@@ -1,6 +1,6 @@
 // concat_linear's GEMMs on Hopper (sm_90a), on CUTLASS/CuTe: warp-specialized, TMA-fed, wgmma.
 //
-// The same GemmArgs as the sm_80 kernel (concat_linear_launch.h) describe the forward and both gradient
+// The same GemmArgs as the sm_80 kernel (concat_linear_entry.h) describe the forward and both gradient
 // GEMMs; here an operand is "K-major" when its reduction index is contiguous (CuTe's naming):
 //   forward   y = act(sum_s X_s W_s^T + b): A = X_s K-major, B = W_s K-major, the K loop walking the
 //             segments in order into one float32 accumulator (each segment's own TMA tensor maps, so a
@@ -23,7 +23,7 @@
 
 #include "common/activation.h"
 #include "common/device/cute.h"
-#include "concat_linear/cuda/concat_linear_launch.h"
+#include "concat_linear/cuda/concat_linear_entry.h"
 #include "concat_linear/cuda/epilogue.cuh"
 #include "concat_linear/cuda/gemm_host.h"
 #include "concat_linear/cuda/gemm_tiles.cuh"

@@ -5,9 +5,7 @@
 #include <limits>
 #include <tuple>
 
-#include "common/cpu_dispatch.h"
-#include "common/emulation.h"
-#include "cross_attention/cross_attention_emulated.h"
+#include "common/cpu/capability.h"
 #include "cross_attention/cross_attention_glue.h"
 
 MMK_CPU_DECLARE(void cross_attention_forward(const ::mmkernels::CrossAttentionParams& p))
@@ -24,9 +22,8 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cpu(const at::Tensor& q, 
                                                            const std::optional<at::Tensor>& kv_lengths,
                                                            const std::optional<at::Tensor>& key_padding_mask,
                                                            double scale, bool is_causal) {
-#if defined(MMK_WITH_EMULATION)
-  if (emulation::active()) return emulated::cross_attention_fwd(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
-#endif
+  if (auto* emulated = emulated_cross_attention_fwd.current())
+    return emulated(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   auto [out, lse] = allocate_cross_attention_outputs(a);
   if (out.numel() == 0) return {out, lse};
@@ -38,10 +35,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd_cpu(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
     const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal) {
-#if defined(MMK_WITH_EMULATION)
-  if (emulation::active())
-    return emulated::cross_attention_bwd(grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, scale, is_causal);
-#endif
+  if (auto* emulated = emulated_cross_attention_bwd.current())
+    return emulated(grad_out, q, k, v, out, lse, kv_lengths, key_padding_mask, scale, is_causal);
   CrossAttentionArgs a = prepare_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
   CrossAttentionGrads g = prepare_cross_attention_backward(a, grad_out, out, lse);
   if (g.dq.numel() > 0 && g.dk.numel() > 0) run_backward(a.p);

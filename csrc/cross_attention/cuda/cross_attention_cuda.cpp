@@ -16,8 +16,9 @@ std::tuple<at::Tensor, at::Tensor> cross_attention_fwd_cuda(const at::Tensor& q,
                                                             const std::optional<at::Tensor>& key_padding_mask,
                                                             double scale, bool is_causal) {
   const c10::cuda::CUDAGuard guard(q.device());
-  CrossAttentionArgs a = cuda::prepare_device_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
-  return cuda::run_cross_attention_fwd(a, c10::cuda::getCurrentCUDAStream());
+  CrossAttentionArgs a =
+      cuda::cross_attention_device::prepare_device_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
+  return cuda::cross_attention_device::run_cross_attention_fwd(a, c10::cuda::getCurrentCUDAStream());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd_cuda(
@@ -25,8 +26,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_attention_bwd_cuda(
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& kv_lengths,
     const std::optional<at::Tensor>& key_padding_mask, double scale, bool is_causal) {
   const c10::cuda::CUDAGuard guard(q.device());
-  CrossAttentionArgs a = cuda::prepare_device_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
-  return cuda::run_cross_attention_bwd(a, grad_out, out, lse, c10::cuda::getCurrentCUDAStream());
+  CrossAttentionArgs a =
+      cuda::cross_attention_device::prepare_device_cross_attention(q, k, v, kv_lengths, key_padding_mask, scale, is_causal);
+  return cuda::cross_attention_device::run_cross_attention_bwd(a, grad_out, out, lse,
+                                                               c10::cuda::getCurrentCUDAStream());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Torch glue of the CUDA cross_attention kernels, shared by the GPU build (cross_attention_cuda.cpp)
 // and the host emulation (cross_attention_emulated.cpp): allocation, dtype dispatch, checked launches.
-// Compiled once per backend, hence the backend namespace.
+// Compiled once per backend, hence the backend namespace; its own namespace (cross_attention_device), so
+// no helper here can meet another op's of the same name.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -11,10 +12,11 @@
 #include "common/device/torch_check.h"
 #include "common/dispatch.h"
 #include "cross_attention/cross_attention_glue.h"
-#include "cross_attention/cuda/cross_attention_launch.h"
+#include "cross_attention/cuda/cross_attention_entry.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
+namespace cross_attention_device {
 
 // The tensor-core kernels read rows in 16-byte chunks (cp.async): each row must start 16-byte aligned
 // and the head dim be a multiple of 8. A 16-bit input that is not so is copied once into a contiguous
@@ -86,5 +88,6 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> run_cross_attention_bwd(Cr
   return {g.dq, g.dk, g.dv};
 }
 
+}  // namespace cross_attention_device
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

@@ -1,7 +1,7 @@
 // Dynamic shared memory of every tensor-core attention kernel, from its traits (see flash_info.h).
 #include "cross_attention/cuda/flash_info.h"
 #include "cross_attention/cuda/flash_kernels.cuh"
-#include "cross_attention/cuda/flash_launch.h"
+#include "cross_attention/cuda/flash_entry.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN

@@ -38,7 +38,7 @@
 #include "common/device/warp_mma.h"
 #include "common/numerics.h"
 #include "cross_attention/cuda/attention_common.cuh"
-#include "cross_attention/cuda/flash_launch.h"
+#include "cross_attention/cuda/flash_entry.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
@@ -46,7 +46,7 @@ namespace flash_sm90 {
 
 using namespace cute;
 
-constexpr int kConsumers = 2, kThreads = 128 * (1 + kConsumers);  // kBM: flash_launch.h
+constexpr int kConsumers = 2, kThreads = 128 * (1 + kConsumers);  // kBM: flash_entry.h
 constexpr int kProducerRegs = 32, kConsumerRegs = 240;  // 128 x 32 + 256 x 240 = 64K registers
 template <class T_, int kD_>
 struct Fwd {

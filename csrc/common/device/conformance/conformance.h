@@ -12,24 +12,23 @@ namespace mmkernels::conformance {
 enum class Primitive : int {
   MmaBF16 = 0,   // in0 A regs u32[32][4], in1 B regs u32[32][2], in2 C f32[32][4] -> out D f32[32][4]
   MmaF16 = 1,
-  MmaTF32 = 2,
-  Ldmatrix = 3,  // in0 tile bytes (n), in1 row byte offsets i32[32]; mode = num (1|2|4), arg = trans -> out u32[32][4]
-  Shfl = 4,      // in0 values u32[32], in1 args i32[32]; mode = 0 idx 1 up 2 down 3 xor, arg = width -> out u32[32]
-  Vote = 5,      // in0 predicates i32[32]; mode = 0 ballot 1 any 2 all -> out u32[32]
-  CpAsync = 6,   // in0 source bytes (n), in1 i32[32][2] (source byte offset, source bytes) -> out the 512-byte tile
-  Convert = 7,   // in0 f32[n]; mode 0 -> out u32[n] = half bits << 16 | bf16 bits; mode 1 -> out u32[n] = tf32 bits
+  Ldmatrix = 2,  // in0 tile bytes (n), in1 row byte offsets i32[32]; mode = num (1|2|4), arg = trans -> out u32[32][4]
+  Shfl = 3,      // in0 values u32[32], in1 args i32[32]; mode = 0 idx 1 up 2 down 3 xor, arg = width -> out u32[32]
+  Vote = 4,      // in0 predicates i32[32]; mode = 0 ballot 1 any 2 all -> out u32[32]
+  CpAsync = 5,   // in0 source bytes (n), in1 i32[32][2] (source byte offset, source bytes) -> out the 512-byte tile
+  Convert = 6,   // in0 f32[n] -> out u32[n] = half bits << 16 | bf16 bits
   // sm_90a, one warpgroup (conformance_sm90.cu):
-  Wgmma = 8,     // mode = a case of kWgmmaCases; in0 A (64 x 64, 16-bit), in1 B (N x 64), each as the case's
+  Wgmma = 7,     // mode = a case of kWgmmaCases; in0 A (64 x 64, 16-bit), in1 B (N x 64), each as the case's
                  // majorness stores it (K-major: rows of K; MN-major: rows of M / N); TMA loads them into
                  // the case's swizzled layout, wgmma over K -> out D f32[64][N]
-  Tma = 9,       // mode = a case of kTmaCases; in0 a 16-bit global tensor, in1 i32 {rows, cols, row stride
+  Tma = 8,       // mode = a case of kTmaCases; in0 a 16-bit global tensor, in1 i32 {rows, cols, row stride
                  // (elements), row coord, col coord}; one TMA box load -> out the box's shared-memory bytes
 };
 
-// The wgmma cases: {N, swizzle bytes (0 = interleave), A MN-major, B MN-major, A from registers, fp16}.
+// The wgmma cases: {N, swizzle bytes (0 = interleave), A MN-major, B MN-major, A from registers, f16}.
 struct WgmmaCase {
   int n, swizzle;
-  bool a_mn, b_mn, a_regs, fp16;
+  bool a_mn, b_mn, a_regs, f16;
 };
 inline constexpr WgmmaCase kWgmmaCases[] = {
     {64, 128, false, false, false, false}, {64, 64, false, false, false, false}, {64, 32, false, false, false, false},

@@ -4,7 +4,7 @@
 #include <torch/library.h>
 
 #include "common/device/conformance/conformance_glue.h"
-#include "common/device/conformance/conformance_launch.h"
+#include "common/device/conformance/conformance_entry.h"
 #include "common/device/torch_check.h"
 
 namespace mmkernels::conformance {

@@ -1,6 +1,6 @@
 // Primitive conformance kernels (see conformance.h); compiled by nvcc and, like every kernel unit, for
 // the host emulation.
-#include "common/device/conformance/conformance_launch.h"
+#include "common/device/conformance/conformance_entry.h"
 #include "common/device/primitives.h"
 
 namespace mmkernels::conformance::cuda {
@@ -17,8 +17,7 @@ MMK_GLOBAL void mma_kernel(const Args a) {
   const float C[4] = {cr[0], cr[1], cr[2], cr[3]};
   float D[4];
   if (a.primitive == Primitive::MmaBF16) dev::mma_m16n8k16<dev::bf16>(D, A, B, C);
-  else if (a.primitive == Primitive::MmaF16) dev::mma_m16n8k16<dev::half>(D, A, B, C);
-  else dev::mma_m16n8k8_tf32(D, A, B, C);
+  else dev::mma_m16n8k16<dev::half>(D, A, B, C);
   float* d = static_cast<float*>(a.out) + 4 * lane;
   for (int i = 0; i < 4; ++i) d[i] = D[i];
 }
@@ -84,14 +83,8 @@ MMK_GLOBAL void convert_kernel(const Args a) {
   const int64_t i = int64_t(dev::block_idx().x) * dev::block_dim().x + dev::thread_idx().x;
   if (i >= a.n) return;
   const float x = static_cast<const float*>(a.in0)[i];
-  uint32_t r;
-  if (a.mode == 0) {
-    const uint32_t packed_bf16 = dev::pack2<dev::bf16>(x, 0.f), packed_half = dev::pack2<dev::half>(x, 0.f);
-    r = (packed_half << 16) | (packed_bf16 & 0xffffu);
-  } else {
-    r = dev::float_to_tf32(x);
-  }
-  static_cast<uint32_t*>(a.out)[i] = r;
+  const uint32_t packed_bf16 = dev::pack2<dev::bf16>(x, 0.f), packed_half = dev::pack2<dev::half>(x, 0.f);
+  static_cast<uint32_t*>(a.out)[i] = (packed_half << 16) | (packed_bf16 & 0xffffu);
 }
 
 }  // namespace
@@ -100,8 +93,7 @@ dev::Error run(const Args& a, dev::Stream stream) {
   const dev::Dim3 one{1, 1, 1}, warp{dev::kWarpSize, 1, 1};
   switch (a.primitive) {
     case Primitive::MmaBF16:
-    case Primitive::MmaF16:
-    case Primitive::MmaTF32: return MMK_LAUNCH(mma_kernel, one, warp, 0, stream, a);
+    case Primitive::MmaF16: return MMK_LAUNCH(mma_kernel, one, warp, 0, stream, a);
     case Primitive::Ldmatrix: return MMK_LAUNCH(ldmatrix_kernel, one, warp, static_cast<size_t>(a.n), stream, a);
     case Primitive::Shfl: return MMK_LAUNCH(shfl_kernel, one, warp, 0, stream, a);
     case Primitive::Vote: return MMK_LAUNCH(vote_kernel, one, warp, 0, stream, a);

@@ -5,7 +5,7 @@
 #include <string>
 #include <utility>
 
-#include "common/device/conformance/conformance_launch.h"
+#include "common/device/conformance/conformance_entry.h"
 #include "common/device/cute.h"
 
 namespace mmkernels::conformance::cuda {
@@ -142,7 +142,7 @@ dev::Error run_wgmma(const Args& a, dev::Stream stream) {
 template <int I>
 dev::Error run_wgmma_case(const Args& a, dev::Stream stream) {
   constexpr WgmmaCase c = kWgmmaCases[I];
-  using T = std::conditional_t<c.fp16, cute::half_t, cute::bfloat16_t>;
+  using T = std::conditional_t<c.f16, cute::half_t, cute::bfloat16_t>;
   return run_wgmma<T, c.n, c.swizzle, c.a_mn, c.b_mn, c.a_regs>(a, stream);
 }
 

@@ -164,16 +164,6 @@ inline void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (
   static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, half>, "mma_m16n8k16 takes bf16 or half operands");
   emu::mma(std::is_same_v<T, bf16> ? emu::MmaKind::BF16_M16N8K16 : emu::MmaKind::F16_M16N8K16, d, a, b, c, site);
 }
-inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4],
-                             Site site = MMK_EMU_SITE) {
-  emu::mma(emu::MmaKind::TF32_M16N8K8, d, a, b, c, site);
-}
-// cvt.rna.tf32.f32: round the low 13 mantissa bits away, ties away from zero.
-inline uint32_t float_to_tf32(float x) {
-  const uint32_t u = float_bits(x);
-  if ((u & 0x7f800000u) == 0x7f800000u) return u;  // Inf / NaN unchanged
-  return (u + 0x1000u) & 0xffffe000u;
-}
 
 // ---- a 16-byte global store (STG.128 on the device)
 inline void store16(void* dst, const U32x4& v) { std::memcpy(dst, &v, 16); }

@@ -4,8 +4,8 @@
 //
 // Semantics follow the PTX ISA 9.0 / CUDA Programming Guide text collected in
 // docs/research/cuda-host-emulation.md: shuffle source lanes (section 1.5), ldmatrix row-address
-// lanes and per-lane fragments (PTX 9.7.14.5.15), mma m16n8k16 / m16n8k8 fragments (9.7.14.5.8,
-// 9.7.14.5.7), cp.async zero-fill and group completion (9.7.9.25.3).
+// lanes and per-lane fragments (PTX 9.7.14.5.15), mma m16n8k16 fragments (9.7.14.5.8), cp.async
+// zero-fill and group completion (9.7.9.25.3).
 //
 // Checkers, each reported with kernel, block, thread, shared-memory offset and call site:
 //  - shared-memory out-of-bounds accesses (the access is redirected to a scratch sink);
@@ -573,34 +573,23 @@ float operand(uint32_t reg, int half, MmaKind kind) {
   return kind == MmaKind::BF16_M16N8K16 ? bf16_bits_to_float(bits) : half_bits_to_float(bits);
 }
 
-// D = A B + C for one warp. Products of 16-bit (and tf32) operands are exact in double and the sum of
+// D = A B + C for one warp. Products of 16-bit operands are exact in double and the sum of
 // 17 terms loses nothing that matters; the hardware's order and rounding of the accumulation are
 // unspecified (PTX 9.7.14.5.14), so the GPU may differ by a few float ulps.
 void execute_mma(WarpOp& op) {
   const auto kind = static_cast<MmaKind>(op.mode);
-  const int K = kind == MmaKind::TF32_M16N8K8 ? 8 : 16;
   double A[16][16], B[16][8], C[16][8];
   for (int lane = 0; lane < kWarp; ++lane) {
     const int g = lane / 4, t = lane % 4;
     const uint32_t* a = op.a[lane];
     const uint32_t* b = op.b[lane];
-    if (kind == MmaKind::TF32_M16N8K8) {
-      auto tf32 = [](uint32_t r) { return static_cast<double>(bits_float(r & 0xffffe000u)); };
-      A[g][t] = tf32(a[0]);
-      A[g + 8][t] = tf32(a[1]);
-      A[g][t + 4] = tf32(a[2]);
-      A[g + 8][t + 4] = tf32(a[3]);
-      B[t][g] = tf32(b[0]);
-      B[t + 4][g] = tf32(b[1]);
-    } else {
-      for (int h = 0; h < 2; ++h) {
-        A[g][2 * t + h] = operand(a[0], h, kind);
-        A[g + 8][2 * t + h] = operand(a[1], h, kind);
-        A[g][2 * t + 8 + h] = operand(a[2], h, kind);
-        A[g + 8][2 * t + 8 + h] = operand(a[3], h, kind);
-        B[2 * t + h][g] = operand(b[0], h, kind);
-        B[2 * t + 8 + h][g] = operand(b[1], h, kind);
-      }
+    for (int h = 0; h < 2; ++h) {
+      A[g][2 * t + h] = operand(a[0], h, kind);
+      A[g + 8][2 * t + h] = operand(a[1], h, kind);
+      A[g][2 * t + 8 + h] = operand(a[2], h, kind);
+      A[g + 8][2 * t + 8 + h] = operand(a[3], h, kind);
+      B[2 * t + h][g] = operand(b[0], h, kind);
+      B[2 * t + 8 + h][g] = operand(b[1], h, kind);
     }
     const float* c = op.c[lane];
     C[g][2 * t] = c[0];
@@ -612,7 +601,7 @@ void execute_mma(WarpOp& op) {
   for (int i = 0; i < 16; ++i)
     for (int j = 0; j < 8; ++j) {
       double s = C[i][j];
-      for (int k = 0; k < K; ++k) s += A[i][k] * B[k][j];
+      for (int k = 0; k < 16; ++k) s += A[i][k] * B[k][j];
       D[i][j] = static_cast<float>(s);
     }
   for (int lane = 0; lane < kWarp; ++lane) {

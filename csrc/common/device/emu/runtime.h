@@ -46,7 +46,7 @@ void cp_async_wait(int n, Site site);
 
 void ldmatrix(uint32_t* regs, int num, bool trans, const void* row_addr, Site site);
 
-enum class MmaKind : int { BF16_M16N8K16, F16_M16N8K16, TF32_M16N8K8 };
+enum class MmaKind : int { BF16_M16N8K16, F16_M16N8K16 };
 void mma(MmaKind kind, float* d, const uint32_t* a, const uint32_t* b, const float* c, Site site);
 
 // ---- sm_90a (Hopper). Each follows the PTX ISA 9.0 section named; every use is checked (see

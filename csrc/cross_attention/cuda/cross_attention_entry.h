@@ -1,6 +1,6 @@
-// Torch-free entry points of the CUDA cross_attention kernels, explicitly instantiated once per element
-// type (float, dev::half, dev::bf16) in cross_attention_kernel_<dtype>.cu. Each returns the first error
-// of its launches.
+// Torch-free entry points of the CUDA cross_attention kernels, declared here, defined (routed to the
+// kernels) in cross_attention_entry.cuh and explicitly instantiated once per element type (float,
+// dev::half, dev::bf16) in cross_attention_entry_<dtype>.cu. Each returns the first error of its launches.
 #pragma once
 
 #include "common/device/types.h"

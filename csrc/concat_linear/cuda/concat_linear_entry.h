@@ -1,5 +1,6 @@
-// Torch-free entry points of the CUDA concat_linear kernels, explicitly instantiated once per element
-// type (float, dev::half, dev::bf16) in concat_linear_kernel_<dtype>.cu.
+// Torch-free entry points of the CUDA concat_linear kernels and their arguments (GemmArgs), declared
+// here, defined (routed to the kernels) in concat_linear_entry.cuh and explicitly instantiated once per
+// element type (float, dev::half, dev::bf16) in concat_linear_entry_<dtype>.cu.
 #pragma once
 
 #include <algorithm>
@@ -63,7 +64,7 @@ inline int split_k_for(int64_t M, int64_t N, int64_t K, int multiprocessors) {
 template <typename T>
 dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream);
 
-// The tensor-core kernels alone (T = dev::bf16 or dev::half), instantiated in concat_linear_sm{90,80}_<dtype>.cu;
+// The tensor-core kernels alone (T = dev::bf16 or dev::half), instantiated in gemm_sm{90,80}_<dtype>.cu;
 // which operands they take: tc_takes() (gemm_host.h).
 template <typename T>
 dev::Error concat_linear_gemm_sm90(const GemmArgs& args, dev::Stream stream);

@@ -1,11 +1,9 @@
-// CUDA kernels for concat_linear (torch-free), written on the device-primitive layer so that the same
-// source runs on the GPU and in the host emulation.
-//
-// This file: the portable SIMT kernels with float32 accumulation (the float32 path: shared-memory
-// tiles, 4 x 4 outputs per thread), the element-wise activation gradient, and the entry points that
-// send 16-bit GEMMs to the tensor-core kernels (gemm_sm90.cuh on Hopper, gemm_sm80.cuh). One launch computes the whole forward: the
-// K loop walks the input segments (separate pointers and strides, ragged tails predicated) and bias +
-// activation run in the epilogue, so the concatenation is never formed. The same strided GEMM kernel
+// concat_linear's portable SIMT kernels (torch-free), written on the device-primitive layer so that the
+// same source runs on the GPU and in the host emulation: the segmented GEMM with float32 accumulation
+// (the float32 path, and any GEMM the tensor-core kernels do not take: shared-memory tiles, 4 x 4
+// outputs per thread) and the element-wise activation gradient. One launch computes the whole forward:
+// the K loop walks the input segments (separate pointers and strides, ragged tails predicated) and bias
+// + activation run in the epilogue, so the concatenation is never formed. The same strided GEMM kernel
 // serves the backward (dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place); dz = dy * act'(z)
 // is one element-wise pass.
 #pragma once
@@ -15,8 +13,7 @@
 
 #include "common/activation.h"
 #include "common/device/primitives.h"
-#include "concat_linear/cuda/concat_linear_launch.h"
-#include "concat_linear/cuda/gemm_host.h"
+#include "concat_linear/cuda/concat_linear_entry.h"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
@@ -125,32 +122,6 @@ dev::Error simt_gemm(const GemmArgs& args, dev::Stream stream) {
   if (gm > 2147483647 || gn > 65535) return dev::kErrorInvalidConfiguration;
   const dev::Dim3 grid{static_cast<uint32_t>(gm), static_cast<uint32_t>(gn), 1};
   return MMK_LAUNCH(segmented_gemm_kernel<T>, grid, (dev::Dim3{kThreads, 1, 1}), kSmemBytes, stream, args);
-}
-
-// 16-bit GEMMs run on the tensor cores: the Hopper kernel on sm_90 when TMA can load the operands, else
-// the sm_80 one when every operand row is whole 16-byte pieces (the glue makes them so); float32, and
-// anything else, on the SIMT kernel above.
-template <typename T>
-dev::Error concat_linear_gemm(const GemmArgs& args, dev::Stream stream) {
-  if (args.M == 0 || args.N == 0) return dev::kSuccess;
-  if constexpr (!std::is_same_v<T, float>) {
-    if (tc_takes(args)) {
-      if (dev::sm90a_runs()) return concat_linear_gemm_sm90<T>(args, stream);
-      return concat_linear_gemm_sm80<T>(args, stream);
-    }
-  }
-  return simt_gemm<T>(args, stream);
-}
-
-template <typename T>
-dev::Error concat_linear_act_grad(const void* dy, const void* z, void* dz, int64_t n, Activation act,
-                                  dev::Stream stream) {
-  using namespace simt;
-  if (n == 0) return dev::kSuccess;
-  const int64_t blocks = std::min<int64_t>(dev::ceil_div<int64_t>(n, 256), 65535);
-  return MMK_LAUNCH(activation_grad_kernel<T>, (dev::Dim3{static_cast<uint32_t>(blocks), 1, 1}),
-                    (dev::Dim3{256, 1, 1}), 0, stream, static_cast<const T*>(dy), static_cast<const T*>(z),
-                    static_cast<T*>(dz), n, act);
 }
 
 MMK_BACKEND_END

@@ -1,6 +1,7 @@
-// The entry points of the CUDA cross_attention kernels (torch-free; parameters in
-// cross_attention/params.h): 16-bit calls the tensor-core kernels take (flash_kernels.cuh), everything
-// else (float32 above all) the tiled SIMT kernels (tiled_kernels.cuh). Both are written on the
+// The entry points of the CUDA cross_attention kernels (torch-free; declared in cross_attention_entry.h,
+// parameters in cross_attention/params.h), a router: 16-bit calls the tensor-core kernels take go to
+// the Hopper forward (flash_sm90.cuh) or the mma.sync kernels (flash_kernels.cuh), everything else
+// (float32 above all) to the tiled SIMT kernels (tiled_kernels.cuh). All are written on the
 // device-primitive layer, so the same source runs on the GPU and in the host emulation.
 #pragma once
 
@@ -12,8 +13,8 @@
 #include "common/dtype.h"
 #include "common/numerics.h"
 #include "cross_attention/cuda/attention_common.cuh"
-#include "cross_attention/cuda/cross_attention_launch.h"
-#include "cross_attention/cuda/flash_launch.h"
+#include "cross_attention/cuda/cross_attention_entry.h"
+#include "cross_attention/cuda/flash_entry.h"
 #include "cross_attention/cuda/tiled_kernels.cuh"
 #include "cross_attention/params.h"
 

@@ -1,4 +1,4 @@
-#include "common/cpu_dispatch.h"
+#include "common/cpu/capability.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -53,7 +53,7 @@ bool native_bf16_gemm() {
   return has;
 }
 
-bool native_fp16_gemm() {
+bool native_f16_gemm() {
   static const bool has = capability() == Capability::AVX512 && MMK_CPU_SUPPORTS("avx512fp16");
   return has;
 }

@@ -6,9 +6,9 @@
 #include <cmath>
 #include <memory>
 
-#include "common/cpu_bf16_gemm.h"
-#include "common/cpu_f32_gemm.h"
-#include "common/cpu_kernel_utils.h"
+#include "common/cpu/bf16_gemm.h"
+#include "common/cpu/f32_gemm.h"
+#include "common/cpu/kernel_utils.h"
 #include "concat_linear/params.h"
 
 namespace mmkernels::cpu::CPU_CAPABILITY {
@@ -132,7 +132,7 @@ void epilogue_backward_impl(const ConcatLinearGradParams& p) {
 // is packed: M > N: C = X_i @ W_i^T with W^T packed; M <= N: C^T = W_i @ X_i^T with X^T packed.
 #if defined(MMK_HAS_F32_PANEL_GEMM)
 // float32 on AVX2 (no AVX-512): the same two orientations, with the small side packed once into
-// 16-column panels (common/cpu_f32_gemm.h) and the GEMM on our AVX2 micro-kernel instead of brgemm,
+// 16-column panels (common/cpu/f32_gemm.h) and the GEMM on our AVX2 micro-kernel instead of brgemm,
 // which reads B's rows in place (row strides of 2.5-5.5 KB here) and ran below MKL's rate there. The
 // panels hold every segment one after the other along k, so segment i is rows off[i]..off[i+1] of the
 // same panels; per 64-row tile, each k-block of <= 128 (within one segment, as before) is one panel GEMM

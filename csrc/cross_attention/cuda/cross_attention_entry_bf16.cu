@@ -1,5 +1,5 @@
-// Instantiation of the CUDA cross_attention kernels for dev::bf16 (torch-free).
-#include "cross_attention/cuda/cross_attention_kernels.cuh"
+// Instantiation of the CUDA cross_attention entry points (cross_attention_entry.cuh) for dev::bf16 (torch-free).
+#include "cross_attention/cuda/cross_attention_entry.cuh"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN

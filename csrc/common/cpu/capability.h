@@ -21,7 +21,7 @@ const char* capability_name();
 // follow capability(): MMKERNELS_CPU_CAPABILITY below avx512 turns them off, so one machine can test
 // both paths.
 bool native_bf16_gemm();
-bool native_fp16_gemm();
+bool native_f16_gemm();
 
 }  // namespace mmkernels::cpu
 

@@ -11,8 +11,8 @@
 
 #include <c10/util/BFloat16.h>
 
-#include "common/cpu_dispatch.h"      // native_bf16_gemm
-#include "common/cpu_kernel_utils.h"  // transpose16x16_32bit
+#include "common/cpu/capability.h"      // native_bf16_gemm
+#include "common/cpu/kernel_utils.h"  // transpose16x16_32bit
 
 #include <algorithm>
 #include <cstdint>
@@ -148,7 +148,7 @@ MMK_BF16_TARGET inline void gemm_bf16_vnni(int64_t M, int64_t N, int64_t K, cons
 }
 
 // This build runs only when capability() is AVX512, where the native-bf16 rule is exactly this CPU's
-// avx512bf16 (one check, cpu_dispatch.cpp).
+// avx512bf16 (one check, common/cpu/capability.cpp).
 inline bool cpu_has_bf16_dot() { return ::mmkernels::cpu::native_bf16_gemm(); }
 
 #else

@@ -1,5 +1,5 @@
-// Instantiation of the CUDA concat_linear kernels for dev::half (torch-free).
-#include "concat_linear/cuda/concat_linear_kernels.cuh"
+// Instantiation of the CUDA concat_linear entry points (concat_linear_entry.cuh) for dev::half (torch-free).
+#include "concat_linear/cuda/concat_linear_entry.cuh"
 
 namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN

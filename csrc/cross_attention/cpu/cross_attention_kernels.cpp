@@ -14,10 +14,10 @@
 #include <cmath>
 #include <memory>
 
-#include "common/cpu_bf16_gemm.h"
-#include "common/cpu_f32_gemm.h"
-#include "common/cpu_kernel_utils.h"
-#include "common/cpu_phase_timer.h"
+#include "common/cpu/bf16_gemm.h"
+#include "common/cpu/f32_gemm.h"
+#include "common/cpu/kernel_utils.h"
+#include "common/cpu/phase_timer.h"
 #include "common/numerics.h"
 #include "cross_attention/params.h"
 
@@ -33,8 +33,8 @@ inline std::vector<int64_t> valid_key_bounds(const CrossAttentionParams& p) {
 }
 
 // The B operand of C = a @ B for one (batch, head): row-major T (`data`, `ld`), or for bfloat16 on
-// CPUs with AVX512-BF16, packed bf16 pairs (`vnni`, `vld`; see common/cpu_bf16_gemm.h), or for float32
-// in the AVX2 build, 16-column panels of `kld` rows (`panels`; see common/cpu_f32_gemm.h).
+// CPUs with AVX512-BF16, packed bf16 pairs (`vnni`, `vld`; see common/cpu/bf16_gemm.h), or for float32
+// in the AVX2 build, 16-column panels of `kld` rows (`panels`; see common/cpu/f32_gemm.h).
 template <typename T>
 struct Operand {
   const T* data = nullptr;
