@@ -29,6 +29,7 @@ install_build_deps "$VENV/bin/pip"
 "$VENV/bin/pip" install -q pytest nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 echo "[cuda-build] torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)'), $("$NVCC" --version | tail -1)"
 build_dir="${MMKERNELS_CUDA_BUILD_DIR:-$(mktemp -d)}"
+mkdir -p "$build_dir"  # a named build dir may not exist yet (the log goes there first)
 if ! ( cd "$ROOT" && MMKERNELS_CUDA=ON MMKERNELS_CUDA_ARCHS="${MMKERNELS_CUDA_ARCHS:-80;90a}" MMKERNELS_CUDA_EMULATION=OFF \
        CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
        "$VENV/bin/pip" install -q --no-build-isolation --no-deps --config-settings=build-dir="$build_dir" . \
