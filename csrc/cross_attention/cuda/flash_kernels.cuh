@@ -394,8 +394,10 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
 
 // dQ for kDqBlockM query rows of one (batch, head), looping over the valid key tiles.
 // grid (ceil(Lq / kDqBlockM), H, B).
+// At D 32 ptxas, free to pick, lands a register or two above 128 or spills to stay at 128 (4 CTAs per
+// SM) depending on unrelated code changes; 3 CTAs per SM, as 130 registers gave, keep it spill-free.
 template <typename T, int kD>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttentionParams p, const float* Di) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(const CrossAttentionParams p, const float* Di) {
   using Tr = BwdTraits<T, kD>;
   constexpr int kBM = Tr::kDqBlockM, kBN = Tr::kDqBlockN, kP = Tr::kPitch;
   constexpr int kNT = kBN / 8, kDT = kD / 8, kKS = kD / 16;
