@@ -60,4 +60,22 @@ struct ConcatLinearBackwardParams {
   DType dtype = DType::Float32;
 };
 
+// The backward's weight and bias gradients from dy and z, without input gradients (CPU float32 on AVX2):
+// dz = dy * act'(z) formed tile by tile in cache (z null when act is None), dW[:, off_i:off_i+d_i] =
+// dz^T @ x_i into dw (N, K) contiguous, db = column sums of dz (null: no bias). dy, z (M, N) contiguous;
+// x_i as in the forward.
+struct ConcatLinearWeightGradParams {
+  int64_t n_inputs = 0;
+  const void* const* x = nullptr;
+  const int64_t* x_ld = nullptr;
+  const int64_t* widths = nullptr;
+  const void* dy = nullptr;
+  const void* z = nullptr;
+  void* dw = nullptr;
+  void* db = nullptr;
+  int64_t M = 0, N = 0, K = 0;
+  Activation act = Activation::None;
+  DType dtype = DType::Float32;
+};
+
 }  // namespace mmkernels

@@ -3,7 +3,8 @@
 // segment into one float32 accumulator, bias + activation fused per tile); otherwise one ATen GEMM per
 // segment against a column slice of W (a strided view) into one accumulator, then one fused epilogue
 // pass. The concatenation is never formed. Backward: one fused pass dz = dy * act'(z); dX_i from W's
-// column slices; W's column-slice gradients written in place from X_i; bias gradient as a sum.
+// column slices; W's column-slice gradients written in place from X_i; bias gradient as a sum (float32
+// on AVX2 with frozen inputs: dz, dW and db in one kernel, try_weight_grads).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -17,6 +18,7 @@ MMK_CPU_DECLARE(void concat_linear_epilogue_forward(const ::mmkernels::ConcatLin
 MMK_CPU_DECLARE(void concat_linear_epilogue_backward(const ::mmkernels::ConcatLinearGradParams& p))
 MMK_CPU_DECLARE(bool concat_linear_forward_tiled(const ::mmkernels::ConcatLinearForwardParams& p))
 MMK_CPU_DECLARE(bool concat_linear_backward_gemms(const ::mmkernels::ConcatLinearBackwardParams& p))
+MMK_CPU_DECLARE(bool concat_linear_weight_grads(const ::mmkernels::ConcatLinearWeightGradParams& p))
 
 namespace mmkernels {
 namespace {
@@ -25,6 +27,7 @@ void run_epilogue_forward(const ConcatLinearEpilogueParams& p) { MMK_CPU_DISPATC
 void run_epilogue_backward(const ConcatLinearGradParams& p) { MMK_CPU_DISPATCH(concat_linear_epilogue_backward, p); }
 bool run_forward_tiled(const ConcatLinearForwardParams& p) { MMK_CPU_DISPATCH(concat_linear_forward_tiled, p); }
 bool run_backward_gemms(const ConcatLinearBackwardParams& p) { MMK_CPU_DISPATCH(concat_linear_backward_gemms, p); }
+bool run_weight_grads(const ConcatLinearWeightGradParams& p) { MMK_CPU_DISPATCH(concat_linear_weight_grads, p); }
 
 // The whole forward as one tiled kernel with the epilogue fused (float32 on brgemm, bfloat16 on the
 // AVX512-BF16 micro-kernel with float32 accumulation across segments). Returns false where it does not
@@ -74,6 +77,35 @@ std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Ten
   p.M = a.M; p.N = a.N; p.K = a.K; p.dtype = DType::Float32;
   if (!run_backward_gemms(p)) return {};
   return dx;
+}
+
+// The float32 weight and bias gradients in one kernel from dy and z, for a backward without input
+// gradients (frozen inputs; AVX2: concat_linear_kernel.cpp): dz is never stored. Sets dw and db
+// (has_bias) and returns true, or false where it does not apply.
+bool try_weight_grads(const ConcatLinearArgs& a, const at::Tensor& dy, const at::Tensor& z, bool has_bias,
+                      at::Tensor& dw, at::Tensor& db) {
+  if (dy.scalar_type() != at::kFloat || a.M == 0 || a.N == 0 || a.K == 0) return false;
+  std::vector<at::Tensor> xs;
+  std::vector<const void*> ptrs;
+  std::vector<int64_t> lds, widths;
+  for (const auto& x : a.x) {
+    xs.push_back(inner_contiguous(x));
+    ptrs.push_back(xs.back().data_ptr());
+    lds.push_back(xs.back().stride(0));
+    widths.push_back(xs.back().size(1));
+  }
+  at::Tensor dw_t = at::empty({a.N, a.K}, dy.options());
+  at::Tensor db_t = has_bias ? at::empty({a.N}, dy.options()) : at::Tensor();
+  ConcatLinearWeightGradParams p;
+  p.n_inputs = static_cast<int64_t>(xs.size());
+  p.x = ptrs.data(); p.x_ld = lds.data(); p.widths = widths.data();
+  p.dy = dy.data_ptr(); p.z = z.defined() ? z.data_ptr() : nullptr;
+  p.dw = dw_t.data_ptr(); p.db = has_bias ? db_t.data_ptr() : nullptr;
+  p.M = a.M; p.N = a.N; p.K = a.K; p.act = a.act; p.dtype = DType::Float32;
+  if (!run_weight_grads(p)) return false;
+  dw = dw_t;
+  db = db_t;
+  return true;
 }
 
 at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
@@ -139,13 +171,20 @@ std::vector<at::Tensor> concat_linear_bwd_cpu(
   ConcatLinearArgs a = prepare_concat_linear(inputs, weight, std::nullopt, activation);
   const auto st = inputs[0].scalar_type();
   auto [dy, zc] = prepare_concat_linear_grads(a, grad_out, z, st);
-  at::Tensor dz = dy;
-  if (zc.defined()) {
-    dz = at::empty_like(dy);
-    ConcatLinearGradParams p;
-    p.dy = dy.data_ptr(); p.z = zc.data_ptr(); p.dz = dz.data_ptr();
-    p.M = a.M; p.N = a.N; p.act = a.act; p.dtype = to_dtype(st);
-    run_epilogue_backward(p);
+  const std::vector<bool> want_x = input_grads_wanted(a, input_mask);
+  const bool want_any_x = std::find(want_x.begin(), want_x.end(), true) != want_x.end();
+  // Frozen inputs, float32 on AVX2: dW and db in one pass, dz never stored (try_weight_grads).
+  at::Tensor dz, dw_fast, db_fast;
+  const bool wb_fast = weight_grad && !want_any_x && try_weight_grads(a, dy, zc, has_bias, dw_fast, db_fast);
+  if (!wb_fast) {
+    dz = dy;
+    if (zc.defined()) {
+      dz = at::empty_like(dy);
+      ConcatLinearGradParams p;
+      p.dy = dy.data_ptr(); p.z = zc.data_ptr(); p.dz = dz.data_ptr();
+      p.M = a.M; p.N = a.N; p.act = a.act; p.dtype = to_dtype(st);
+      run_epilogue_backward(p);
+    }
   }
   // Each gradient is a single GEMM per segment (no sum across segments), so the input dtype loses
   // nothing against plain PyTorch: dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place. Where
@@ -153,25 +192,27 @@ std::vector<at::Tensor> concat_linear_bwd_cpu(
   // rounded once, as a float32-accumulating GEMM would): ATen's 16-bit GEMM there runs ~100x slower.
   // float32 input gradients at M >= 512 on AVX2: one panel-GEMM pass for all segments (try_input_grads).
   const at::ScalarType gemm_st = widen_gemm_operands(st) ? at::kFloat : st;
-  const std::vector<bool> want_x = input_grads_wanted(a, input_mask);
   std::vector<at::Tensor> dx_fast = try_input_grads(a, weight, dz, want_x);
-  const bool any_x = dx_fast.empty() && std::find(want_x.begin(), want_x.end(), true) != want_x.end();
-  const at::Tensor dz_g = dz.to(gemm_st);
+  const bool any_x = dx_fast.empty() && want_any_x;
+  const bool dw_aten = weight_grad && !wb_fast;
+  const at::Tensor dz_g = any_x || dw_aten ? dz.to(gemm_st) : at::Tensor();
   const at::Tensor w_g = any_x ? weight.to(gemm_st) : at::Tensor();
-  at::Tensor dw_g = weight_grad ? at::empty({a.N, a.K}, weight.options().dtype(gemm_st)) : at::Tensor();
+  at::Tensor dw_g = dw_aten ? at::empty({a.N, a.K}, weight.options().dtype(gemm_st)) : at::Tensor();
   std::vector<at::Tensor> dx;
   for (size_t i = 0; i < a.x.size(); ++i) {
     const int64_t d = a.x[i].size(1);
     if (!want_x[i]) dx.push_back(at::empty({0}, weight.options()));
     else if (!dx_fast.empty()) dx.push_back(dx_fast[i].view(inputs[i].sizes()));
     else dx.push_back(at::mm(dz_g, w_g.narrow(1, a.offsets[i], d)).to(st).view(inputs[i].sizes()));
-    if (weight_grad) {
+    if (dw_aten) {
       at::Tensor dw_i = dw_g.narrow(1, a.offsets[i], d);
       at::mm_out(dw_i, dz_g.t(), a.x[i].to(gemm_st));
     }
   }
-  at::Tensor dw = weight_grad ? dw_g.to(st) : at::empty({0}, weight.options());
-  at::Tensor db = has_bias ? dz.sum(0, /*keepdim=*/false, acc_dtype(st)).to(st) : at::empty({0}, weight.options());
+  at::Tensor dw = wb_fast ? dw_fast : weight_grad ? dw_g.to(st) : at::empty({0}, weight.options());
+  at::Tensor db = !has_bias ? at::empty({0}, weight.options())
+                  : wb_fast ? db_fast
+                            : dz.sum(0, /*keepdim=*/false, acc_dtype(st)).to(st);
   return flat_grads({std::move(dx), dw, db});
 }
 

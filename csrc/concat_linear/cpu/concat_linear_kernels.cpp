@@ -4,7 +4,10 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <cstring>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "common/cpu/bf16_gemm.h"
 #include "common/cpu/f32_gemm.h"
@@ -310,9 +313,94 @@ bool backward_f32_panels(const ConcatLinearBackwardParams& p) {
   }
   return true;
 }
+
+// The float32 backward's weight and bias gradients when no input gradient is wanted (frozen inputs), on
+// the AVX2 panel kernel, in one pass over M for all segments: per chunk of 256 rows, dz = dy * act'(z) is formed in cache (8 rows at a time, never a full
+// M x N pass of its own), summed into the bias gradient (double, per column block: deterministic), and
+// stored transposed (dz^T, N x rows) as the GEMM's A operand, shared by every segment; x_i's chunk rows
+// are packed one 16-column panel at a time by the thread that then runs dW[:, panel] (+)= dz^T @ panel
+// (parallel over the panels; dz^T is read by every thread). The chunks are summed into dW in order
+// (blocked summation, as the forward's k-blocks). Replaces the dz pass (an M x N write and re-reads),
+// n per-segment ATen GEMMs and the bias-gradient pass: ~8% on the frozen-input step at M8192. Where dX
+// is wanted too, dz must be in memory anyway, and this kernel (storing dz) ran no faster than ATen's
+// per-segment GEMMs (M8192) or slower (M64) (benchmarks/NOTES.md, issue 27).
+bool weight_grads_f32_panels(const ConcatLinearWeightGradParams& p) {
+  using Vec = at::vec::Vectorized<float>;
+  const int64_t M = p.M, N = p.N, K = p.K, n_in = p.n_inputs;
+  const float* dy = static_cast<const float*>(p.dy);
+  const float* z = static_cast<const float*>(p.z);
+  float* dw = static_cast<float*>(p.dw);
+  float* db = static_cast<float*>(p.db);
+  constexpr int64_t kChunk = 256, kCols = 64;  // chunks of 128 ran the same, 512 (dz^T over L2) 15% slower
+  constexpr int64_t kLda = kChunk + 16;  // dz^T row stride, off the 1 KB multiple (L1 set aliasing)
+  std::vector<int64_t> off(n_in + 1, 0);
+  std::vector<std::pair<int64_t, int64_t>> panels;  // (segment, panel)
+  for (int64_t i = 0; i < n_in; ++i) {
+    off[i + 1] = off[i] + p.widths[i];
+    for (int64_t q = 0; q < f32_panel_count(p.widths[i]); ++q) panels.emplace_back(i, q);
+  }
+  std::unique_ptr<float[]> dzt(new float[N * kLda]);
+  std::vector<double> db_acc(db ? N : 0, 0.0);
+  const int64_t n_blocks = (N + kCols - 1) / kCols, n_panels = static_cast<int64_t>(panels.size());
+  for (int64_t m0 = 0; m0 < M; m0 += kChunk) {
+    const int64_t mc = std::min(kChunk, M - m0);
+    // dz for blocks of 64 columns (the act' math is the costly part: split evenly over the threads).
+    at::parallel_for(0, n_blocks, 1, [&](int64_t jb, int64_t je) {
+      alignas(32) float tile[8 * kCols];
+      double colsum[kCols];
+      for (int64_t job = jb; job < je; ++job) {
+        const int64_t c0 = job * kCols, nc = std::min(kCols, N - c0);
+        std::fill(colsum, colsum + nc, 0.0);
+        for (int64_t r0 = 0; r0 < mc; r0 += 8) {
+          const int64_t rg = std::min<int64_t>(8, mc - r0);
+          for (int64_t r = 0; r < rg; ++r) {
+            const int64_t row = (m0 + r0 + r) * N + c0;
+            float* t = tile + r * kCols;
+            int64_t c = 0;
+            if (z) {
+              for (; c + Vec::size() <= nc; c += Vec::size())
+                (Vec::loadu(dy + row + c) * act_grad_vec(Vec::loadu(z + row + c), p.act)).store(t + c);
+              for (; c < nc; ++c) t[c] = dy[row + c] * act_grad(z[row + c], p.act);
+            } else {
+              std::memcpy(t, dy + row, sizeof(float) * nc);
+            }
+            if (db) for (c = 0; c < nc; ++c) colsum[c] += t[c];
+          }
+          float* dst = dzt.get() + c0 * kLda + r0;
+          int64_t c = 0;
+          if (rg == 8)
+            for (; c + 8 <= nc; c += 8) transpose8x8_f32(tile + c, kCols, dst + c * kLda, kLda);
+          for (; c < nc; ++c)
+            for (int64_t r = 0; r < rg; ++r) dst[c * kLda + r] = tile[r * kCols + c];
+        }
+        if (db) for (int64_t c = 0; c < nc; ++c) db_acc[c0 + c] += colsum[c];
+      }
+    });
+    // Per panel of x: packed by the thread that uses it (hot in L1 for the GEMM), then the GEMM.
+    at::parallel_for(0, n_panels, 1, [&](int64_t jb, int64_t je) {
+      std::unique_ptr<float[]> bp(new float[kChunk * kF32NR]);
+      for (int64_t job = jb; job < je; ++job) {
+        const auto [i, q] = panels[job];
+        const int64_t nc = std::min(kF32NR, p.widths[i] - q * kF32NR);
+        pack_f32_rows(static_cast<const float*>(p.x[i]) + m0 * p.x_ld[i] + q * kF32NR, p.x_ld[i], mc, nc, bp.get(),
+                      kChunk);
+        gemm_f32_panels(N, nc, mc, dzt.get(), kLda, bp.get(), kChunk, 0, 0, dw + off[i] + q * kF32NR, K, m0 > 0);
+      }
+    });
+  }
+  if (db) for (int64_t n = 0; n < N; ++n) db[n] = static_cast<float>(db_acc[n]);
+  return true;
+}
 #endif
 
 }  // namespace
+
+bool concat_linear_weight_grads(const ConcatLinearWeightGradParams& p) {
+#if defined(MMK_HAS_F32_PANEL_GEMM)
+  if (p.dtype == DType::Float32) return weight_grads_f32_panels(p);
+#endif
+  return false;  // elsewhere: the dz pass, per-segment ATen GEMMs and a column sum
+}
 
 bool concat_linear_backward_gemms(const ConcatLinearBackwardParams& p) {
 #if defined(MMK_HAS_F32_PANEL_GEMM)
