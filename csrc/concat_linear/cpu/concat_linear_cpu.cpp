@@ -29,23 +29,33 @@ bool run_forward_tiled(const ConcatLinearForwardParams& p) { MMK_CPU_DISPATCH(co
 bool run_backward_gemms(const ConcatLinearBackwardParams& p) { MMK_CPU_DISPATCH(concat_linear_backward_gemms, p); }
 bool run_weight_grads(const ConcatLinearWeightGradParams& p) { MMK_CPU_DISPATCH(concat_linear_weight_grads, p); }
 
+// The inputs as the CPU kernels take them (ConcatLinear*Params::x, x_ld, widths): inner-contiguous
+// segments (a.x updated, so the tensors outlive the pointers), their row strides and widths.
+struct Segments {
+  std::vector<const void*> ptrs;
+  std::vector<int64_t> lds, widths;
+};
+Segments kernel_segments(ConcatLinearArgs& a) {
+  Segments s;
+  for (auto& x : a.x) {
+    x = inner_contiguous(x);
+    s.ptrs.push_back(x.data_ptr());
+    s.lds.push_back(x.stride(0));
+    s.widths.push_back(x.size(1));
+  }
+  return s;
+}
+
 // The whole forward as one tiled kernel with the epilogue fused (float32 on brgemm, bfloat16 on the
 // AVX512-BF16 micro-kernel with float32 accumulation across segments). Returns false where it does not
 // apply (float16/float64, or bf16 on a CPU without the dot-product instructions).
 bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::Tensor& bias, at::Tensor& y,
                       at::Tensor& z) {
-  std::vector<const void*> ptrs;
-  std::vector<int64_t> lds, widths;
-  for (auto& x : a.x) {
-    x = inner_contiguous(x);
-    ptrs.push_back(x.data_ptr());
-    lds.push_back(x.stride(0));
-    widths.push_back(x.size(1));
-  }
+  const Segments seg = kernel_segments(a);
   at::Tensor w = weight.contiguous();
   ConcatLinearForwardParams p;
   p.n_inputs = static_cast<int64_t>(a.x.size());
-  p.x = ptrs.data(); p.x_ld = lds.data(); p.widths = widths.data();
+  p.x = seg.ptrs.data(); p.x_ld = seg.lds.data(); p.widths = seg.widths.data();
   p.weight = w.data_ptr();
   p.bias = bias.defined() ? bias.data_ptr() : nullptr;
   p.y = y.data_ptr();
@@ -82,23 +92,15 @@ std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Ten
 // The float32 weight and bias gradients in one kernel from dy and z, for a backward without input
 // gradients (frozen inputs; AVX2: concat_linear_kernel.cpp): dz is never stored. Sets dw and db
 // (has_bias) and returns true, or false where it does not apply.
-bool try_weight_grads(const ConcatLinearArgs& a, const at::Tensor& dy, const at::Tensor& z, bool has_bias,
+bool try_weight_grads(ConcatLinearArgs& a, const at::Tensor& dy, const at::Tensor& z, bool has_bias,
                       at::Tensor& dw, at::Tensor& db) {
   if (dy.scalar_type() != at::kFloat || a.M == 0 || a.N == 0 || a.K == 0) return false;
-  std::vector<at::Tensor> xs;
-  std::vector<const void*> ptrs;
-  std::vector<int64_t> lds, widths;
-  for (const auto& x : a.x) {
-    xs.push_back(inner_contiguous(x));
-    ptrs.push_back(xs.back().data_ptr());
-    lds.push_back(xs.back().stride(0));
-    widths.push_back(xs.back().size(1));
-  }
+  const Segments seg = kernel_segments(a);
   at::Tensor dw_t = at::empty({a.N, a.K}, dy.options());
   at::Tensor db_t = has_bias ? at::empty({a.N}, dy.options()) : at::Tensor();
   ConcatLinearWeightGradParams p;
-  p.n_inputs = static_cast<int64_t>(xs.size());
-  p.x = ptrs.data(); p.x_ld = lds.data(); p.widths = widths.data();
+  p.n_inputs = static_cast<int64_t>(a.x.size());
+  p.x = seg.ptrs.data(); p.x_ld = seg.lds.data(); p.widths = seg.widths.data();
   p.dy = dy.data_ptr(); p.z = z.defined() ? z.data_ptr() : nullptr;
   p.dw = dw_t.data_ptr(); p.db = has_bias ? db_t.data_ptr() : nullptr;
   p.M = a.M; p.N = a.N; p.K = a.K; p.act = a.act; p.dtype = DType::Float32;

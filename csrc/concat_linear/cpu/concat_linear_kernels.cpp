@@ -315,8 +315,8 @@ bool backward_f32_panels(const ConcatLinearBackwardParams& p) {
 }
 
 // The float32 backward's weight and bias gradients when no input gradient is wanted (frozen inputs), on
-// the AVX2 panel kernel, in one pass over M for all segments: per chunk of 256 rows, dz = dy * act'(z) is formed in cache (8 rows at a time, never a full
-// M x N pass of its own), summed into the bias gradient (double, per column block: deterministic), and
+// the AVX2 panel kernel, in one pass over M for all segments: per chunk of 256 rows, dz = dy * act'(z)
+// is formed in cache (8 rows at a time, never a full M x N pass of its own), summed into the bias gradient (double, per column block: deterministic), and
 // stored transposed (dz^T, N x rows) as the GEMM's A operand, shared by every segment; x_i's chunk rows
 // are packed one 16-column panel at a time by the thread that then runs dW[:, panel] (+)= dz^T @ panel
 // (parallel over the panels; dz^T is read by every thread). The chunks are summed into dW in order
