@@ -68,8 +68,11 @@ t0=$(date +%s)
 "$NVCC" -std=c++17 -O3 -DNDEBUG -arch=sm_90a -cubin --expt-relaxed-constexpr -I"$cutlass_inc" \
   -I"$cutlass_inc/../examples/88_hopper_fmha" \
   -o "$build_dir/cutlass_sm90_fmha.cubin" "$ROOT/scripts/audit/cutlass_sm90_fmha.cu"
-echo "[cuda-build] CUTLASS reference GEMM and FMHA compiled in $(( $(date +%s) - t0 ))s"
+# Our sm_80 attention kernels with their interior path alone (the audit counts those loops per HMMA).
+"$NVCC" -std=c++20 -O3 -DNDEBUG -arch=sm_80 -cubin --expt-relaxed-constexpr -I"$ROOT/csrc" -I"$cutlass_inc" \
+  -o "$build_dir/ampere_interior.cubin" "$ROOT/scripts/audit/ampere_interior.cu"
+echo "[cuda-build] CUTLASS reference GEMM and FMHA, our sm_80 attention's interior paths compiled in $(( $(date +%s) - t0 ))s"
 "$VENV/bin/python" "$ROOT/scripts/kernel_audit.py" "$module" --reference "$build_dir/cutlass_sm90_gemm.cubin" \
-  --attention-reference "$build_dir/cutlass_sm90_fmha.cubin" \
+  --attention-reference "$build_dir/cutlass_sm90_fmha.cubin" --ampere-interior "$build_dir/ampere_interior.cubin" \
   ${AUDIT_MARKDOWN:+--markdown "$AUDIT_MARKDOWN"}
 echo "[cuda-build] done in $(( $(date +%s) - start ))s"

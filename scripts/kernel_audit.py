@@ -5,7 +5,7 @@ registers, stack/local memory (spills), static shared memory, code size, and cou
 instructions, and setmaxnreg (USETMAXREG), read from the machine code with cuobjdump.
 
     python scripts/kernel_audit.py [path/to/_C.so] [--markdown out.md] [--reference cutlass_gemm.cubin]
-                                   [--attention-reference cutlass_fmha.cubin]
+                                   [--attention-reference cutlass_fmha.cubin] [--ampere-interior kernels.cubin]
 
 Main-loop instruction mix of the wgmma kernels: the innermost loop that holds HGMMA (a backward branch
 and its target bound it), its instructions other than HGMMA and NOP per HGMMA, next to the same figure
@@ -14,7 +14,10 @@ warp-specialized GEMM (--reference, scripts/audit/cutlass_sm90_gemm.cu) for conc
 FMHA forward (--attention-reference, scripts/audit/cutlass_sm90_fmha.cu: examples/88_hopper_fmha,
 head dim 128) for cross_attention. Fails when an sm_90a concat_linear GEMM lacks HGMMA or TMA, an
 sm_90a attention forward lacks HGMMA, TMA or setmaxnreg, or a figure exceeds 1.25x CUTLASS's (for
-attention: the head-dim-128 kernels, the reference's tile).
+attention: the head-dim-128 kernels, the reference's tile). With --ampere-interior (the sm_80 attention
+kernels compiled with their interior path alone, scripts/audit/ampere_interior.cu), reports the
+forward's key loop (likewise innermost, with HMMA) and fails when it exceeds 3.0 non-MMA instructions
+per HMMA at head dim 128.
 
 The dynamic shared memory of each launch comes from the
 kernels' traits through the built module (mmkernels._C._cuda_kernel_dynamic_smem), when importable.
@@ -38,6 +41,9 @@ import sys
 COUNTED = ("HMMA", "HGMMA", "LDSM", "LDGSTS", "UTMALDG", "SYNCS", "USETMAXREG", "LDL", "STL")
 # Allowed ratio of our main loop's non-MMA instructions per HGMMA to the reference's.
 MAIN_LOOP_BUDGET = 1.25
+# The sm_80 attention forward's interior loop at head dim 128: non-MMA instructions per HMMA
+# (issue 25; FlashAttention-2's is 2.67).
+AMPERE_FWD_BUDGET = 3.0
 
 
 def run(cmd):
@@ -131,7 +137,7 @@ def audit(module: str):
     for (fn, arch), v in rows.items():
         code = v.pop("code", [])
         out.append(dict(kernel=short(names[fn]), mangled=fn, arch=arch, bytes=16 * len(code),
-                        main_loop=hgmma_loop(code), **v))
+                        main_loop=mma_loop(code, "HGMMA"), hmma_loop=mma_loop(code, "HMMA"), **v))
     return out
 
 
@@ -147,8 +153,8 @@ def parse_instruction(line):
     return int(m.group(1), 16), m.group(2), target
 
 
-def hgmma_loop(code):
-    """(instructions other than HGMMA and NOP, HGMMA) of the innermost loop that holds HGMMA, or None."""
+def mma_loop(code, mma_op):
+    """(instructions other than MMA and NOP, MMA) of the innermost loop that holds mma_op, or None."""
     best = None
     # ptxas places the retry paths of mbarrier waits after the function's last EXIT and branches from
     # there back into the body: such a branch is no loop, so only branches before the last EXIT count.
@@ -157,9 +163,9 @@ def hgmma_loop(code):
         if op != "BRA" or target is None or target > addr or (end is not None and addr > end):
             continue  # a loop: a backward branch, its body [target, addr]
         body = [o for a, o, _ in code if target <= a <= addr]
-        mma = body.count("HGMMA")
+        mma = body.count(mma_op)
         if mma and (best is None or addr - target < best[0]):
-            best = (addr - target, sum(o not in ("HGMMA", "NOP") for o in body), mma)
+            best = (addr - target, sum(o not in (mma_op, "NOP") for o in body), mma)
     return None if best is None else best[1:]
 
 
@@ -209,6 +215,8 @@ def main() -> int:
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("--reference", help="CUTLASS's GEMM cubin: the yardstick of concat_linear's main loops")
     ap.add_argument("--attention-reference", help="CUTLASS's FMHA cubin: the yardstick of the attention forward")
+    ap.add_argument("--ampere-interior", help="scripts/audit/ampere_interior.cu compiled for sm_80: the interior "
+                    f"loop of the sm_80 attention forward, held to {AMPERE_FWD_BUDGET} non-MMA per HMMA at D 128")
     args = ap.parse_args()
     rows = sorted(audit(args.module or default_module()), key=lambda r: (r["kernel"], r["arch"]))
     dyn = dynamic_smem()
@@ -239,6 +247,18 @@ def main() -> int:
             elif ref and same_tile(r) and ratio > MAIN_LOOP_BUDGET * ref[0] / ref[1]:
                 problems.append(f"{r['kernel']} [sm_90a]: main loop {ratio:.2f} non-MMA instructions per HGMMA, "
                                 f"above {MAIN_LOOP_BUDGET} x CUTLASS's {ref[0] / ref[1]:.2f}")
+    if args.ampere_interior:
+        lines.append("\nsm_80 attention forward, interior path (every key tile interior and whole):")
+        for r in sorted(audit(args.ampere_interior), key=lambda r: r["kernel"]):
+            loop = r["hmma_loop"]  # the forward's key loop has no inner loop (its GEMM steps are unrolled)
+            if not loop or not r["kernel"].startswith("cuda::flash::flash_fwd_kernel"):
+                continue
+            ratio = loop[0] / loop[1]
+            lines.append(f"- {r['kernel']}: {ratio:.2f} non-MMA instructions per HMMA ({loop[0]}/{loop[1]}), "
+                         f"{r['reg']} registers, {r['LDL'] + r['STL']} local ld/st")
+            if re.match(r"cuda::flash::flash_fwd_kernel<.*, 128>", r["kernel"]) and ratio > AMPERE_FWD_BUDGET:
+                problems.append(f"{r['kernel']} [sm_80] interior loop: {ratio:.2f} non-MMA instructions per HMMA, "
+                                f"above {AMPERE_FWD_BUDGET}")
     for *_, opt, what in FAMILIES:
         ref = refs[opt]
         if ref:

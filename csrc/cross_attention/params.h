@@ -102,11 +102,15 @@ MMK_HOST_DEVICE int64_t gqa_group(const CrossAttentionParams& p) {
 // alignment). key_padding_mask does not move the diagonal; masked keys are just not attended.
 MMK_HOST_DEVICE int64_t causal_offset(const CrossAttentionParams& p, int64_t b) { return kv_length(p, b) - p.Lq; }
 
-// One past the last key query row i may see: all Lk keys when not causal.
-MMK_HOST_DEVICE int64_t causal_end(const CrossAttentionParams& p, int64_t b, int64_t i) {
+// One past the last key query row i may see, given its batch's causal_offset (a kernel that asks for
+// many rows reads kv_lengths once): all Lk keys when not causal.
+MMK_HOST_DEVICE int64_t causal_end_at(const CrossAttentionParams& p, int64_t offset, int64_t i) {
   if (!p.causal) return p.Lk;
-  const int64_t e = i + causal_offset(p, b) + 1;
+  const int64_t e = i + offset + 1;
   return e < 0 ? 0 : (e > p.Lk ? p.Lk : e);
+}
+MMK_HOST_DEVICE int64_t causal_end(const CrossAttentionParams& p, int64_t b, int64_t i) {
+  return causal_end_at(p, p.causal ? causal_offset(p, b) : 0, i);
 }
 
 }  // namespace mmkernels

@@ -43,6 +43,37 @@ MMK_DEVICE void load_tile_async(SmemPtr<T> dst, const T* src, int64_t ld, int va
   }
 }
 
+// load_tile_async with fewer live registers, for a kernel that loads a tile per loop step (the attention
+// forward's K and V): eight threads (four where a row's chunks do not divide by eight) share a row, 128
+// contiguous bytes per warp instruction and row, and a thread's chunks of a row sit at constant offsets
+// from one row pointer stepped by a constant per pass: two 64-bit registers instead of one per chunk.
+// kWhole: every row and column is valid (an interior tile), no per-chunk predicates.
+template <int kRows, int kCols, int kThreads, bool kWhole, typename T>
+MMK_DEVICE void load_tile_rows_async(SmemPtr<T> dst, const T* src, int64_t ld, int valid_rows, int valid_cols) {
+  static_assert(kCols % 8 == 0, "tiles are whole 16-byte chunks wide");
+  constexpr int kChunks = kCols / 8, kPitch = tile_pitch<kCols>();
+  constexpr int kPerRow = kChunks % 8 == 0 ? 8 : 4;  // threads sharing a row
+  constexpr int kRowsPerPass = kThreads / kPerRow;
+  static_assert(kChunks % kPerRow == 0 && kRows % kRowsPerPass == 0, "whole passes of whole rows");
+  const int tid = thread_rank(), row = tid / kPerRow, col = (tid % kPerRow) * 8;
+  const T* s = src + row * ld + col;
+  const int64_t step = kRowsPerPass * ld;
+  MMK_UNROLL
+  for (int pass = 0; pass < kRows / kRowsPerPass; ++pass, s += step) {
+    const int r = row + pass * kRowsPerPass;
+    MMK_UNROLL
+    for (int e = 0; e < kChunks / kPerRow; ++e) {
+      const int c = col + e * kPerRow * 8;
+      if constexpr (kWhole) {
+        cp_async<16>(dst + r * kPitch + c, s + e * kPerRow * 8);
+      } else {  // as load_tile_async: a zero-byte copy zero-fills and reads nothing
+        const bool ok = r < valid_rows && c < valid_cols;
+        cp_async<16>(dst + r * kPitch + c, ok ? s + e * kPerRow * 8 : src, ok ? 16 : 0);
+      }
+    }
+  }
+}
+
 // The A operand of one 16 x 16 k-step: rows row0 .. row0 + 15, columns col0 .. col0 + 15 of a shared
 // tile (pitch `pitch`), one ldmatrix.x4 (lane l gives row l % 16, column half l / 16).
 template <typename T>
@@ -111,12 +142,13 @@ MMK_DEVICE void accum_to_a(uint32_t (&a)[4], const float (&lo)[4], const float (
   a[3] = pack2<T>(hi[2], hi[3]);
 }
 
-// acc[j] += A . B_j for one 16 x 16 k-step and j < kNT, B stored n-major (as load_b_nmajor): for
-// X . Y^T with both stored row-major. Each pair of B fragments is consumed as soon as it is loaded
-// (fewer live registers than load_b_nmajor + mma_row, which the GEMM uses to reuse B across rows).
-template <int kNT, typename T>
-MMK_DEVICE void mma_b_nmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemPtr<const T> B, int pitch, int n_row0,
-                             int k_col0) {
+// acc[i][j] += A_i . B_j for one 16 x 16 k-step, kMT row tiles A_i and kNT n-tiles B_j, B stored
+// n-major (as load_b_nmajor): for X . Y^T with both stored row-major. Each pair of B fragments is
+// loaded once for all kMT row tiles and consumed as soon as it is loaded (fewer live registers than
+// load_b_nmajor + mma_row, which the GEMM uses to reuse B across rows).
+template <int kMT, int kNT, typename T>
+MMK_DEVICE void mma_b_nmajor(float (&acc)[kMT][kNT][4], const uint32_t (&a)[kMT][4], SmemPtr<const T> B, int pitch,
+                             int n_row0, int k_col0) {
   static_assert(kNT % 2 == 0, "n-tiles are loaded in pairs");
   const int lane = lane_id();
   MMK_UNROLL
@@ -124,16 +156,25 @@ MMK_DEVICE void mma_b_nmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemP
     uint32_t r[4];
     ldmatrix<4, false>(r, B + (n_row0 + j * 8 + lane % 8 + 8 * (lane / 16)) * pitch + k_col0 + 8 * ((lane / 8) % 2));
     const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-    mma_m16n8k16<T>(acc[j], a, b0, acc[j]);
-    mma_m16n8k16<T>(acc[j + 1], a, b1, acc[j + 1]);
+    MMK_UNROLL
+    for (int i = 0; i < kMT; ++i) {
+      mma_m16n8k16<T>(acc[i][j], a[i], b0, acc[i][j]);
+      mma_m16n8k16<T>(acc[i][j + 1], a[i], b1, acc[i][j + 1]);
+    }
   }
 }
-
-// acc[j] += A . B_j for one 16 x 16 k-step and j < kNT, B stored k-major (as load_b_kmajor): for
-// X . Y with Y stored row-major (P V, dS K, ...). Pairs consumed as loaded, as above.
 template <int kNT, typename T>
-MMK_DEVICE void mma_b_kmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemPtr<const T> B, int pitch, int k_row0,
-                             int n_col0) {
+MMK_DEVICE void mma_b_nmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemPtr<const T> B, int pitch, int n_row0,
+                             int k_col0) {
+  mma_b_nmajor<1, kNT, T>(reinterpret_cast<float (&)[1][kNT][4]>(acc), reinterpret_cast<const uint32_t (&)[1][4]>(a),
+                          B, pitch, n_row0, k_col0);
+}
+
+// acc[i][j] += A_i . B_j as above, B stored k-major (as load_b_kmajor): for X . Y with Y stored
+// row-major (P V, dS K, ...).
+template <int kMT, int kNT, typename T>
+MMK_DEVICE void mma_b_kmajor(float (&acc)[kMT][kNT][4], const uint32_t (&a)[kMT][4], SmemPtr<const T> B, int pitch,
+                             int k_row0, int n_col0) {
   static_assert(kNT % 2 == 0, "n-tiles are loaded in pairs");
   const int lane = lane_id();
   MMK_UNROLL
@@ -141,9 +182,18 @@ MMK_DEVICE void mma_b_kmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemP
     uint32_t r[4];
     ldmatrix<4, true>(r, B + (k_row0 + lane % 8 + 8 * ((lane / 8) % 2)) * pitch + n_col0 + j * 8 + 8 * (lane / 16));
     const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-    mma_m16n8k16<T>(acc[j], a, b0, acc[j]);
-    mma_m16n8k16<T>(acc[j + 1], a, b1, acc[j + 1]);
+    MMK_UNROLL
+    for (int i = 0; i < kMT; ++i) {
+      mma_m16n8k16<T>(acc[i][j], a[i], b0, acc[i][j]);
+      mma_m16n8k16<T>(acc[i][j + 1], a[i], b1, acc[i][j + 1]);
+    }
   }
+}
+template <int kNT, typename T>
+MMK_DEVICE void mma_b_kmajor(float (&acc)[kNT][4], const uint32_t (&a)[4], SmemPtr<const T> B, int pitch, int k_row0,
+                             int n_col0) {
+  mma_b_kmajor<1, kNT, T>(reinterpret_cast<float (&)[1][kNT][4]>(acc), reinterpret_cast<const uint32_t (&)[1][4]>(a),
+                          B, pitch, k_row0, n_col0);
 }
 
 // acc[j] += A . B^T over kSteps k-steps with both operands row-major in shared memory: A rows
@@ -162,6 +212,10 @@ MMK_DEVICE void warp_gemm_nt(float (&acc)[kNT][4], SmemPtr<const T> A, int a_pit
 template <int kNT> MMK_DEVICE void zero(float (&acc)[kNT][4]) {
   MMK_UNROLL
   for (int j = 0; j < kNT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+}
+template <int kMT, int kNT> MMK_DEVICE void zero(float (&acc)[kMT][kNT][4]) {
+  MMK_UNROLL
+  for (int i = 0; i < kMT; ++i) zero(acc[i]);
 }
 
 // Max / sum over the 4 lanes of a quad (the lanes holding one accumulator row); the max propagates NaN.

@@ -2,20 +2,23 @@
 // Dao 2023 and csrc/flash_attn in the FlashAttention repository for the idea), on the device-primitive
 // layer so that the emulation runs every line of it.
 //
-// Forward (flash_fwd_kernel): a CTA owns kBlockM = 64 query rows of one (batch, head), 4 warps of 16
-// rows each. K/V tiles of kBlockN keys stream through shared memory with cp.async, double-buffered
-// (tile t + 1 loads while tile t computes). S = Q K^T and O += P V on mma.sync m16n8k16 with float32
-// accumulators, operands by ldmatrix from padded (bank-conflict-free) tiles; online softmax in
-// registers with exp2 and the scale folded into log2(e); P is rounded to 16 bits in registers and
-// used as the A operand of the PV MMA directly. Q fragments stay in registers for head dims <= 128.
-// Only the valid key tiles are visited (kv_lengths, trailing masked keys); the last one is masked in
-// registers, as is key_padding_mask.
+// Forward (flash_fwd_kernel): a CTA owns kBlockM query rows of one (batch, head), 4 warps of 16 rows
+// each (32, two m-tiles, up to D 64). K/V tiles of kBlockN keys stream through shared memory with
+// cp.async in FlashAttention-2's order: V(t) loads during S(t) = Q K(t)^T, K(t + 1) during P V(t).
+// S = Q K^T and O += P V on mma.sync m16n8k16 with float32 accumulators, operands by ldmatrix from
+// padded (bank-conflict-free) tiles; online softmax in registers with exp2 and the scale folded into
+// log2(e); P is rounded to 16 bits in registers and used as the A operand of the PV MMA directly. Q
+// fragments stay in registers up to 128 columns per warp. Only the valid key tiles are visited
+// (kv_lengths, trailing masked keys). Tiles every row of the CTA sees whole (no padding mask, below
+// the causal diagonal and the valid keys) run in a loop of their own without per-key checks or load
+// predicates; the rest (the last tile, the diagonal, masks) are masked in registers.
 //
 // Backward: flash_di_kernel computes D_i = rowsum(dO * O); flash_dkdv_kernel owns kBlockN = 64 keys
 // of one (batch, kv head) and loops over the GQA group's query heads and all query tiles in a fixed
 // order, recomputing P^T from the log-sum-exp (S^T = K Q^T, so each warp's 16 keys are the rows of
-// its dK/dV accumulators); flash_dq_kernel is a separate pass over key tiles per query tile. No
-// atomics: the results are deterministic.
+// its dK/dV accumulators; each step's row statistics are read a step ahead, off the barrier path);
+// flash_dq_kernel is a separate pass over key tiles per query tile, with interior tiles in a loop of
+// their own as in the forward. No atomics: the results are deterministic.
 //
 // Head dims: one instantiation per kD in {32, 64, 96, 128, 192, 256} >= max(D, Dv); the glue pads
 // any other D/Dv with zero columns to a multiple of 8 and the loads zero-fill up to kD.
@@ -23,6 +26,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/device/warp_mma.h"
 #include "common/numerics.h"
@@ -34,17 +38,32 @@ namespace flash {
 
 constexpr int kWarps = 4, kThreads = kWarps * dev::kWarpSize;
 
+// Set only by the kernel audit (scripts/audit/ampere_interior.cu), never in a build: the forward and
+// dq kernels then treat every key tile as interior and whole, so that their compiled loop is the
+// interior path alone and the audit can count that path's instructions per HMMA.
+#ifdef MMK_AUDIT_INTERIOR_PATH
+constexpr bool kAuditInteriorPath = true;
+#else
+constexpr bool kAuditInteriorPath = false;
+#endif
+
 // Columns of a row that the loads must read (the glue pads D to a multiple of 8 with zeros).
 MMK_DEVICE int load_cols(int64_t d) { return static_cast<int>((d + 7) / 8 * 8); }
 
 template <typename T, int kD>
 struct FwdTraits {
-  static constexpr int kBlockM = 16 * kWarps;
+  // Two 16-row m-tiles per warp up to D 64, so that each K/V fragment feeds two MMAs and the loop's
+  // bookkeeping is spread over twice the MMAs. One above: at D 128 two m-tiles hold O (128 floats) and
+  // S (64) per thread and ptxas spills at 255 registers, while one m-tile with Q in registers compiles
+  // to 3.0 non-MMA instructions per HMMA in the interior loop (NOTES, "The Ampere forward's main loop").
+  static constexpr int kMTiles = kD <= 64 ? 2 : 1;
+  static constexpr int kBlockM = 16 * kMTiles * kWarps;
   static constexpr int kBlockN = kD <= 128 ? 64 : 32;  // D > 128: a 16 x kD float accumulator per warp
-  static constexpr bool kQInRegs = kD <= 128;         // else Q fragments are re-read per k-step
+  static constexpr bool kQInRegs = kD * kMTiles <= 128;  // else Q fragments are re-read per k-step
   static constexpr int kPitch = dev::tile_pitch<kD>();
   static constexpr int kQElems = kBlockM * kPitch, kKVElems = kBlockN * kPitch;
-  static constexpr size_t kSmemBytes = sizeof(T) * (kQElems + 4 * kKVElems);  // Q, K[2], V[2]
+  // Q, K, V, one buffer each: V(t) loads during S(t), K(t + 1) during P V(t) (FlashAttention-2's order).
+  static constexpr size_t kSmemBytes = sizeof(T) * (kQElems + 2 * kKVElems);
 };
 
 template <typename T, int kD>
@@ -59,7 +78,7 @@ struct BwdTraits {
   // passes, dV first (needs only P), then dK.
   static constexpr bool kSplitDkDv = kD > 128;
   static constexpr size_t kDkDvSmemBytes =
-      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + sizeof(float) * 4 * kBlockM;
+      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + sizeof(float) * 2 * 4 * kBlockM;
   // dQ kernel: query rows per CTA and keys per step
   static constexpr int kDqBlockM = 16 * kWarps;
   static constexpr int kDqBlockN = kD <= 128 ? 64 : (kD <= 192 ? 32 : 16);  // dQ acc 16 x kD per warp
@@ -72,14 +91,16 @@ struct BwdTraits {
 template <typename T, int kD>
 MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentionParams p) {
   using Tr = FwdTraits<T, kD>;
-  constexpr int kBM = Tr::kBlockM, kBN = Tr::kBlockN, kP = Tr::kPitch;
+  constexpr int kMT = Tr::kMTiles, kBM = Tr::kBlockM, kBN = Tr::kBlockN, kP = Tr::kPitch;
   constexpr int kNT = kBN / 8, kDT = kD / 8, kKS = kD / 16;
+  constexpr int kR = 2 * kMT;  // rows per thread: row r is m-tile r / 2, accumulator half r % 2
   const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
   const int64_t b = dev::block_idx().z, h = dev::block_idx().y, m0 = int64_t(dev::block_idx().x) * kBM;
   const int64_t hk = static_cast<int>(h) / static_cast<int>(gqa_group(p));
+  const int wrow = warp * 16 * kMT;  // this warp's first row in the tile; its thread's row r: wrow + g + 8 r
   dev::SmemPtr<T> Qs = dev::dynamic_smem<T>();
   dev::SmemPtr<T> Ks = Qs + Tr::kQElems;
-  dev::SmemPtr<T> Vs = Ks + 2 * Tr::kKVElems;
+  dev::SmemPtr<T> Vs = Ks + Tr::kKVElems;
   const T* qg = static_cast<const T*>(p.q) + b * p.q_stride_b + m0 * p.q_stride_l + h * p.q_stride_h;
   const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
   const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
@@ -89,136 +110,186 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
   // Causal: key tiles above the tile's last row's diagonal are skipped, not computed and masked.
   const int kv_end = dev::min(n_valid, static_cast<int>(causal_end(p, b, m0 + q_rows - 1)));
   const int n_tiles = dev::ceil_div(kv_end, kBN);
+  // Key tiles below this bound are visible to every row of the CTA (its first row sees the fewest
+  // keys) and hold no padding mask: no per-key checks there, a uniform branch per tile.
+  const int interior_end =
+      p.key_padding_mask != nullptr ? 0 : dev::min(n_valid, static_cast<int>(causal_end(p, b, m0)));
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
-  int row_end[2];  // this thread's two rows' last visible key + 1 (valid keys and causal diagonal)
-  MMK_UNROLL
-  for (int r = 0; r < 2; ++r)
-    row_end[r] = dev::min(n_valid, static_cast<int>(causal_end(p, b, m0 + warp * 16 + g + 8 * r)));
 
-  float o[kDT][4];
-  dev::zero(o);
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  bool had_key[2] = {false, false};  // a key counted for the row, in this thread's columns
-  auto load_kv = [&](int t, int buf) {
+  // Key tiles wholly inside the valid keys (and every column a whole chunk) load without predicates.
+  // Tiles load in order, so the sources are pointers stepped a tile at a time (no per-tile multiply).
+  const bool k_cols_whole = load_cols(p.D) == kD, v_cols_whole = load_cols(p.Dv) == kD;
+  const T* k_src = kg;
+  const T* v_src = vg;
+  auto load_k = [&](int t) {
     const int n0 = t * kBN;
-    const int rows = dev::min(kBN, n_valid - n0);
-    dev::load_tile_async<kBN, kD, kThreads>(Ks + buf * Tr::kKVElems, kg + n0 * p.k_stride_l, p.k_stride_l, rows,
-                                            load_cols(p.D));
-    dev::load_tile_async<kBN, kD, kThreads>(Vs + buf * Tr::kKVElems, vg + n0 * p.v_stride_l, p.v_stride_l, rows,
-                                            load_cols(p.Dv));
+    if (kAuditInteriorPath || (k_cols_whole && n0 + kBN <= n_valid))
+      dev::load_tile_rows_async<kBN, kD, kThreads, true>(Ks, k_src, p.k_stride_l, kBN, kD);
+    else
+      dev::load_tile_rows_async<kBN, kD, kThreads, false>(Ks, k_src, p.k_stride_l, n_valid - n0, load_cols(p.D));
+    k_src += kBN * p.k_stride_l;
   };
+  auto load_v = [&](int t) {
+    const int n0 = t * kBN;
+    if (kAuditInteriorPath || (v_cols_whole && n0 + kBN <= n_valid))
+      dev::load_tile_rows_async<kBN, kD, kThreads, true>(Vs, v_src, p.v_stride_l, kBN, kD);
+    else
+      dev::load_tile_rows_async<kBN, kD, kThreads, false>(Vs, v_src, p.v_stride_l, n_valid - n0, load_cols(p.Dv));
+    v_src += kBN * p.v_stride_l;
+  };
+
+  float o[kMT][kDT][4];
+  dev::zero(o);
+  float m[kR], l[kR];
+  MMK_UNROLL
+  for (int r = 0; r < kR; ++r) m[r] = -INFINITY, l[r] = 0.f;
+  unsigned had_key = 0;  // bit r: a key counted for row r, in this thread's columns (one register)
   if (n_tiles > 0) {
     dev::load_tile_async<kBM, kD, kThreads>(Qs, qg, p.q_stride_l, q_rows, load_cols(p.D));
-    load_kv(0, 0);
+    load_k(0);
     dev::cp_async_commit();
   }
-  uint32_t qf[Tr::kQInRegs ? kKS : 1][4];
-  for (int t = 0; t < n_tiles; ++t) {
-    const int buf = t & 1;
-    if (t + 1 < n_tiles) {
-      load_kv(t + 1, buf ^ 1);
-      dev::cp_async_commit();
-      dev::cp_async_wait<1>();
-    } else {
+  uint32_t qf[Tr::kQInRegs ? kMT : 1][Tr::kQInRegs ? kKS : 1][4];
+  if constexpr (Tr::kQInRegs) {
+    if (n_tiles > 0) {
       dev::cp_async_wait<0>();
-    }
-    dev::sync_threads();
-    const dev::SmemPtr<const T> Kt = Ks + buf * Tr::kKVElems, Vt = Vs + buf * Tr::kKVElems;
-    if constexpr (Tr::kQInRegs) {
-      if (t == 0) {
+      dev::sync_threads();  // Q landed
+      MMK_UNROLL
+      for (int i = 0; i < kMT; ++i)
         MMK_UNROLL
-        for (int ks = 0; ks < kKS; ++ks) dev::load_a<T>(qf[ks], Qs, kP, warp * 16, ks * 16);
-      }
+        for (int ks = 0; ks < kKS; ++ks) dev::load_a<T>(qf[i][ks], Qs, kP, wrow + 16 * i, ks * 16);
     }
-    // S = Q K^T for this warp's 16 rows and the tile's kBN keys.
-    float s[kNT][4];
+  }
+  // One key tile. kInterior: the tile is visible to every row of the CTA with no padding mask, so no
+  // per-key checks. The two kinds run in two loops (interior tiles first, then the rest), each compiled
+  // on its own as FlashAttention-2 does, so that the boundary tiles' extra registers do not spill into
+  // the interior loop.
+  auto tile = [&](int t, auto interior_tag) {
+    constexpr bool kInterior = decltype(interior_tag)::value;
+    const int n0 = t * kBN;
+    dev::cp_async_wait<0>();
+    dev::sync_threads();  // K(t) (and Q) landed; every warp is past P V(t - 1): V may be refilled
+    load_v(t);
+    dev::cp_async_commit();
+    // A tile not wholly visible to every row: this thread's 2 kNT keys under the key rule, once for all
+    // its rows (bit 2 j + c), read before S is live (the mask loads' registers are free then).
+    uint32_t counts = 0;
+    if constexpr (!kInterior) {
+      MMK_UNROLL
+      for (int j = 0; j < kNT; ++j)
+        MMK_UNROLL
+        for (int c = 0; c < 2; ++c)
+          if (key_counts(p, b, n0 + j * 8 + 2 * tq + c, n_valid)) counts |= 1u << (2 * j + c);
+    }
+    // S = Q K^T for this warp's rows and the tile's kBN keys.
+    float s[kMT][kNT][4];
     dev::zero(s);
     MMK_UNROLL
     for (int ks = 0; ks < kKS; ++ks) {
-      uint32_t a[4];
-      if constexpr (Tr::kQInRegs) {
-        MMK_UNROLL
-        for (int i = 0; i < 4; ++i) a[i] = qf[ks][i];
-      } else {
-        dev::load_a<T>(a, Qs, kP, warp * 16, ks * 16);
+      uint32_t a[kMT][4];
+      MMK_UNROLL
+      for (int i = 0; i < kMT; ++i) {
+        if constexpr (Tr::kQInRegs) {
+          MMK_UNROLL
+          for (int e = 0; e < 4; ++e) a[i][e] = qf[i][ks][e];
+        } else {
+          dev::load_a<T>(a[i], Qs, kP, wrow + 16 * i, ks * 16);
+        }
       }
-      dev::mma_b_nmajor<kNT, T>(s, a, Kt, kP, 0, ks * 16);
+      dev::mma_b_nmajor<kMT, kNT, T>(s, a, Ks, kP, 0, ks * 16);
     }
     // Online softmax in the log2 domain: x = s * scale * log2(e) rounded once (mul_rn: the backward
-    // recomputes the same x), masked keys -inf. A tile wholly inside a row's visible keys with no
-    // padding mask (every tile but the last and the causal diagonal's) skips the per-key checks; the
-    // row maxima and sums run as two independent chains (even / odd 8-key groups) to halve the
-    // dependent-latency chain that ncu showed stalling the warps (NOTES, run 2).
-    const int n0 = t * kBN;
-    float mx[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};  // [row][chain]
+    // recomputes the same x), masked keys -inf. The row maxima and sums run as two independent chains
+    // (even / odd 8-key groups) to halve the dependent-latency chain that ncu showed stalling the
+    // warps (NOTES, run 2).
+    float mx[kR][2];
     MMK_UNROLL
-    for (int r = 0; r < 2; ++r) {
-      if (p.key_padding_mask == nullptr && n0 + kBN <= row_end[r]) {
-        had_key[r] = true;
+    for (int r = 0; r < kR; ++r) mx[r][0] = mx[r][1] = -INFINITY;
+    if constexpr (kInterior) {
+      had_key = (1u << kR) - 1;
+      MMK_UNROLL
+      for (int r = 0; r < kR; ++r) {
         MMK_UNROLL
         for (int j = 0; j < kNT; ++j)
           MMK_UNROLL
           for (int c = 0; c < 2; ++c) {
-            s[j][2 * r + c] = dev::mul_rn(s[j][2 * r + c], scale_log2);
-            mx[r][j & 1] = max_nan(mx[r][j & 1], s[j][2 * r + c]);
+            float& x = s[r / 2][j][2 * (r % 2) + c];
+            x = dev::mul_rn(x, scale_log2);
+            mx[r][j & 1] = max_nan(mx[r][j & 1], x);
           }
-      } else {
+      }
+    } else {
+      MMK_UNROLL
+      for (int r = 0; r < kR; ++r) {
+        const int row_end = static_cast<int>(causal_end(p, b, m0 + wrow + g + 8 * r));
         MMK_UNROLL
         for (int j = 0; j < kNT; ++j)
           MMK_UNROLL
           for (int c = 0; c < 2; ++c) {
-            const int key = n0 + j * 8 + 2 * tq + c;
-            const bool counts = key < row_end[r] && key_ok(p, b, key);
-            had_key[r] = had_key[r] || counts;
-            s[j][2 * r + c] = counts ? dev::mul_rn(s[j][2 * r + c], scale_log2) : -INFINITY;
-            mx[r][j & 1] = max_nan(mx[r][j & 1], s[j][2 * r + c]);
+            const bool visible = ((counts >> (2 * j + c)) & 1u) && n0 + j * 8 + 2 * tq + c < row_end;
+            if (visible) had_key |= 1u << r;
+            float& x = s[r / 2][j][2 * (r % 2) + c];
+            x = visible ? dev::mul_rn(x, scale_log2) : -INFINITY;
+            mx[r][j & 1] = max_nan(mx[r][j & 1], x);
           }
       }
     }
     MMK_UNROLL
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < kR; ++r) {
+      const int i = r / 2, c0 = 2 * (r % 2);
       const float m_new = max_nan(m[r], dev::quad_max(max_nan(mx[r][0], mx[r][1])));
       const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with no valid key yet stays at 0
       const float alpha = dev::exp2_fast(m[r] - m_use);
       m[r] = m_new;
       MMK_UNROLL
       for (int d = 0; d < kDT; ++d) {
-        o[d][2 * r] *= alpha;
-        o[d][2 * r + 1] *= alpha;
+        o[i][d][c0] *= alpha;
+        o[i][d][c0 + 1] *= alpha;
       }
       float part[2] = {0.f, 0.f};
       MMK_UNROLL
       for (int j = 0; j < kNT; ++j) {
-        s[j][2 * r] = dev::exp2_fast(s[j][2 * r] - m_use);
-        s[j][2 * r + 1] = dev::exp2_fast(s[j][2 * r + 1] - m_use);
-        part[j & 1] += s[j][2 * r] + s[j][2 * r + 1];
+        s[i][j][c0] = dev::exp2_fast(s[i][j][c0] - m_use);
+        s[i][j][c0 + 1] = dev::exp2_fast(s[i][j][c0 + 1] - m_use);
+        part[j & 1] += s[i][j][c0] + s[i][j][c0 + 1];
       }
       l[r] = l[r] * alpha + (part[0] + part[1]);
+    }
+    dev::cp_async_wait<0>();
+    dev::sync_threads();  // V(t) landed; every warp is past S(t): K may be refilled
+    if (t + 1 < n_tiles) {
+      load_k(t + 1);
+      dev::cp_async_commit();
     }
     // O += P V with P as the A operand straight from registers.
     MMK_UNROLL
     for (int kk = 0; kk < kBN / 16; ++kk) {
-      uint32_t a[4];
-      dev::accum_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
-      dev::mma_b_kmajor<kDT, T>(o, a, Vt, kP, kk * 16, 0);
+      uint32_t a[kMT][4];
+      MMK_UNROLL
+      for (int i = 0; i < kMT; ++i) dev::accum_to_a<T>(a[i], s[i][2 * kk], s[i][2 * kk + 1]);
+      dev::mma_b_kmajor<kMT, kDT, T>(o, a, Vs, kP, kk * 16, 0);
     }
-    dev::sync_threads();  // this buffer is refilled by the next iteration's prefetch
-  }
+  };
+  const int n_interior = kAuditInteriorPath ? n_tiles : dev::min(n_tiles, interior_end / kBN);
+  int t = 0;
+  for (; t < n_interior; ++t) tile(t, std::true_type{});
+  for (; t < n_tiles; ++t) tile(t, std::false_type{});
 
   T* out = static_cast<T*>(p.out) + b * p.o_stride_b + h * p.o_stride_h;
   double* lse = static_cast<double*>(p.lse) + (b * p.H + h) * p.Lq;
   MMK_UNROLL
-  for (int r = 0; r < 2; ++r) {
-    const float l_tot = final_row_sum(dev::quad_sum(l[r]), dev::quad_max(had_key[r] ? 1.f : 0.f) > 0.f);
+  for (int r = 0; r < kR; ++r) {
+    const int i = r / 2, c0 = 2 * (r % 2);
+    const float l_tot = final_row_sum(dev::quad_sum(l[r]), dev::quad_max((had_key >> r) & 1u ? 1.f : 0.f) > 0.f);
     const float inv = inverse_row_sum(l_tot);  // zeros for a row with no valid key, NaN stays NaN
-    const int64_t row = m0 + warp * 16 + g + 8 * r;
+    const int64_t row = m0 + wrow + g + 8 * r;
     if (row >= p.Lq) continue;
     T* orow = out + row * p.o_stride_l;
     MMK_UNROLL
     for (int dt = 0; dt < kDT; ++dt) {
       const int d = dt * 8 + 2 * tq;
-      if (d < p.Dv) orow[d] = dev::from_float<T>(o[dt][2 * r] * inv);
-      if (d + 1 < p.Dv) orow[d + 1] = dev::from_float<T>(o[dt][2 * r + 1] * inv);
+      if (d < p.Dv) orow[d] = dev::from_float<T>(o[i][dt][c0] * inv);
+      if (d + 1 < p.Dv) orow[d + 1] = dev::from_float<T>(o[i][dt][c0 + 1] * inv);
     }
     if (tq == 0) lse[row] = row_lse(m[r], l_tot);
   }
@@ -242,11 +313,17 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_di_kernel(const CrossAttention
   if (lane == 0) Di[(b * p.H + h) * p.Lq + i] = acc;
 }
 
-// One query row's log-sum-exp in the log2 domain as float hi + lo (empty: the row has no valid key,
-// or lies beyond Lq).
+// One query row's saved log-sum-exp (natural log), -inf (no valid key) for a row beyond Lq.
+MMK_DEVICE double saved_lse(const CrossAttentionParams& p, int64_t b, int64_t h, int64_t row) {
+  return row < p.Lq ? static_cast<const double*>(p.lse)[(b * p.H + h) * p.Lq + row] : -INFINITY;
+}
+// ... in the log2 domain as float hi + lo (empty: the row has no valid key, or lies beyond Lq).
 MMK_DEVICE Lse lse_log2(const CrossAttentionParams& p, int64_t b, int64_t h, int64_t row) {
-  if (row >= p.Lq) return Lse();
-  return Lse(static_cast<const double*>(p.lse)[(b * p.H + h) * p.Lq + row], kLog2eD);
+  return Lse(saved_lse(p, b, h, row), kLog2eD);
+}
+// One query row's D_i (flash_di_kernel), 0 beyond Lq.
+MMK_DEVICE float row_di(const CrossAttentionParams& p, const float* Di, int64_t b, int64_t h, int64_t row) {
+  return row < p.Lq ? Di[(b * p.H + h) * p.Lq + row] : 0.f;
 }
 
 // P = exp2(x - lse2) where the key and the row count, else 0; x = the forward's rounded s * scale_log2.
@@ -272,12 +349,11 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   dev::SmemPtr<T> Vs = Ks + kBN * kP;
   dev::SmemPtr<T> Qs = Vs + kBN * kP;       // [2] stages
   dev::SmemPtr<T> dOs = Qs + 2 * kBM * kP;  // [2] stages
-  dev::SmemPtr<float> lse_hi_s = (dOs + 2 * kBM * kP).template cast<float>();
-  dev::SmemPtr<float> lse_lo_s = lse_hi_s + kBM;
-  dev::SmemPtr<float> di_s = lse_lo_s + kBM;
-  dev::SmemPtr<int> end_s = (di_s + kBM).template cast<int>();  // each row's causal end
+  // Row statistics of a step's query tile, [2] stages of [4][kBM]: lse hi, lo, D_i, causal end.
+  dev::SmemPtr<float> stats_s = (dOs + 2 * kBM * kP).template cast<float>();
   // Causal: only query tiles holding a row that sees the first key of this tile (row >= n0 - offset).
-  const int q_first = p.causal ? static_cast<int>(dev::max<int64_t>(0, n0 - causal_offset(p, b))) / kBM : 0;
+  const int64_t diag = p.causal ? causal_offset(p, b) : 0;  // read once (kv_lengths), not per step
+  const int q_first = p.causal ? static_cast<int>(dev::max<int64_t>(0, n0 - diag)) / kBM : 0;
   const int q_tiles = static_cast<int>(dev::ceil_div<int64_t>(p.Lq, kBM)) - q_first;
   const int steps = q_tiles > 0 ? static_cast<int>(group) * q_tiles : 0;
   if (steps == 0) return;  // every query row lies above this key tile's diagonal: zero gradients
@@ -298,6 +374,31 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   };
   load_q(0, 0);
   dev::cp_async_commit();
+  // A step's row statistics, one row per thread: read from global memory into registers at the top of
+  // the step before (fetch), stored to their stage after that step's GEMMs (store), so the loads'
+  // latency hides behind the GEMMs instead of stalling the barrier that opens the step.
+  static_assert(kBM <= kThreads, "one row per thread");
+  struct RowStats {
+    double lse;
+    float di;
+  };
+  auto fetch = [&](int step) {
+    const int i = dev::thread_rank();
+    const int64_t h = hk * group + step / q_tiles, row = int64_t(q_first + step % q_tiles) * kBM + i;
+    return i < kBM ? RowStats{saved_lse(p, b, h, row), row_di(p, Di, b, h, row)} : RowStats{-INFINITY, 0.f};
+  };
+  auto store = [&](int step, const RowStats& st) {
+    const int i = dev::thread_rank();
+    if (i >= kBM) return;
+    const int64_t row = int64_t(q_first + step % q_tiles) * kBM + i;
+    const dev::SmemPtr<float> st_s = stats_s + (step & 1) * 4 * kBM;
+    const Lse lse2(st.lse, kLog2eD);
+    st_s[i] = lse2.hi;
+    st_s[kBM + i] = lse2.lo;
+    st_s[2 * kBM + i] = st.di;
+    (st_s + 3 * kBM).template cast<int>()[i] = static_cast<int>(causal_end_at(p, diag, row));
+  };
+  store(0, fetch(0));
 
   // This warp's 16 keys: rows of S^T, dK and dV.
   const int kr0 = warp * 16;
@@ -314,19 +415,15 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   dev::zero(dv);
   for (int step = 0; step < steps; ++step) {
     const int buf = step & 1;
-    const int64_t h = hk * group + step / q_tiles, m0 = int64_t(q_first + step % q_tiles) * kBM;
+    RowStats next{};
     if (step + 1 < steps) {
       load_q(step + 1, buf ^ 1);
       dev::cp_async_commit();
+      next = fetch(step + 1);
     }
-    // Row statistics of this query tile (the previous step's readers passed its closing barrier).
-    for (int i = dev::thread_rank(); i < kBM; i += kThreads) {
-      const Lse lse2 = lse_log2(p, b, h, m0 + i);
-      lse_hi_s[i] = lse2.hi;
-      lse_lo_s[i] = lse2.lo;
-      end_s[i] = static_cast<int>(causal_end(p, b, m0 + i));
-      di_s[i] = m0 + i < p.Lq ? Di[(b * p.H + h) * p.Lq + m0 + i] : 0.f;
-    }
+    const dev::SmemPtr<const float> lse_hi_s = stats_s + buf * 4 * kBM, lse_lo_s = lse_hi_s + kBM,
+                                    di_s = lse_lo_s + kBM;
+    const dev::SmemPtr<const int> end_s = (di_s + kBM).template cast<const int>();
     if (step + 1 < steps) dev::cp_async_wait<1>();
     else dev::cp_async_wait<0>();
     dev::sync_threads();
@@ -367,6 +464,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
         dev::mma_b_kmajor<kDT, T>(dk, a, Qt, kP, kk * 16, 0);
       }
     }
+    if (step + 1 < steps) store(step + 1, next);  // its stage was last read in step - 1
     dev::sync_threads();
   }
   const float scale = static_cast<float>(p.scale);
@@ -413,13 +511,21 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(
   dev::SmemPtr<T> Vs = Ks + 2 * kBN * kP;   // [2] stages
   const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
   const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
+  // As the forward: tiles inside the valid keys with whole chunks load without predicates.
+  const bool k_cols_whole = load_cols(p.D) == kD, v_cols_whole = load_cols(p.Dv) == kD;
   auto load_kv = [&](int t, int buf) {
     const int n0 = t * kBN;
-    const int rows = dev::min(kBN, n_valid - n0);
-    dev::load_tile_async<kBN, kD, kThreads>(Ks + buf * kBN * kP, kg + n0 * p.k_stride_l, p.k_stride_l, rows,
-                                            load_cols(p.D));
-    dev::load_tile_async<kBN, kD, kThreads>(Vs + buf * kBN * kP, vg + n0 * p.v_stride_l, p.v_stride_l, rows,
-                                            load_cols(p.Dv));
+    const T* ks = kg + n0 * p.k_stride_l;
+    const T* vs = vg + n0 * p.v_stride_l;
+    if (kAuditInteriorPath || (k_cols_whole && v_cols_whole && n0 + kBN <= n_valid)) {
+      dev::load_tile_rows_async<kBN, kD, kThreads, true>(Ks + buf * kBN * kP, ks, p.k_stride_l, kBN, kD);
+      dev::load_tile_rows_async<kBN, kD, kThreads, true>(Vs + buf * kBN * kP, vs, p.v_stride_l, kBN, kD);
+    } else {
+      dev::load_tile_rows_async<kBN, kD, kThreads, false>(Ks + buf * kBN * kP, ks, p.k_stride_l, n_valid - n0,
+                                                          load_cols(p.D));
+      dev::load_tile_rows_async<kBN, kD, kThreads, false>(Vs + buf * kBN * kP, vs, p.v_stride_l, n_valid - n0,
+                                                          load_cols(p.Dv));
+    }
   };
   const int q_rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
   if (n_tiles > 0) {
@@ -433,18 +539,22 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(
   }
   Lse lse2[2];
   float di[2];
-  int row_end[2];
   MMK_UNROLL
   for (int r = 0; r < 2; ++r) {
     const int64_t row = m0 + warp * 16 + g + 8 * r;
     lse2[r] = lse_log2(p, b, h, row);
-    row_end[r] = dev::min(n_valid, static_cast<int>(causal_end(p, b, row)));
-    di[r] = row < p.Lq ? Di[(b * p.H + h) * p.Lq + row] : 0.f;
+    di[r] = row_di(p, Di, b, h, row);
   }
+  // Key tiles below this bound are visible to every row of the CTA with no padding mask (as the
+  // forward's interior tiles): no per-key checks.
+  const int interior_end =
+      p.key_padding_mask != nullptr ? 0 : dev::min(n_valid, static_cast<int>(causal_end(p, b, m0)));
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
   float dq[kDT][4];
   dev::zero(dq);
-  for (int t = 0; t < n_tiles; ++t) {
+  // One key tile; interior and boundary tiles in two loops, each compiled on its own (as the forward).
+  auto tile = [&](int t, auto interior_tag) {
+    constexpr bool kInterior = decltype(interior_tag)::value;
     const int buf = t & 1;
     if (t + 1 < n_tiles) {
       load_kv(t + 1, buf ^ 1);
@@ -461,15 +571,29 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(
     dev::warp_gemm_nt<kNT, kKS, T>(s, Qs, kP, warp * 16, Kt, kP, 0);
     dev::warp_gemm_nt<kNT, kKS, T>(dp, dOs, kP, warp * 16, Vt, kP, 0);
     const int n0 = t * kBN;
-    MMK_UNROLL
-    for (int j = 0; j < kNT; ++j)
+    if constexpr (kInterior) {
       MMK_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int key = n0 + j * 8 + 2 * tq + (e & 1);
-        const float pr =
-            prob(s[j][e], scale_log2, lse2[e / 2], key < row_end[e / 2] && key_ok(p, b, key));
-        s[j][e] = pr * (dp[j][e] - di[e / 2]);  // dS
-      }
+      for (int j = 0; j < kNT; ++j)
+        MMK_UNROLL
+        for (int e = 0; e < 4; ++e) s[j][e] = prob(s[j][e], scale_log2, lse2[e / 2], true) * (dp[j][e] - di[e / 2]);
+    } else {
+      int row_end[2];
+      MMK_UNROLL
+      for (int r = 0; r < 2; ++r) row_end[r] = static_cast<int>(causal_end(p, b, m0 + warp * 16 + g + 8 * r));
+      MMK_UNROLL
+      for (int j = 0; j < kNT; ++j)
+        MMK_UNROLL
+        for (int c = 0; c < 2; ++c) {
+          const int key = n0 + j * 8 + 2 * tq + c;
+          const bool counts = key_counts(p, b, key, n_valid);  // once per key for both rows
+          MMK_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            const int e = 2 * r + c;
+            const float pr = prob(s[j][e], scale_log2, lse2[r], counts && key < row_end[r]);
+            s[j][e] = pr * (dp[j][e] - di[r]);  // dS
+          }
+        }
+    }
     MMK_UNROLL
     for (int kk = 0; kk < kBN / 16; ++kk) {
       uint32_t a[4];
@@ -477,7 +601,11 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(
       dev::mma_b_kmajor<kDT, T>(dq, a, Kt, kP, kk * 16, 0);
     }
     dev::sync_threads();
-  }
+  };
+  const int n_interior = kAuditInteriorPath ? n_tiles : dev::min(n_tiles, interior_end / kBN);
+  int t = 0;
+  for (; t < n_interior; ++t) tile(t, std::true_type{});
+  for (; t < n_tiles; ++t) tile(t, std::false_type{});
   const float scale = static_cast<float>(p.scale);
   MMK_UNROLL
   for (int r = 0; r < 2; ++r) {
