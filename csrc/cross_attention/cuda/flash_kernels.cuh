@@ -50,6 +50,17 @@ constexpr bool kAuditInteriorPath = false;
 // Columns of a row that the loads must read (the glue pads D to a multiple of 8 with zeros).
 MMK_DEVICE int load_cols(int64_t d) { return static_cast<int>((d + 7) / 8 * 8); }
 
+// One tile of kRows keys of K or V (row stride ld, `cols` valid columns) into shared memory:
+// without predicates where the tile lies inside the n_valid keys and its columns are whole chunks
+// (interior tiles), else predicated, zero-filling the rest.
+template <int kRows, int kD, typename T>
+MMK_DEVICE void load_key_tile(dev::SmemPtr<T> dst, const T* src, int64_t ld, int n0, int n_valid, int64_t cols) {
+  if (kAuditInteriorPath || (load_cols(cols) == kD && n0 + kRows <= n_valid))
+    dev::load_tile_rows_async<kRows, kD, kThreads, true>(dst, src, ld, kRows, kD);
+  else
+    dev::load_tile_rows_async<kRows, kD, kThreads, false>(dst, src, ld, n_valid - n0, load_cols(cols));
+}
+
 template <typename T, int kD>
 struct FwdTraits {
   // Two 16-row m-tiles per warp up to D 64, so that each K/V fragment feeds two MMAs and the loop's
@@ -116,25 +127,15 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       p.key_padding_mask != nullptr ? 0 : dev::min(n_valid, static_cast<int>(causal_end(p, b, m0)));
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
 
-  // Key tiles wholly inside the valid keys (and every column a whole chunk) load without predicates.
   // Tiles load in order, so the sources are pointers stepped a tile at a time (no per-tile multiply).
-  const bool k_cols_whole = load_cols(p.D) == kD, v_cols_whole = load_cols(p.Dv) == kD;
   const T* k_src = kg;
   const T* v_src = vg;
   auto load_k = [&](int t) {
-    const int n0 = t * kBN;
-    if (kAuditInteriorPath || (k_cols_whole && n0 + kBN <= n_valid))
-      dev::load_tile_rows_async<kBN, kD, kThreads, true>(Ks, k_src, p.k_stride_l, kBN, kD);
-    else
-      dev::load_tile_rows_async<kBN, kD, kThreads, false>(Ks, k_src, p.k_stride_l, n_valid - n0, load_cols(p.D));
+    load_key_tile<kBN, kD>(Ks, k_src, p.k_stride_l, t * kBN, n_valid, p.D);
     k_src += kBN * p.k_stride_l;
   };
   auto load_v = [&](int t) {
-    const int n0 = t * kBN;
-    if (kAuditInteriorPath || (v_cols_whole && n0 + kBN <= n_valid))
-      dev::load_tile_rows_async<kBN, kD, kThreads, true>(Vs, v_src, p.v_stride_l, kBN, kD);
-    else
-      dev::load_tile_rows_async<kBN, kD, kThreads, false>(Vs, v_src, p.v_stride_l, n_valid - n0, load_cols(p.Dv));
+    load_key_tile<kBN, kD>(Vs, v_src, p.v_stride_l, t * kBN, n_valid, p.Dv);
     v_src += kBN * p.v_stride_l;
   };
 
@@ -511,21 +512,10 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(
   dev::SmemPtr<T> Vs = Ks + 2 * kBN * kP;   // [2] stages
   const T* kg = static_cast<const T*>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
   const T* vg = static_cast<const T*>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
-  // As the forward: tiles inside the valid keys with whole chunks load without predicates.
-  const bool k_cols_whole = load_cols(p.D) == kD, v_cols_whole = load_cols(p.Dv) == kD;
   auto load_kv = [&](int t, int buf) {
     const int n0 = t * kBN;
-    const T* ks = kg + n0 * p.k_stride_l;
-    const T* vs = vg + n0 * p.v_stride_l;
-    if (kAuditInteriorPath || (k_cols_whole && v_cols_whole && n0 + kBN <= n_valid)) {
-      dev::load_tile_rows_async<kBN, kD, kThreads, true>(Ks + buf * kBN * kP, ks, p.k_stride_l, kBN, kD);
-      dev::load_tile_rows_async<kBN, kD, kThreads, true>(Vs + buf * kBN * kP, vs, p.v_stride_l, kBN, kD);
-    } else {
-      dev::load_tile_rows_async<kBN, kD, kThreads, false>(Ks + buf * kBN * kP, ks, p.k_stride_l, n_valid - n0,
-                                                          load_cols(p.D));
-      dev::load_tile_rows_async<kBN, kD, kThreads, false>(Vs + buf * kBN * kP, vs, p.v_stride_l, n_valid - n0,
-                                                          load_cols(p.Dv));
-    }
+    load_key_tile<kBN, kD>(Ks + buf * kBN * kP, kg + n0 * p.k_stride_l, p.k_stride_l, n0, n_valid, p.D);
+    load_key_tile<kBN, kD>(Vs + buf * kBN * kP, vg + n0 * p.v_stride_l, p.v_stride_l, n0, n_valid, p.Dv);
   };
   const int q_rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
   if (n_tiles > 0) {
