@@ -168,6 +168,36 @@ def test_gqa_packed_forward_matches_reference(shape, masking, causal, dtype, dev
     assert torch.equal(ours[0].detach(), again)
 
 
+# The sm_80 forward (flash_kernels.cuh): CTAs of 128 query rows (two 16-row m-tiles per warp) up to head
+# dim 64, of 64 rows above. Long key sides run its interior-tile loop (tiles every row of the CTA sees
+# whole: no per-key checks, unpredicated loads) and then the boundary loop (the last tile, the causal
+# diagonal, masks); lengths and masks move the split; Dv 24 < kD leaves V's columns partial. The dq
+# kernel has the same split, and the dK/dV kernel reads each step's row statistics a step ahead.
+AMPERE_SHAPES = [(2, 300, 700, 2, 1, 64, 64), (1, 130, 650, 4, 2, 128, 128), (1, 70, 300, 2, 1, 32, 24)]
+
+
+@pytest.mark.parametrize("device", [d for d in DEVICES if d == "emulated_sm80"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masking", ["none", "both"])
+@pytest.mark.parametrize("shape", AMPERE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_ampere_forward_row_tiles_and_interior_loop(shape, masking, causal, dtype, device):
+    B, Lq, Lk, H, Hkv, D, Dv = shape
+    q, k, v, kl, m = make_inputs(shape, masking, device, seed=sum(shape) * 7 + causal)
+    g_out = torch.randn(B, Lq, H, Dv, dtype=torch.float64, generator=torch.Generator().manual_seed(6)).to(device)
+    mmkernels.testing.emulated_kernel_launches()
+    ours = grads_of(mmkernels.cross_attention, q, k, v, kl, m, dtype, g_out, is_causal=causal)
+    fwd = [g for n, g in mmkernels.testing.emulated_kernel_launches(grids=True) if "flash_fwd_kernel" in n]
+    assert fwd == [(math.ceil(Lq / (128 if max(D, Dv) <= 64 else 64)), H, B)], fwd
+    ref = grads_of(R.cross_attention, q, k, v, kl, m, torch.float64, g_out, is_causal=causal)
+    plain = grads_of(R.cross_attention, q, k, v, kl, m, dtype, g_out, is_causal=causal)
+    for name, o, p, r in zip(("out", "dq", "dk", "dv"), ours, plain, ref):
+        assert_within_budget(o, p, r, name, dtype)
+    again = grads_of(mmkernels.cross_attention, q, k, v, kl, m, dtype, g_out, is_causal=causal)
+    for a, b in zip(ours, again):
+        assert torch.equal(a, b)
+
+
 # Causal with Lq < Lk (cross/decoding), Lq > Lk (leading rows see no key: zeros), Lq == Lk; head dims
 # of the tensor-core kernels and an odd one; tiles larger than one block so whole tiles are skipped.
 CAUSAL_SHAPES = [(2, 70, 130, 4, 2, 64, 64), (2, 130, 70, 2, 1, 32, 48), (1, 97, 97, 2, 2, 40, 40),
