@@ -44,7 +44,7 @@ MMK_DEVICE void load_tile_async(SmemPtr<T> dst, const T* src, int64_t ld, int va
 }
 
 // load_tile_async with fewer live registers, for a kernel that loads a tile per loop step (the attention
-// forward's K and V): eight threads (four where a row's chunks do not divide by eight) share a row, 128
+// kernels' K and V tiles): eight threads (four where a row's chunks do not divide by eight) share a row, 128
 // contiguous bytes per warp instruction and row, and a thread's chunks of a row sit at constant offsets
 // from one row pointer stepped by a constant per pass: two 64-bit registers instead of one per chunk.
 // kWhole: every row and column is valid (an interior tile), no per-chunk predicates.
