@@ -16,7 +16,7 @@
 // Backward: flash_di_kernel computes D_i = rowsum(dO * O); flash_dkdv_kernel owns kBlockN = 64 keys
 // of one (batch, kv head) and loops over the GQA group's query heads and all query tiles in a fixed
 // order, recomputing P^T from the log-sum-exp (S^T = K Q^T, so each warp's 16 keys are the rows of
-// its dK/dV accumulators; each step's row statistics are read a step ahead, off the barrier path);
+// its dK/dV accumulators; each step's row statistics come by cp.async a step ahead, with its Q and dO);
 // flash_dq_kernel is a separate pass over key tiles per query tile, with interior tiles in a loop of
 // their own as in the forward. No atomics: the results are deterministic.
 //
@@ -82,14 +82,15 @@ struct BwdTraits {
   static constexpr int kBlockN = 16 * kWarps;          // dK/dV kernel: keys per CTA
   // dK/dV kernel: query rows per step. The per-warp register file holds dK and dV (16 x kD floats
   // each, or one of them when split) plus S^T and dP^T (16 x kBlockM): smaller steps for wider heads
-  // keep it within 255 registers without spills (kernel audit).
-  static constexpr int kBlockM = kD <= 64 ? 64 : (kD <= 96 ? 32 : 16);
+  // keep it within 255 registers without spills (kernel audit; 32 rows at D 128 fit once the row
+  // statistics came through shared memory instead of registers).
+  static constexpr int kBlockM = kD <= 64 ? 64 : (kD <= 128 ? 32 : 16);
   static constexpr int kPitch = dev::tile_pitch<kD>();
   // dK and dV accumulators together (2 x 16 x kD floats per warp) would spill above 128: then two
   // passes, dV first (needs only P), then dK.
   static constexpr bool kSplitDkDv = kD > 128;
   static constexpr size_t kDkDvSmemBytes =
-      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + sizeof(float) * 2 * 4 * kBlockM;
+      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + (sizeof(double) + 4 * sizeof(float)) * 2 * kBlockM;
   // dQ kernel: query rows per CTA and keys per step
   static constexpr int kDqBlockM = 16 * kWarps;
   static constexpr int kDqBlockN = kD <= 128 ? 64 : (kD <= 192 ? 32 : 16);  // dQ acc 16 x kD per warp
@@ -318,9 +319,11 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_di_kernel(const CrossAttention
 MMK_DEVICE double saved_lse(const CrossAttentionParams& p, int64_t b, int64_t h, int64_t row) {
   return row < p.Lq ? static_cast<const double*>(p.lse)[(b * p.H + h) * p.Lq + row] : -INFINITY;
 }
-// ... in the log2 domain as float hi + lo (empty: the row has no valid key, or lies beyond Lq).
+// A saved log-sum-exp in the log2 domain as float hi + lo (empty: the row has no valid key, or lies
+// beyond Lq).
+MMK_DEVICE Lse lse_log2(double saved) { return Lse(saved, kLog2eD); }
 MMK_DEVICE Lse lse_log2(const CrossAttentionParams& p, int64_t b, int64_t h, int64_t row) {
-  return Lse(saved_lse(p, b, h, row), kLog2eD);
+  return lse_log2(saved_lse(p, b, h, row));
 }
 // One query row's D_i (flash_di_kernel), 0 beyond Lq.
 MMK_DEVICE float row_di(const CrossAttentionParams& p, const float* Di, int64_t b, int64_t h, int64_t row) {
@@ -350,10 +353,14 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   dev::SmemPtr<T> Vs = Ks + kBN * kP;
   dev::SmemPtr<T> Qs = Vs + kBN * kP;       // [2] stages
   dev::SmemPtr<T> dOs = Qs + 2 * kBM * kP;  // [2] stages
-  // Row statistics of a step's query tile, [2] stages of [4][kBM]: lse hi, lo, D_i, causal end.
-  dev::SmemPtr<float> stats_s = (dOs + 2 * kBM * kP).template cast<float>();
+  // Row statistics of a step's query tile, [2] stages each: the saved log-sum-exp (float64, as loaded),
+  // D_i, and what the step reads: the log-sum-exp in the log2 domain as hi + lo, and the causal end.
+  dev::SmemPtr<double> lse_s = (dOs + 2 * kBM * kP).template cast<double>();
+  dev::SmemPtr<float> di_s = (lse_s + 2 * kBM).template cast<float>();
+  dev::SmemPtr<float> hi_s = di_s + 2 * kBM, lo_s = hi_s + 2 * kBM;
+  dev::SmemPtr<int> end_s = (lo_s + 2 * kBM).template cast<int>();
   // Causal: only query tiles holding a row that sees the first key of this tile (row >= n0 - offset).
-  const int64_t diag = p.causal ? causal_offset(p, b) : 0;  // read once (kv_lengths), not per step
+  const int diag = p.causal ? static_cast<int>(causal_offset(p, b)) : 0;  // read once (kv_lengths), not per step
   const int q_first = p.causal ? static_cast<int>(dev::max<int64_t>(0, n0 - diag)) / kBM : 0;
   const int q_tiles = static_cast<int>(dev::ceil_div<int64_t>(p.Lq, kBM)) - q_first;
   const int steps = q_tiles > 0 ? static_cast<int>(group) * q_tiles : 0;
@@ -363,6 +370,10 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
                                                   hk * p.k_stride_h, p.k_stride_l, key_rows, load_cols(p.D));
   dev::load_tile_async<kBN, kD, kThreads>(Vs, static_cast<const T*>(p.v) + b * p.v_stride_b + n0 * p.v_stride_l +
                                                   hk * p.v_stride_h, p.v_stride_l, key_rows, load_cols(p.Dv));
+  // A step's Q and dO tiles and its rows' saved statistics, all by cp.async in one group issued a step
+  // ahead: no registers held across the step, no loads right before a barrier. Each thread converts
+  // the row it loaded (convert) at the end of the step before, once its group has landed.
+  static_assert(kBM <= kThreads, "one statistics row per thread");
   auto load_q = [&](int step, int buf) {
     const int64_t h = hk * group + step / q_tiles, m0 = int64_t(q_first + step % q_tiles) * kBM;
     const int rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
@@ -372,34 +383,26 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
     dev::load_tile_async<kBM, kD, kThreads>(dOs + buf * kBM * kP, static_cast<const T*>(p.grad_out) +
                                                 b * p.do_stride_b + m0 * p.do_stride_l + h * p.do_stride_h,
                                             p.do_stride_l, rows, load_cols(p.Dv));
+    const int i = dev::thread_rank();
+    if (i < kBM) {  // rows past Lq: zero-filled, and never read as statistics (row_stats below)
+      const int64_t at = (b * p.H + h) * p.Lq + (i < rows ? m0 + i : 0);
+      dev::cp_async<8>(lse_s + buf * kBM + i, static_cast<const double*>(p.lse) + at, i < rows ? 8 : 0);
+      dev::cp_async<4>(di_s + buf * kBM + i, Di + at, i < rows ? 4 : 0);
+    }
+  };
+  auto convert = [&](int step) {
+    const int i = dev::thread_rank(), st = (step & 1) * kBM + i;
+    if (i >= kBM) return;
+    const int64_t row = int64_t(q_first + step % q_tiles) * kBM + i;
+    const Lse lse2 = lse_log2(row < p.Lq ? lse_s[st] : -INFINITY);  // as saved_lse (past Lq: zero-filled)
+    hi_s[st] = lse2.hi;
+    lo_s[st] = lse2.lo;
+    end_s[st] = static_cast<int>(causal_end_at(p, diag, row));
   };
   load_q(0, 0);
   dev::cp_async_commit();
-  // A step's row statistics, one row per thread: read from global memory into registers at the top of
-  // the step before (fetch), stored to their stage after that step's GEMMs (store), so the loads'
-  // latency hides behind the GEMMs instead of stalling the barrier that opens the step.
-  static_assert(kBM <= kThreads, "one row per thread");
-  struct RowStats {
-    double lse;
-    float di;
-  };
-  auto fetch = [&](int step) {
-    const int i = dev::thread_rank();
-    const int64_t h = hk * group + step / q_tiles, row = int64_t(q_first + step % q_tiles) * kBM + i;
-    return i < kBM ? RowStats{saved_lse(p, b, h, row), row_di(p, Di, b, h, row)} : RowStats{-INFINITY, 0.f};
-  };
-  auto store = [&](int step, const RowStats& st) {
-    const int i = dev::thread_rank();
-    if (i >= kBM) return;
-    const int64_t row = int64_t(q_first + step % q_tiles) * kBM + i;
-    const dev::SmemPtr<float> st_s = stats_s + (step & 1) * 4 * kBM;
-    const Lse lse2(st.lse, kLog2eD);
-    st_s[i] = lse2.hi;
-    st_s[kBM + i] = lse2.lo;
-    st_s[2 * kBM + i] = st.di;
-    (st_s + 3 * kBM).template cast<int>()[i] = static_cast<int>(causal_end_at(p, diag, row));
-  };
-  store(0, fetch(0));
+  dev::cp_async_wait<0>();
+  convert(0);  // published by the first step's barrier
 
   // This warp's 16 keys: rows of S^T, dK and dV.
   const int kr0 = warp * 16;
@@ -416,15 +419,10 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   dev::zero(dv);
   for (int step = 0; step < steps; ++step) {
     const int buf = step & 1;
-    RowStats next{};
     if (step + 1 < steps) {
       load_q(step + 1, buf ^ 1);
       dev::cp_async_commit();
-      next = fetch(step + 1);
     }
-    const dev::SmemPtr<const float> lse_hi_s = stats_s + buf * 4 * kBM, lse_lo_s = lse_hi_s + kBM,
-                                    di_s = lse_lo_s + kBM;
-    const dev::SmemPtr<const int> end_s = (di_s + kBM).template cast<const int>();
     if (step + 1 < steps) dev::cp_async_wait<1>();
     else dev::cp_async_wait<0>();
     dev::sync_threads();
@@ -437,9 +435,9 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
     for (int j = 0; j < kNT; ++j)
       MMK_UNROLL
       for (int e = 0; e < 4; ++e) {
-        const int col = j * 8 + 2 * tq + (e & 1);
+        const int col = buf * kBM + j * 8 + 2 * tq + (e & 1);
         const bool visible = my_key[e / 2] < end_s[col];
-        pt[j][e] = prob(pt[j][e], scale_log2, Lse::parts(lse_hi_s[col], lse_lo_s[col]), visible);
+        pt[j][e] = prob(pt[j][e], scale_log2, Lse::parts(hi_s[col], lo_s[col]), visible);
       }
     if constexpr (kWantV) {  // dV += P^T dO
       MMK_UNROLL
@@ -457,7 +455,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
       MMK_UNROLL
       for (int j = 0; j < kNT; ++j)
         MMK_UNROLL
-        for (int e = 0; e < 4; ++e) dpt[j][e] = pt[j][e] * (dpt[j][e] - di_s[j * 8 + 2 * tq + (e & 1)]);
+        for (int e = 0; e < 4; ++e) dpt[j][e] = pt[j][e] * (dpt[j][e] - di_s[buf * kBM + j * 8 + 2 * tq + (e & 1)]);
       MMK_UNROLL
       for (int kk = 0; kk < kBM / 16; ++kk) {
         uint32_t a[4];
@@ -465,15 +463,18 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
         dev::mma_b_kmajor<kDT, T>(dk, a, Qt, kP, kk * 16, 0);
       }
     }
-    if (step + 1 < steps) store(step + 1, next);  // its stage was last read in step - 1
+    if (step + 1 < steps) {  // the next step's group has had this step to land
+      dev::cp_async_wait<0>();
+      convert(step + 1);
+    }
     dev::sync_threads();
   }
   const float scale = static_cast<float>(p.scale);
   MMK_UNROLL
   for (int r = 0; r < 2; ++r) {
-    const int64_t key = n0 + kr0 + g + 8 * r;
-    if (key >= p.Lk) continue;
-    const int64_t base = (b * p.Lk + key) * p.Hkv + hk;
+    const int kr = kr0 + g + 8 * r;  // this thread's key within the tile (32-bit: nothing 64-bit kept live)
+    if (kr >= p.Lk - n0) continue;
+    const int64_t base = (b * p.Lk + n0 + kr) * p.Hkv + hk;
     MMK_UNROLL
     for (int dt = 0; dt < kDT; ++dt) {
       const int d = dt * 8 + 2 * tq;
