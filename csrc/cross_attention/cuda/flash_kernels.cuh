@@ -61,6 +61,17 @@ MMK_DEVICE void load_key_tile(dev::SmemPtr<T> dst, const T* src, int64_t ld, int
     dev::load_tile_rows_async<kRows, kD, kThreads, false>(dst, src, ld, n_valid - n0, load_cols(cols));
 }
 
+// How many leading key tiles (of kBN keys, of the n_tiles a CTA visits) every row of a CTA whose
+// first query row is m0 sees whole: no padding mask, below that row's causal end (the CTA's fewest
+// keys) and the n_valid keys. The forward and dq kernels run them in their interior loop, without
+// per-key checks.
+template <int kBN>
+MMK_DEVICE int interior_tiles(const CrossAttentionParams& p, int64_t b, int64_t m0, int n_valid, int n_tiles) {
+  if (kAuditInteriorPath) return n_tiles;
+  if (p.key_padding_mask != nullptr) return 0;
+  return dev::min(n_tiles, dev::min(n_valid, static_cast<int>(causal_end(p, b, m0))) / kBN);
+}
+
 template <typename T, int kD>
 struct FwdTraits {
   // Two 16-row m-tiles per warp up to D 64, so that each K/V fragment feeds two MMAs and the loop's
@@ -122,10 +133,6 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
   // Causal: key tiles above the tile's last row's diagonal are skipped, not computed and masked.
   const int kv_end = dev::min(n_valid, static_cast<int>(causal_end(p, b, m0 + q_rows - 1)));
   const int n_tiles = dev::ceil_div(kv_end, kBN);
-  // Key tiles below this bound are visible to every row of the CTA (its first row sees the fewest
-  // keys) and hold no padding mask: no per-key checks there, a uniform branch per tile.
-  const int interior_end =
-      p.key_padding_mask != nullptr ? 0 : dev::min(n_valid, static_cast<int>(causal_end(p, b, m0)));
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
 
   // Tiles load in order, so the sources are pointers stepped a tile at a time (no per-tile multiply).
@@ -272,7 +279,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_fwd_kernel(const CrossAttentio
       dev::mma_b_kmajor<kMT, kDT, T>(o, a, Vs, kP, kk * 16, 0);
     }
   };
-  const int n_interior = kAuditInteriorPath ? n_tiles : dev::min(n_tiles, interior_end / kBN);
+  const int n_interior = interior_tiles<kBN>(p, b, m0, n_valid, n_tiles);
   int t = 0;
   for (; t < n_interior; ++t) tile(t, std::true_type{});
   for (; t < n_tiles; ++t) tile(t, std::false_type{});
@@ -536,10 +543,6 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(
     lse2[r] = lse_log2(p, b, h, row);
     di[r] = row_di(p, Di, b, h, row);
   }
-  // Key tiles below this bound are visible to every row of the CTA with no padding mask (as the
-  // forward's interior tiles): no per-key checks.
-  const int interior_end =
-      p.key_padding_mask != nullptr ? 0 : dev::min(n_valid, static_cast<int>(causal_end(p, b, m0)));
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
   float dq[kDT][4];
   dev::zero(dq);
@@ -593,7 +596,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(
     }
     dev::sync_threads();
   };
-  const int n_interior = kAuditInteriorPath ? n_tiles : dev::min(n_tiles, interior_end / kBN);
+  const int n_interior = interior_tiles<kBN>(p, b, m0, n_valid, n_tiles);
   int t = 0;
   for (; t < n_interior; ++t) tile(t, std::true_type{});
   for (; t < n_tiles; ++t) tile(t, std::false_type{});
