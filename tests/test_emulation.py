@@ -30,6 +30,7 @@ BROKEN = {
     "mismatched_shuffle": ["lanes of a warp disagree", "shfl"],
     "cp_async_no_wait": ["read before cp.async completed"],
     "missing_syncwarp": ["shared-memory race", "no barrier in between"],
+    "flag_wait_on_later_block": ["global flag wait no earlier block satisfies", "thread (0,0,0) waits for 1"],
     # sm_90a (selftest_sm90.cpp): TMA, wgmma, mbarriers, named barriers
     "tma_read_before_wait": ["read before the TMA that fills it completed", "mbarrier phase"],
     "wgmma_operand_overwritten": ["write while a wgmma reads it", "thread (0,0,0) writes shared offset 0"],
@@ -41,6 +42,7 @@ BROKEN = {
     "mbarrier_init_not_visible": ["before its initialization is visible", "initialized by thread (0,0,0)"],
     "named_barrier_never_arrived": ["deadlock", "named barrier 1"],
     "stage_released_before_read": ["write after read", "a TMA issued by thread (0,0,0)", "read by thread (32,0,0)"],
+    "broadcast_released_by_one_warp": ["write after read", "thread (0,0,0) writes shared offset 0", "read by thread ("],
 }
 ASAN = os.environ.get("MMKERNELS_EMULATION_SANITIZE") == "address"
 

@@ -15,6 +15,7 @@
 //   mma_m16n8k16<bf16|half>(d, a, b, c)                                 tensor cores
 //   to_float  from_float<T>  pack2<T>  mul_rn  exp2_fast                conversions and math
 //   store16(dst, U32x4)                                                 a 16-byte global store
+//   wait_flag(flag, v)  set_flag(flag, v)                               CTA-to-CTA hand-offs (global acquire / release)
 //   elect_one_sync  named_barrier_sync/arrive  setmaxnreg_inc/dec<N>    sm_90a warp specialization
 //   mbarrier_init/arrive/arrive_expect_tx/expect_tx/wait  fence_barrier_init  fence_proxy_async
 //   warpgroup_arrive/commit_batch/wait<N>                               wgmma synchronization

@@ -170,6 +170,19 @@ MMK_DEVICE float exp2_fast(float x) {
   return y;
 }
 
+// A hand-off between CTAs through a global flag: wait_flag spins until *flag == value (acquire, GPU
+// scope), set_flag publishes the caller's earlier writes, then the value (release). The waiter's CTA
+// must be launched after the setter's (a lower linear block index), or the wait may never end.
+MMK_DEVICE void wait_flag(const int* flag, int value) {
+  int v;
+  do {
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(flag) : "memory");
+  } while (v != value);
+}
+MMK_DEVICE void set_flag(int* flag, int value) {
+  asm volatile("fence.acq_rel.gpu;\nst.release.gpu.global.b32 [%0], %1;\n" ::"l"(flag), "r"(value) : "memory");
+}
+
 // ---- sm_90a (Hopper): warp specialization, mbarriers, named barriers, wgmma synchronization, through
 // CUTLASS/CuTe's own device functions (the tensor-core and TMA operations are CuTe atoms, cute.h).
 // Compiled for sm_90a only where a kernel uses them.

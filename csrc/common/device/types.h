@@ -30,6 +30,11 @@ struct alignas(16) U32x4 {
   uint32_t x, y, z, w;
 };
 
+// Two floats moved as one 8-byte access (e.g. a pair of adjacent float32 columns in global memory).
+struct alignas(8) F32x2 {
+  float x, y;
+};
+
 #if defined(MMK_EMULATION)
 // The emulation has no toolkit headers: storage-only 16-bit types with the same bit layout.
 struct bf16 {

@@ -187,6 +187,12 @@ inline float mul_rn(float a, float b) { return a * b; }
 // 2^x. The device's ex2.approx differs from this by at most ~2^-22 relative.
 inline float exp2_fast(float x) { return std::exp2(x); }
 
+// CTA-to-CTA hand-offs (primitives_cuda.h). The emulation runs blocks one after another in launch
+// order, so a flag is either set by an earlier block or the wait depends on a later one (which a GPU
+// may never run alongside): reported.
+inline void wait_flag(const int* flag, int value, Site site = MMK_EMU_SITE) { emu::wait_flag(flag, value, site); }
+inline void set_flag(int* flag, int value) { *flag = value; }
+
 // ---- sm_90a (Hopper): warp specialization, mbarriers, named barriers, wgmma synchronization. The
 // tensor-core and TMA operations themselves are CuTe atoms (common/device/cute.h).
 inline bool elect_one_sync(Site site = MMK_EMU_SITE) { return emu::elect_one(kFullMask, site); }

@@ -203,13 +203,23 @@ bool ordered(const Launch& l, const Rec& prev, int tid) {
 
 int warp_of(const Launch& l, int who) { return who < static_cast<int>(l.threads.size()) ? who / kWarp : -1 - who; }
 
-void record_read(const Launch& l, Shadow& s, const Rec& me) {
+void record_read(Launch& l, Shadow& s, const Rec& me) {
   if (s.r_epoch != l.epoch) {
     s.r_epoch = l.epoch;
     s.r[0] = me;
     s.nr = 1;
     s.r_gen_min = me.gen;
-    s.flags &= ~kReadMultiWarp;
+    s.flags &= ~(kReadMultiWarp | kManyReaders);
+    return;
+  }
+  if (s.flags & kManyReaders) {  // every reader kept: the later read of each is the one a write must follow
+    std::vector<Rec>& all = l.many_readers[&s - l.shadow.data()];
+    for (Rec& r : all)
+      if (r.who == me.who) {
+        r = me;
+        return;
+      }
+    all.push_back(me);
     return;
   }
   if (s.r[0].who == me.who) {  // the common case: the same thread again
@@ -224,8 +234,17 @@ void record_read(const Launch& l, Shadow& s, const Rec& me) {
     }
   if (warp_of(l, s.r[0].who) != warp_of(l, me.who)) s.flags |= kReadMultiWarp;
   s.r_gen_min = std::min(s.r_gen_min, me.gen);
-  if (s.nr < kReaders) s.r[s.nr++] = me;
-  else s.nr = kReaders + 1;
+  if (s.nr < kReaders) {
+    s.r[s.nr++] = me;
+  } else {
+    s.nr = kReaders + 1;
+    if (l.vc_used) {  // vector clocks can order each reader: keep them all
+      std::vector<Rec>& all = l.many_readers[&s - l.shadow.data()];
+      all.assign(s.r, s.r + kReaders);
+      all.push_back(me);
+      s.flags |= kManyReaders;
+    }
+  }
 }
 
 // Whether every read of this epoch happens before thread `tid`'s write; else the first that does not
@@ -235,6 +254,11 @@ int unordered_reader(const Launch& l, const Shadow& s, int tid) {
     for (int i = 0; i < s.nr; ++i)
       if (!ordered(l, s.r[i], tid)) return s.r[i].who;
     return tid;  // all ordered
+  }
+  if (s.flags & kManyReaders) {
+    for (const Rec& r : l.many_readers.at(&s - l.shadow.data()))
+      if (!ordered(l, r, tid)) return r.who;
+    return tid;
   }
   // More readers than tracked: all in the writer's warp with a full __syncwarp since the first read.
   const ThreadState& t = *l.threads[tid];
@@ -399,41 +423,46 @@ void agent_write(int issuer, int agent, uint32_t clk, int64_t off, size_t n, Sit
 // made visible to it with fence.proxy.async); they are then in flight until the wait.
 void async_read_issue(int64_t off, size_t n, int first, Site site) {
   Launch& l = L();
-  struct Verdict {
-    uint32_t epoch, clk;
-    uint16_t who;
-    bool ok;
-  };
-  std::vector<Verdict> cache;  // the distinct writers of an operand are few
+  // TMA writes (an agent's clock names one TMA) found ordered are remembered for the block; thread
+  // writes are checked each time (a thread's (clock, sync-log position) may recur after a barrier).
+  std::vector<Rec>& known = l.wg_ordered[first / kWarpgroupThreads];
   auto ordered_for_all = [&](const Rec& w) {
-    for (const Verdict& v : cache)
-      if (v.who == w.who && v.clk == w.clk && v.epoch == l.epoch) return v.ok;
+    const bool agent = w.who >= l.threads.size();
+    if (agent)
+      for (const Rec& k : known)
+        if (k.who == w.who && k.clk == w.clk) return true;
     bool ok = true;
     for (int i = 0; i < kWarpgroupThreads && ok; ++i) ok = ordered(l, w, first + i);
-    cache.push_back({l.epoch, w.clk, w.who, ok});
+    if (ok && agent) {
+      if (known.size() >= 64) known.erase(known.begin());
+      known.push_back(w);
+    }
     return ok;
   };
-  const std::string who = "the wgmma of warpgroup " + std::to_string(first / kWarpgroupThreads) + site_str(site);
   bool reported = false;
   for (size_t i = 0; i < n; ++i) {
     Shadow& s = l.shadow[off + i];
     if (s.async_readers == 255) fatal("more than 255 wgmma operands in flight over shared offset " + std::to_string(off + i));
     s.async_readers++;
     if (reported) continue;
-    const std::string at = who + " reads shared offset " + std::to_string(off + i);
+    // Built only for a report (this runs for every operand byte).
+    const auto at = [&] {
+      return "the wgmma of warpgroup " + std::to_string(first / kWarpgroupThreads) + site_str(site) +
+             " reads shared offset " + std::to_string(off + i);
+    };
     if (s.flags & kPending) {
-      report("shared-memory race (wgmma reads before cp.async completed): " + at + ", the destination of a cp.async by " +
+      report("shared-memory race (wgmma reads before cp.async completed): " + at() + ", the destination of a cp.async by " +
              who_str(s.w.who) + " not yet waited for");
       reported = true;
     } else if (s.w_epoch < l.block_epoch) {
-      report("uninitialized shared-memory read: " + at + ", never written in this block");
+      report("uninitialized shared-memory read: " + at() + ", never written in this block");
       reported = true;
     } else if (s.w_epoch == l.epoch && !ordered_for_all(s.w)) {
       report(std::string("shared-memory race (") + (s.flags & kAgentWrite ? "wgmma reads before the TMA that fills it completed" : "read after write") +
-             "): " + at + " written by " + who_str(s.w.who) + ", not ordered before the issue for every thread of the warpgroup");
+             "): " + at() + " written by " + who_str(s.w.who) + ", not ordered before the issue for every thread of the warpgroup");
       reported = true;
     } else if (!(s.flags & kAgentWrite) && s.w.who < l.threads.size() && l.threads[s.w.who]->proxy_fences == s.w_fence) {
-      report("generic-proxy write not visible to the async proxy: " + at + " written by " + thread_str(s.w.who) +
+      report("generic-proxy write not visible to the async proxy: " + at() + " written by " + thread_str(s.w.who) +
              " with no fence.proxy.async after the write (wgmma and TMA read shared memory through the async proxy)");
       reported = true;
     }
@@ -697,6 +726,8 @@ void diagnose_deadlock() {
 
 void run_block(Launch& l) {
   l.block_serial++;
+  l.many_readers.clear();
+  for (auto& known : l.wg_ordered) known.clear();
   l.epoch++;
   l.block_epoch = l.epoch;
   l.barrier_arrived = 0;
@@ -761,6 +792,13 @@ Error config_error(const std::string& what) {
 using namespace detail;
 
 Dim3 thread_idx() { return cur().idx; }
+void wait_flag(const int* flag, int value, Site site) {
+  if (*flag == value) return;
+  report("global flag wait no earlier block satisfies: " + thread_str(cur().tid) + " waits for " + std::to_string(value) +
+         " at " + std::to_string(reinterpret_cast<uintptr_t>(flag)) + ", which holds " + std::to_string(*flag) +
+         " (blocks run in launch order here; on a GPU this waits on a later block or forever)" + site_str(site));
+}
+
 Dim3 block_idx() { return L().block_idx; }
 Dim3 block_dim() { return L().block; }
 Dim3 grid_dim() { return L().grid; }

@@ -29,6 +29,7 @@ Dim3 grid_dim();
 
 void sync_threads(Site site);
 void sync_warp(uint32_t mask, Site site);
+void wait_flag(const int* flag, int value, Site site);
 
 enum class ShflMode : int { Idx, Up, Down, Xor };
 uint64_t shfl(ShflMode mode, uint32_t mask, uint64_t value, int arg, int width, Site site);

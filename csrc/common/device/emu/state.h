@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -69,7 +70,10 @@ struct Shadow {
   uint8_t flags = 0;
   uint8_t async_readers = 0;  // wgmma operands in flight over this byte
 };
-constexpr uint8_t kReadMultiWarp = 1, kPending = 2, kAgentWrite = 4;
+// kManyReaders: more than kReaders readers in a block that synchronizes by vector clocks (sm_90
+// mbarriers, named barriers): Launch::many_readers holds every one of them, so a write is checked
+// against each (a producer's statistics read by every consumer thread, released per warp).
+constexpr uint8_t kReadMultiWarp = 1, kPending = 2, kAgentWrite = 4, kManyReaders = 8;
 
 struct ThreadState {
   int tid = 0;
@@ -183,6 +187,10 @@ struct Launch {
   std::vector<uint8_t> arena;  // shared memory (+ alignment slack)
   uint8_t* smem = nullptr;
   std::vector<Shadow> shadow;
+  std::unordered_map<int64_t, std::vector<Rec>> many_readers;  // shared offset -> its readers (kManyReaders)
+  // Per warpgroup, TMA writes (agent, clock) known ordered before every one of its threads: clocks only
+  // grow within a block, so a yes stays a yes (async_read_issue's cache).
+  std::vector<Rec> wg_ordered[kMaxWarpgroups];
   alignas(16) uint8_t sink[64] = {};
   int barrier_arrived = 0, exited = 0;
   Site barrier_site;

@@ -91,6 +91,20 @@ MMK_GLOBAL void missing_syncwarp(float* out, bool fixed) {
   out[t] = s[t ^ 1];
 }
 
+// Two blocks hand off through a global flag (wait_flag / set_flag); broken, block 0 waits for block 1's,
+// a dependency on a later block (a GPU need not run the two together: it may never end).
+MMK_GLOBAL void flag_wait_on_later_block(int* flag, float* out, bool fixed) {
+  const int t = thread_rank(), waiter = fixed ? 1 : 0;
+  if (static_cast<int>(block_idx().x) == waiter) {
+    if (t == 0) wait_flag(flag, 1);
+    sync_threads();
+    out[t] = 1.f;
+  } else {
+    sync_threads();
+    if (t == 0) set_flag(flag, 1);
+  }
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::tuple<uint32_t, uint32_t, uint32_t>>> launch_log() {
@@ -102,7 +116,8 @@ std::vector<std::pair<std::string, std::tuple<uint32_t, uint32_t, uint32_t>>> la
 std::vector<std::string> selftest_names() {
   std::vector<std::string> names = {"missing_barrier",    "smem_off_by_one",    "divergent_barrier",
                                     "global_oob",         "uninitialized_read", "absent_lanes",
-                                    "mismatched_shuffle", "cp_async_no_wait",   "missing_syncwarp"};
+                                    "mismatched_shuffle", "cp_async_no_wait",   "missing_syncwarp",
+                                    "flag_wait_on_later_block"};
   for (const std::string& n : sm90_selftest_names()) names.push_back(n);
   return names;
 }
@@ -112,6 +127,7 @@ std::string run_selftest(const std::string& name, bool fixed) {
   // Heap buffers of exactly kThreads floats, so AddressSanitizer sees an overrun.
   std::unique_ptr<float[]> in(new float[kThreads]), out(new float[kThreads]);
   for (int i = 0; i < kThreads; ++i) in[i] = static_cast<float>(i);
+  int flag = 0;
   const Dim3 grid{2, 1, 1}, block{kThreads, 1, 1};
   const size_t smem = kThreads * sizeof(float);
   Error e;
@@ -124,6 +140,7 @@ std::string run_selftest(const std::string& name, bool fixed) {
   else if (name == "mismatched_shuffle") e = MMK_LAUNCH(mismatched_shuffle, grid, block, 0, nullptr, out.get(), fixed);
   else if (name == "cp_async_no_wait") e = MMK_LAUNCH(cp_async_no_wait, grid, block, smem, nullptr, in.get(), out.get(), fixed);
   else if (name == "missing_syncwarp") e = MMK_LAUNCH(missing_syncwarp, grid, block, smem, nullptr, out.get(), fixed);
+  else if (name == "flag_wait_on_later_block") e = MMK_LAUNCH(flag_wait_on_later_block, grid, block, 0, nullptr, &flag, out.get(), fixed);
   else TORCH_CHECK_VALUE(false, "unknown emulation self-test '", name, "'");
   return e == kSuccess ? std::string() : std::string(error_string(e));
 }

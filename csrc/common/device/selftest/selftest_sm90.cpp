@@ -190,13 +190,41 @@ MMK_GLOBAL void stage_released_before_read(MMK_GRID_CONSTANT const Args p) {
   }
 }
 
+// A producer's generic writes (a stage's row statistics) are read by threads of several consumer warps;
+// only one warp releases the stage, so the producer's rewrite races with the other warps' reads. Fixed:
+// every consumer warp releases it (read, __syncwarp, one lane arrives), and the checker orders each of
+// the many readers through the vector clocks.
+MMK_GLOBAL void broadcast_released_by_one_warp(MMK_GRID_CONSTANT const Args p) {
+  const Smem s = smem();
+  const SmemPtr<float> words = s.base.cast<float>();
+  if (thread_rank() == 0) {
+    mbarrier_init(s.bar(0), 1);                // full: the producer
+    mbarrier_init(s.bar(1), p.fixed ? 3 : 1);  // empty: consumer warps 1-3 (broken: warp 1 alone)
+    fence_barrier_init();
+  }
+  sync_threads();
+  if (thread_rank() == 0) {
+    for (int i = 0; i < 4; ++i) words[i] = float(i);
+    mbarrier_arrive(s.bar(0));
+    mbarrier_wait(s.bar(1), 0);
+    for (int i = 0; i < 4; ++i) words[i] = float(i + 4);  // the stage's next round
+    mbarrier_arrive(s.bar(0));
+  } else if (warp_id() >= 1) {
+    mbarrier_wait(s.bar(0), 0);
+    p.out[thread_rank()] = words[thread_rank() % 4];
+    sync_warp();
+    if ((p.fixed || warp_id() == 1) && lane_id() == 0) mbarrier_arrive(s.bar(1));
+    mbarrier_wait(s.bar(0), 1);
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> sm90_selftest_names() {
   return {"tma_read_before_wait",      "wgmma_operand_overwritten", "wgmma_accumulator_read_early",
           "wgmma_missing_fence",       "missing_proxy_fence",       "mbarrier_phase_out_of_step",
           "mbarrier_tx_mismatch",      "mbarrier_init_not_visible", "named_barrier_never_arrived",
-          "stage_released_before_read"};
+          "stage_released_before_read", "broadcast_released_by_one_warp"};
 }
 
 bool run_sm90_selftest(const std::string& name, bool fixed, std::string* report) {
@@ -224,6 +252,7 @@ bool run_sm90_selftest(const std::string& name, bool fixed, std::string* report)
   MMK_SM90_SELFTEST(mbarrier_init_not_visible, wg)
   MMK_SM90_SELFTEST(named_barrier_never_arrived, two)
   MMK_SM90_SELFTEST(stage_released_before_read, wg)
+  MMK_SM90_SELFTEST(broadcast_released_by_one_warp, wg)
   else return false;
 #undef MMK_SM90_SELFTEST
   *report = e == kSuccess ? std::string() : std::string(error_string(e));
