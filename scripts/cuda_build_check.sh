@@ -60,7 +60,7 @@ print(f"[cuda-build] import ok; CUDA kernels registered for {len(ops)} ops: {', 
 PY
 )
 module="$(cd "$build_dir" && "$VENV/bin/python" -c 'import importlib.util as u; print(u.find_spec("mmkernels._C").origin)')"
-# The audit's yardsticks: CUTLASS's own Hopper GEMM and FMHA of our tiles, compiled in this run.
+# The audit's yardsticks: CUTLASS's own Hopper GEMM and FMHA (forward, backward) of our tiles, compiled in this run.
 cutlass_inc="$("$VENV/bin/python" -c "import importlib.util as u, os; print(os.path.join(u.find_spec('cutlass_library').submodule_search_locations[0], 'source', 'include'))")"
 t0=$(date +%s)
 "$NVCC" -std=c++17 -O3 -DNDEBUG -arch=sm_90a -cubin --expt-relaxed-constexpr -I"$cutlass_inc" \
@@ -68,11 +68,15 @@ t0=$(date +%s)
 "$NVCC" -std=c++17 -O3 -DNDEBUG -arch=sm_90a -cubin --expt-relaxed-constexpr -I"$cutlass_inc" \
   -I"$cutlass_inc/../examples/88_hopper_fmha" \
   -o "$build_dir/cutlass_sm90_fmha.cubin" "$ROOT/scripts/audit/cutlass_sm90_fmha.cu"
+"$NVCC" -std=c++17 -O3 -DNDEBUG -arch=sm_90a -cubin --expt-relaxed-constexpr -I"$cutlass_inc" \
+  -I"$cutlass_inc/../examples/88_hopper_fmha" \
+  -o "$build_dir/cutlass_sm90_fmha_bwd.cubin" "$ROOT/scripts/audit/cutlass_sm90_fmha_bwd.cu"
 # Our sm_80 attention kernels with their interior path alone (the audit counts those loops per HMMA).
 "$NVCC" -std=c++20 -O3 -DNDEBUG -arch=sm_80 -cubin --expt-relaxed-constexpr -I"$ROOT/csrc" -I"$cutlass_inc" \
   -o "$build_dir/ampere_interior.cubin" "$ROOT/scripts/audit/ampere_interior.cu"
-echo "[cuda-build] CUTLASS reference GEMM and FMHA, our sm_80 attention's interior paths compiled in $(( $(date +%s) - t0 ))s"
+echo "[cuda-build] CUTLASS reference GEMM and FMHA (fwd, bwd), our sm_80 attention's interior paths compiled in $(( $(date +%s) - t0 ))s"
 "$VENV/bin/python" "$ROOT/scripts/kernel_audit.py" "$module" --reference "$build_dir/cutlass_sm90_gemm.cubin" \
-  --attention-reference "$build_dir/cutlass_sm90_fmha.cubin" --ampere-interior "$build_dir/ampere_interior.cubin" \
+  --attention-reference "$build_dir/cutlass_sm90_fmha.cubin" \
+  --attention-bwd-reference "$build_dir/cutlass_sm90_fmha_bwd.cubin" --ampere-interior "$build_dir/ampere_interior.cubin" \
   ${AUDIT_MARKDOWN:+--markdown "$AUDIT_MARKDOWN"}
 echo "[cuda-build] done in $(( $(date +%s) - start ))s"

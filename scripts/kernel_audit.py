@@ -5,16 +5,18 @@ registers, stack/local memory (spills), static shared memory, code size, and cou
 instructions, and setmaxnreg (USETMAXREG), read from the machine code with cuobjdump.
 
     python scripts/kernel_audit.py [path/to/_C.so] [--markdown out.md] [--reference cutlass_gemm.cubin]
-                                   [--attention-reference cutlass_fmha.cubin] [--ampere-interior kernels.cubin]
+                                   [--attention-reference cutlass_fmha.cubin]
+                                   [--attention-bwd-reference cutlass_fmha_bwd.cubin] [--ampere-interior kernels.cubin]
 
 Main-loop instruction mix of the wgmma kernels: the innermost loop that holds HGMMA (a backward branch
 and its target bound it), its instructions other than HGMMA and NOP per HGMMA, next to the same figure
 of CUTLASS's own kernel of the same tile, built in the same run by scripts/cuda_build_check.sh: its
 warp-specialized GEMM (--reference, scripts/audit/cutlass_sm90_gemm.cu) for concat_linear, its Hopper
 FMHA forward (--attention-reference, scripts/audit/cutlass_sm90_fmha.cu: examples/88_hopper_fmha,
-head dim 128) for cross_attention. Fails when an sm_90a concat_linear GEMM lacks HGMMA or TMA, an
-sm_90a attention forward lacks HGMMA, TMA or setmaxnreg, or a figure exceeds 1.25x CUTLASS's (for
-attention: the head-dim-128 kernels, the reference's tile). With --ampere-interior (the sm_80 attention
+head dim 128) for cross_attention's forward, its FMHA backward (--attention-bwd-reference,
+scripts/audit/cutlass_sm90_fmha_bwd.cu) for the backward. Fails when an sm_90a concat_linear GEMM
+lacks HGMMA or TMA, an sm_90a attention kernel lacks HGMMA, TMA or setmaxnreg, or a figure exceeds
+1.25x CUTLASS's (for attention: the head-dim-128 kernels, the reference's tile). With --ampere-interior (the sm_80 attention
 kernels compiled with their interior path alone, scripts/audit/ampere_interior.cu), reports the
 forward's key loop (likewise innermost, with HMMA) and fails when it exceeds 3.0 non-MMA instructions
 per HMMA at head dim 128.
@@ -199,6 +201,10 @@ def sm90_attention(row) -> bool:
     return row["arch"] == "sm_90a" and row["kernel"].startswith("cuda::flash_sm90::flash_sm90_fwd_kernel")
 
 
+def sm90_attention_bwd(row) -> bool:
+    return row["arch"] == "sm_90a" and row["kernel"].startswith("cuda::flash_sm90::flash_sm90_bwd_kernel")
+
+
 # The kernel families held to CUTLASS's figure: (which kernels, the opcodes they must have, which of
 # them share the reference's tile and so its budget, reference option, what the reference is).
 FAMILIES = (
@@ -206,6 +212,8 @@ FAMILIES = (
      "CUTLASS CollectiveBuilder GEMM, 128x128x64 bf16, cooperative"),
     (sm90_attention, ("HGMMA", "UTMALDG", "USETMAXREG"), lambda r: re.search(r"Fwd<[^<>]*, 128>", r["kernel"]),
      "attention_reference", "CUTLASS examples/88_hopper_fmha forward, 128x128 hdim 128 fp16, cooperative"),
+    (sm90_attention_bwd, ("HGMMA", "UTMALDG", "USETMAXREG"), lambda r: re.search(r"Bwd<[^<>]*, 128>", r["kernel"]),
+     "attention_bwd_reference", "CUTLASS examples/88_hopper_fmha backward, 64x128 hdim 128 fp16, cooperative"),
 )
 
 
@@ -215,6 +223,8 @@ def main() -> int:
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("--reference", help="CUTLASS's GEMM cubin: the yardstick of concat_linear's main loops")
     ap.add_argument("--attention-reference", help="CUTLASS's FMHA cubin: the yardstick of the attention forward")
+    ap.add_argument("--attention-bwd-reference", help="CUTLASS's FMHA backward cubin: the yardstick of the sm_90a "
+                    "backward")
     ap.add_argument("--ampere-interior", help="scripts/audit/ampere_interior.cu compiled for sm_80: the interior "
                     f"loop of the sm_80 attention forward, held to {AMPERE_FWD_BUDGET} non-MMA per HMMA at D 128")
     args = ap.parse_args()

@@ -42,6 +42,12 @@ struct Lse {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr double kLog2eD = 1.4426950408889634, kLn2D = 0.6931471805599453;
 
+// The flash kernels' backward P = exp2(x - lse2) where the key and the row count, else 0; x = the
+// forward's rounded s * scale_log2 (the sm_80 and sm_90a kernels alike).
+MMK_DEVICE float prob(float s, float scale_log2, const Lse& lse2, bool key_valid) {
+  return (key_valid && !lse2.empty()) ? dev::exp2_fast(lse2.offset(dev::mul_rn(s, scale_log2))) : 0.f;
+}
+
 // A row's saved log-sum-exp (natural log, float64: common/dtype.h) from its max m (exp2 domain) and
 // final sum l, exact enough that the backward gets m + log2(l) back: -inf for a row with no valid
 // key, NaN stays NaN.

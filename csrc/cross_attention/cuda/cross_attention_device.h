@@ -83,7 +83,10 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> run_cross_attention_bwd(Cr
   at::Tensor Di = at::empty({p.B, p.H, p.Lq}, a.q.options().dtype(at::kFloat));
   dispatch_device_dtype(p.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    dev::check(cross_attention_backward<T>(p, Di.data_ptr<float>(), stream), "cross_attention backward kernels");
+    const int64_t bytes = cross_attention_backward_workspace<T>(p);
+    const at::Tensor workspace = bytes ? at::zeros({bytes}, a.q.options().dtype(at::kByte)) : at::Tensor();
+    dev::check(cross_attention_backward<T>(p, Di.data_ptr<float>(), bytes ? workspace.data_ptr() : nullptr, stream),
+               "cross_attention backward kernels");
   });
   return {g.dq, g.dk, g.dv};
 }

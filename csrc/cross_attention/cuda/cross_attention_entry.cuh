@@ -1,6 +1,6 @@
 // The entry points of the CUDA cross_attention kernels (torch-free; declared in cross_attention_entry.h,
 // parameters in cross_attention/params.h), a router: 16-bit calls the tensor-core kernels take go to
-// the Hopper forward (flash_sm90.cuh) or the mma.sync kernels (flash_kernels.cuh), everything else
+// the Hopper kernels (flash_sm90.cuh, flash_sm90_bwd.cuh) or the mma.sync kernels (flash_kernels.cuh), everything else
 // (float32 above all) to the tiled SIMT kernels (tiled_kernels.cuh). All are written on the
 // device-primitive layer, so the same source runs on the GPU and in the host emulation.
 #pragma once
@@ -30,6 +30,20 @@ bool takes_sm90_forward(const CrossAttentionParams& p) {
          flash_sm90::eligible(p) && flash_sm90::head_dim(dev::max(p.D, p.Dv)) != 0;
 }
 
+// The backward on sm_90: dK, dV, dQ by the Hopper kernel (flash_sm90_bwd.cuh) for head dims up to its
+// largest, D_i by the mma.sync kernels' pre-pass; larger head dims take the mma.sync kernels.
+template <typename T>
+bool takes_sm90_backward(const CrossAttentionParams& p) {
+  return flash::eligible(p, /*backward=*/true) && takes_sm90_forward<T>(p) &&
+         flash_sm90::bwd_head_dim(dev::max(p.D, p.Dv)) != 0;
+}
+
+template <typename T>
+int64_t cross_attention_backward_workspace(const CrossAttentionParams& p) {
+  return takes_sm90_backward<T>(p) ? flash_sm90::backward_workspace_bytes(p, flash_sm90::bwd_head_dim(dev::max(p.D, p.Dv)))
+                                   : 0;
+}
+
 template <typename T>
 int64_t cross_attention_forward_workspace(const CrossAttentionParams& p) {
   if (!takes_sm90_forward<T>(p)) return 0;
@@ -55,12 +69,22 @@ dev::Error cross_attention_forward(const CrossAttentionParams& p, void* workspac
 }
 
 template <typename T>
-dev::Error cross_attention_backward(const CrossAttentionParams& p, float* Di, dev::Stream stream) {
+dev::Error cross_attention_backward(const CrossAttentionParams& p, float* Di, void* workspace, dev::Stream stream) {
   auto simt = [&] { return tiled::backward<T>(p, Di, stream); };
   if constexpr (!std::is_same_v<T, float>) {
     if (flash::eligible(p, /*backward=*/true))
       return flash::head_dim_switch(
-          dev::max(p.D, p.Dv), [&](auto kd) { return flash::backward<T, decltype(kd)::value>(p, Di, stream); }, simt);
+          dev::max(p.D, p.Dv),
+          [&](auto kd) {
+            const bool hopper = takes_sm90_backward<T>(p);
+            dev::Error e = flash::backward<T, decltype(kd)::value>(p, Di, stream, /*grads=*/!hopper);
+            if (e == dev::kSuccess && hopper)
+              e = flash_sm90::bwd_head_dim_switch(dev::max(p.D, p.Dv), [&](auto kd90) {
+                return flash_sm90::backward<T, decltype(kd90)::value>(p, Di, workspace, stream);
+              });
+            return e;
+          },
+          simt);
   }
   return simt();
 }

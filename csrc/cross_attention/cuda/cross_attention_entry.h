@@ -15,9 +15,12 @@ int64_t cross_attention_forward_workspace(const CrossAttentionParams& p);
 template <typename T>
 dev::Error cross_attention_forward(const CrossAttentionParams& p, void* workspace, dev::Stream stream);
 
-// `Di` is a float32 workspace of B * H * Lq elements.
+// Bytes of zeroed device workspace the backward needs (the Hopper kernel's dQ accumulator; often 0).
 template <typename T>
-dev::Error cross_attention_backward(const CrossAttentionParams& p, float* Di, dev::Stream stream);
+int64_t cross_attention_backward_workspace(const CrossAttentionParams& p);
+// `Di` is a float32 workspace of B * H * Lq elements; `workspace` as above (zeroed; null when 0 bytes).
+template <typename T>
+dev::Error cross_attention_backward(const CrossAttentionParams& p, float* Di, void* workspace, dev::Stream stream);
 
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

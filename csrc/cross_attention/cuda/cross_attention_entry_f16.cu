@@ -5,6 +5,7 @@ namespace mmkernels::cuda {
 MMK_BACKEND_BEGIN
 template int64_t cross_attention_forward_workspace<dev::half>(const CrossAttentionParams&);
 template dev::Error cross_attention_forward<dev::half>(const CrossAttentionParams&, void*, dev::Stream);
-template dev::Error cross_attention_backward<dev::half>(const CrossAttentionParams&, float*, dev::Stream);
+template int64_t cross_attention_backward_workspace<dev::half>(const CrossAttentionParams&);
+template dev::Error cross_attention_backward<dev::half>(const CrossAttentionParams&, float*, void*, dev::Stream);
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

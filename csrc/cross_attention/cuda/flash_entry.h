@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <type_traits>
 #include <utility>
 
@@ -25,9 +26,10 @@ namespace flash {
 
 template <typename T, int kD>
 dev::Error forward(const CrossAttentionParams& p, dev::Stream stream);
-// `Di` is a float32 workspace of B * H * Lq elements.
+// `Di` is a float32 workspace of B * H * Lq elements, left holding D_i = rowsum(dO * O). grads = false:
+// D_i only (the Hopper backward takes the rest, flash_sm90::backward).
 template <typename T, int kD>
-dev::Error backward(const CrossAttentionParams& p, float* Di, dev::Stream stream);
+dev::Error backward(const CrossAttentionParams& p, float* Di, dev::Stream stream, bool grads);
 
 // The head dims with sm_80 tensor-core kernels in this build, ascending.
 constexpr int kHeadDims[] = {MMK_FLASH_HEAD_DIMS};
@@ -84,7 +86,6 @@ inline bool eligible(const CrossAttentionParams& p, bool backward) {
 // dim up to the largest through the next one.
 namespace flash_sm90 {
 constexpr int kHeadDims[] = {MMK_FLASH_SM90_HEAD_DIMS};
-constexpr int kNumHeadDims = sizeof(kHeadDims) / sizeof(int);
 // Query rows per CTA; key slices at most, and key tiles per slice at least (a slice writes and the
 // combine reads back a float32 O tile, as many bytes as ~4 K/V tiles: fewer would not pay).
 constexpr int kBM = 128, kMaxSplits = 16, kMinSplitTiles = 4;
@@ -132,6 +133,48 @@ struct SplitPartials {
 template <typename T, int kD>
 dev::Error forward(const CrossAttentionParams& p, void* workspace, dev::Stream stream);
 
+// The Hopper backward (flash_sm90_bwd.cuh): dK, dV and dQ in one kernel, head dims
+// MMK_FLASH_SM90_BWD_HEAD_DIMS (its 64 keys x kD of dK and dV per consumer warpgroup live in registers:
+// kD <= 128); `Di` as flash::backward(..., grads = false) leaves it.
+constexpr int kBwdHeadDims[] = {MMK_FLASH_SM90_BWD_HEAD_DIMS};
+constexpr int kBwdBM = 64;  // query rows per step
+// dQ's head dim is split between the two consumer warpgroups when each half is a whole 128-byte swizzle
+// atom (64 columns) wide; else one takes a step's whole dQ, by turns.
+constexpr int dq_parts(int kD) { return kD >= 128 ? 2 : 1; }
+MMK_HOST_DEVICE int64_t bwd_q_tiles(const CrossAttentionParams& p) { return (p.Lq + kBwdBM - 1) / kBwdBM; }
+
+// dQ's float32 accumulator and its hand-off flags, in a zeroed workspace: per (batch, head) Lq rows of
+// kD floats, then per (batch, head, query tile, part of the head dim) the number of key tiles whose dQ
+// is in (the kernel adds key tiles in order).
+struct DqAccum {
+  float* acc = nullptr;  // [B][H][Lq][kD]
+  int* flags = nullptr;  // [B][H][bwd_q_tiles][dq_parts]
+};
+inline int64_t backward_workspace_bytes(const CrossAttentionParams& p, int kD) {
+  return 4 * (p.B * p.H * p.Lq * kD + p.B * p.H * bwd_q_tiles(p) * dq_parts(kD));
+}
+template <typename T, int kD>
+dev::Error backward(const CrossAttentionParams& p, const float* Di, void* workspace, dev::Stream stream);
+
+// The smallest of `dims` (ascending) that holds head dim d, 0 if none; and the call of
+// fn(std::integral_constant<int, kD>) with it.
+template <const auto& dims>
+int smallest_dim(int64_t d) {
+  for (int k : dims)
+    if (d <= k) return k;
+  return 0;
+}
+template <const auto& dims, typename Fn>
+dev::Error dim_switch(int64_t d, Fn&& fn) {
+  return flash::smallest_fitting<dims>(d, fn, [] { return dev::kErrorInvalidValue; },
+                                       std::make_index_sequence<std::size(dims)>{});
+}
+inline int bwd_head_dim(int64_t d) { return smallest_dim<kBwdHeadDims>(d); }
+template <typename Fn>
+dev::Error bwd_head_dim_switch(int64_t d, Fn&& fn) {
+  return dim_switch<kBwdHeadDims>(d, fn);
+}
+
 // What TMA needs beyond flash::eligible (16-byte aligned bases and strides): every dimension it maps
 // non-empty, and no zero (broadcast, e.g. expand()ed) stride along a dimension longer than 1, which
 // the tensor-map rules do not promise to take. Other calls run the mma.sync kernels, correct on Hopper.
@@ -142,20 +185,15 @@ inline bool eligible(const CrossAttentionParams& p) {
   };
   return p.Lq > 0 && p.Lk > 0 && p.D > 0 && p.Dv > 0 && rows(p.Lq, p.H, p.q_stride_l, p.q_stride_h, p.q_stride_b) &&
          rows(p.Lk, p.Hkv, p.k_stride_l, p.k_stride_h, p.k_stride_b) &&
-         rows(p.Lk, p.Hkv, p.v_stride_l, p.v_stride_h, p.v_stride_b);
+         rows(p.Lk, p.Hkv, p.v_stride_l, p.v_stride_h, p.v_stride_b) &&
+         (!p.grad_out || rows(p.Lq, p.H, p.do_stride_l, p.do_stride_h, p.do_stride_b));
 }
 
-// The kernel head dim for max(D, Dv) = d (0 if none fits), and the call of
-// fn(std::integral_constant<int, kD>) with it.
-inline int head_dim(int64_t d) {
-  for (int k : kHeadDims)
-    if (d <= k) return k;
-  return 0;
-}
+// The forward's kernel head dim for max(D, Dv) = d (0 if none fits), and the call of fn with it.
+inline int head_dim(int64_t d) { return smallest_dim<kHeadDims>(d); }
 template <typename Fn>
 dev::Error head_dim_switch(int64_t d, Fn&& fn) {
-  return flash::smallest_fitting<kHeadDims>(d, fn, [] { return dev::kErrorInvalidValue; },
-                                           std::make_index_sequence<kNumHeadDims>{});
+  return dim_switch<kHeadDims>(d, fn);
 }
 }  // namespace flash_sm90
 MMK_BACKEND_END

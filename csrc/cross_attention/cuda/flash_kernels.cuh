@@ -337,10 +337,6 @@ MMK_DEVICE float row_di(const CrossAttentionParams& p, const float* Di, int64_t 
   return row < p.Lq ? Di[(b * p.H + h) * p.Lq + row] : 0.f;
 }
 
-// P = exp2(x - lse2) where the key and the row count, else 0; x = the forward's rounded s * scale_log2.
-MMK_DEVICE float prob(float s, float scale_log2, const Lse& lse2, bool key_valid) {
-  return (key_valid && !lse2.empty()) ? dev::exp2_fast(lse2.offset(dev::mul_rn(s, scale_log2))) : 0.f;
-}
 
 // dK, dV for kBlockN keys of one (batch, kv head). kPass: 0 both, 1 dV only, 2 dK only.
 // grid (ceil(Lk / kBlockN), Hkv, B).
@@ -646,7 +642,7 @@ dev::Error launch_dkdv(const CrossAttentionParams& p, const float* Di, dev::Stre
 }
 
 template <typename T, int kD>
-dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream) {
+dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream, bool grads) {
   using Tr = BwdTraits<T, kD>;
   if (!grid_fits(p_all)) return dev::kErrorInvalidConfiguration;
   dev::Error err = dev::set_max_dynamic_smem(flash_dq_kernel<T, kD>, static_cast<int>(Tr::kDqSmemBytes));
@@ -657,7 +653,7 @@ dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, dev::Strea
     const dev::Dim3 grid_rows{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, kWarps)), static_cast<uint32_t>(p.H),
                               static_cast<uint32_t>(p.B)};
     err = MMK_LAUNCH(flash_di_kernel<T>, grid_rows, block, 0, stream, p, Di);
-    if (err != dev::kSuccess) break;
+    if (err != dev::kSuccess || !grads) continue;
     if constexpr (Tr::kSplitDkDv) {
       err = launch_dkdv<T, kD, 1>(p, Di, stream);
       if (err == dev::kSuccess) err = launch_dkdv<T, kD, 2>(p, Di, stream);
