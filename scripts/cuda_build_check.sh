@@ -16,7 +16,10 @@ if ! command -v "$NVCC" >/dev/null 2>&1; then
   echo "[cuda-build] nvcc not found: the CUDA build cannot be checked on this machine"
   exit 1
 fi
-VENV="${MMKERNELS_CUDA_VENV:-$(mktemp -d)/venv-cuda}"
+# Temporary virtualenv and build tree (GBs) go when the script exits.
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+VENV="${MMKERNELS_CUDA_VENV:-$scratch/venv-cuda}"
 TORCH_SPEC="${MMKERNELS_CUDA_TORCH:-torch==2.14.1}"
 start=$(date +%s)
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
@@ -28,7 +31,7 @@ source "$ROOT/scripts/deps.sh"
 install_build_deps "$VENV/bin/pip"
 "$VENV/bin/pip" install -q pytest nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 echo "[cuda-build] torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)'), $("$NVCC" --version | tail -1)"
-build_dir="${MMKERNELS_CUDA_BUILD_DIR:-$(mktemp -d)}"
+build_dir="${MMKERNELS_CUDA_BUILD_DIR:-$scratch/build}"
 mkdir -p "$build_dir"  # a named build dir may not exist yet (the log goes there first)
 if ! ( cd "$ROOT" && MMKERNELS_CUDA=ON MMKERNELS_CUDA_ARCHS="${MMKERNELS_CUDA_ARCHS:-80;90a}" MMKERNELS_CUDA_EMULATION=OFF \
        CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \

@@ -10,14 +10,18 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
-VENV="${MMKERNELS_ASAN_VENV:-$(mktemp -d)/venv-asan}"
+# Temporary virtualenv and build tree (GBs) go when the script exits.
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+VENV="${MMKERNELS_ASAN_VENV:-$scratch/venv-asan}"
 start=$(date +%s)
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==2.13.0"
 source "$ROOT/scripts/deps.sh"
 install_build_deps "$VENV/bin/pip"
 "$VENV/bin/pip" install -q pytest hypothesis
-build_dir="$(mktemp -d)"
+build_dir="$scratch/build"
+mkdir -p "$build_dir"
 if ! ( cd "$ROOT" && MMKERNELS_CUDA=OFF MMKERNELS_CUDA_EMULATION=ON MMKERNELS_EMULATION_SANITIZE=address \
        MMKERNELS_CPU_CAPABILITIES=DEFAULT CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
        "$VENV/bin/pip" install -q --no-build-isolation --no-deps --config-settings=build-dir="$build_dir" . \
