@@ -237,8 +237,11 @@ void record_read(Launch& l, Shadow& s, const Rec& me) {
   if (s.nr < kReaders) {
     s.r[s.nr++] = me;
   } else {
+    // At the first overflow only: a byte that overflowed before vector clocks came into use has
+    // already lost readers, and keeps the conservative rule for this epoch.
+    const bool first_overflow = s.nr == kReaders;
     s.nr = kReaders + 1;
-    if (l.vc_used) {  // vector clocks can order each reader: keep them all
+    if (first_overflow && l.vc_used) {  // vector clocks can order each reader: keep them all
       std::vector<Rec>& all = l.many_readers[&s - l.shadow.data()];
       all.assign(s.r, s.r + kReaders);
       all.push_back(me);
