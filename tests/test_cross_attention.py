@@ -239,6 +239,29 @@ def test_causal_is_bottom_right_aligned():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(3, 70, 300, 4, 2, 64, 64), (2, 9, 200, 2, 2, 128, 96)], ids=lambda s: "x".join(map(str, s)))
+def test_keys_past_kv_lengths_are_never_read(shape, causal, dtype, device):
+    # A preallocated KV cache past each batch's length holds anything (torch.empty: NaN, inf): the
+    # result and every gradient must be exactly those of the same call with zeros there.
+    B, Lq, Lk, H, Hkv, D, Dv = shape
+    q, k, v, _, _ = make_inputs(shape, "none", device, seed=41)
+    kl = torch.tensor([Lk - 71, 1, Lk][:B], device=device)
+    junk_k, junk_v = k.clone(), v.clone()
+    for b, n in enumerate(kl.tolist()):
+        k[b, n:], v[b, n:] = 0.0, 0.0
+        junk_k[b, n:] = float("nan")
+        junk_v[b, n:] = float("inf")
+    g_out = torch.randn(B, Lq, H, Dv, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(device)
+    clean = grads_of(mmkernels.cross_attention, q, k, v, kl, None, dtype, g_out, is_causal=causal)
+    junk = grads_of(mmkernels.cross_attention, q, junk_k, junk_v, kl, None, dtype, g_out, is_causal=causal)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), clean, junk):
+        assert torch.isfinite(b).all(), f"{name}: non-finite values from keys past kv_lengths"
+        assert torch.equal(a, b), f"{name} differs when the keys past kv_lengths hold NaN / inf"
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_rows_without_keys_are_zero_with_zero_grad(device):
     B, Lq, Lk, H, D = 3, 5, 9, 2, 8
     q = torch.randn(B, Lq, H, D, device=device, requires_grad=True)

@@ -62,7 +62,7 @@ struct Fwd {
   using SmemV = decltype(tile_to_shape(GMMA::Layout_MN_SW128_Atom<T>{}, Shape<Int<kD>, Int<kBN>, Int<kStages>>{},
                                        Step<_2, _1, _3>{}));
   static constexpr int kBytesQ = kBM * kD * 2, kBytesKV = kBN * kD * 2;
-  static constexpr size_t kSmem = kBytesQ + 2 * kStages * kBytesKV + (1 + 3 * kStages) * 8;
+  static constexpr size_t kSmem = kBytesQ + 2 * kStages * kBytesKV + (2 + 3 * kStages) * 8;
   static_assert(kSmem <= 227 * 1024, "shared memory of an H100");
 
   // (rows, d, heads, batch) views of q/k (d contiguous) and (dv, keys, heads, batch) of v.
@@ -134,16 +134,17 @@ MMK_DEVICE CtaWork cta_work(const CrossAttentionParams& p, int n_split, int hp) 
 }
 
 // Shared memory: Q, the K and V rings, then the mbarriers (Q loaded; K, V of a stage loaded; a stage
-// released by both consumers).
+// released by both consumers; the V tile holding the last valid key landed, before its tail is zeroed).
 template <class F>
 struct Smem {
   dev::SmemPtr<uint8_t> base;
-  uint64_t *bar_q, *full_k, *full_v, *empty;
+  uint64_t *bar_q, *full_k, *full_v, *empty, *tail_v;
   MMK_DEVICE Smem() : base(dev::dynamic_smem<uint8_t>()) {
     bar_q = (base + F::kBytesQ + 2 * F::kStages * F::kBytesKV).template cast<uint64_t>().get();
     full_k = bar_q + 1;
     full_v = full_k + F::kStages;
     empty = full_v + F::kStages;
+    tail_v = empty + F::kStages;
   }
   MMK_DEVICE auto q() const { return make_tensor(dev::smem_iter(base.template cast<typename F::T>()), typename F::SmemQ{}); }
   MMK_DEVICE auto k() const {
@@ -178,15 +179,39 @@ MMK_DEVICE void load_packed_q(const CrossAttentionParams& p, const CtaWork& c, c
   dev::mbarrier_arrive(sm.bar_q);
 }
 
+// The CTA's V tile that holds the last valid key and keys past it (never read: params.h), if any; the
+// TMA brings in whole tiles.
+template <int kBN>
+MMK_DEVICE bool has_tail(const CtaWork& c) {
+  return c.any_tile() && c.t1 * kBN > c.n_valid;
+}
+
+// Producer warp 1: once the tail V tile has landed (on tail_v instead of its stage's full_v), zero its
+// keys from n_valid on, then complete the stage's full_v for the consumers. A zero-weighted key's V
+// would still reach O as 0 * V: NaN for NaN or inf there (a preallocated KV cache past kv_lengths).
+template <class F>
+MMK_DEVICE void zero_tail_v(const CtaWork& c, const Smem<F>& sm) {
+  constexpr int kBN = F::kBN;
+  const int j = c.t1 - 1, stage = (j - c.t0) % F::kStages, first = c.n_valid - j * kBN, lane = dev::lane_id();
+  dev::mbarrier_wait(sm.tail_v, 0);
+  Tensor sV = sm.v();
+  for (int e = lane; e < (kBN - first) * F::kD; e += 32)
+    sV(e % F::kD, first + e / F::kD, stage) = typename F::T(0.f);
+  dev::fence_proxy_async();  // the generic writes, visible to the wgmma
+  dev::sync_warp(dev::kFullMask);
+  if (lane == 0) dev::mbarrier_arrive(sm.full_v + stage);
+}
+
 // The producer: one elected thread loads Q once (or warps 1-3 gather packed Q), then K_j and V_j into
-// the ring as stages free up.
+// the ring as stages free up; warp 1 zeroes the tail of the last V tile (zero_tail_v).
 template <class F>
 MMK_DEVICE void produce(const typename F::Params& prm, const Smem<F>& sm) {
   constexpr int kD = F::kD, kBN = F::kBN, kStages = F::kStages;
   const CrossAttentionParams& p = prm.p;
   const CtaWork c = cta_work<kBN>(p, prm.split.n_split, prm.hp);
   if (!c.any_tile()) return;
-  if (c.hp > 1 && dev::warp_id() > 0) return load_packed_q<F>(p, c, sm, dev::thread_rank() - 32);
+  if (c.hp > 1 && dev::warp_id() > 0) load_packed_q<F>(p, c, sm, dev::thread_rank() - 32);
+  if (dev::warp_id() == 1 && has_tail<kBN>(c)) zero_tail_v<F>(c, sm);
   if (dev::warp_id() != 0 || !dev::elect_one_sync()) return;
   const int hk = c.h0 / static_cast<int>(gqa_group(p));
   Tensor sQ = sm.q();
@@ -210,8 +235,9 @@ MMK_DEVICE void produce(const typename F::Params& prm, const Smem<F>& sm) {
     auto tV = tma_partition(prm.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV(_, _, stage)), group_modes<0, 2>(gV));
     dev::mbarrier_arrive_expect_tx(sm.full_k + stage, F::kBytesKV);
     dev::copy(prm.tma_k.with(*(sm.full_k + stage)), get<0>(tK), get<1>(tK));
-    dev::mbarrier_arrive_expect_tx(sm.full_v + stage, F::kBytesKV);
-    dev::copy(prm.tma_v.with(*(sm.full_v + stage)), get<0>(tV), get<1>(tV));
+    uint64_t* v_bar = (j == c.t1 - 1 && has_tail<kBN>(c)) ? sm.tail_v : sm.full_v + stage;  // zero_tail_v
+    dev::mbarrier_arrive_expect_tx(v_bar, F::kBytesKV);
+    dev::copy(prm.tma_v.with(*v_bar), get<0>(tV), get<1>(tV));
     if (++stage == kStages) stage = 0, phase ^= 1;
   }
 }
@@ -416,6 +442,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) flash_sm90_fwd_kernel(MMK_GRID_CO
         dev::mbarrier_init(sm.full_v + s, 1);
         dev::mbarrier_init(sm.empty + s, kConsumers);
       }
+      dev::mbarrier_init(sm.tail_v, 1);
       dev::fence_barrier_init();
     }
     dev::sync_threads();

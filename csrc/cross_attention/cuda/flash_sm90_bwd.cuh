@@ -13,7 +13,8 @@
 //   S^T  = K Q^T           wgmma, both in shared memory (K-major)
 //   dP^T = V dO^T          wgmma, both in shared memory (K-major), issued right behind S^T
 //   P^T  = exp2(s * scale * log2 e - lse2) where the key counts for the row (lengths, padding mask,
-//          causal), else 0: the forward's rounding of the score (dev::mul_rn), as the mma.sync kernels
+//          causal), else 0: the forward's rounding of the score (dev::mul_rn), as the mma.sync kernels;
+//          kept in float32 for dS, rounded once for dV
 //   dV  += P^T dO          wgmma, P^T from registers (S^T's accumulator fragment is the A fragment),
 //                          dO in shared memory viewed transposed (MN-major)
 //   dS^T = P^T (dP^T - D_i),  dK += dS^T Q  (wgmma likewise; the scale is applied once at the end)
@@ -271,7 +272,24 @@ MMK_DEVICE void consume_bwd(const typename F::Params& prm, const BwdSmem<F>& sm,
     my_key[r] = key_counts(p, c.b, key, c.n_valid) ? key : 0x7fffffff;
   }
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
-  if (c.steps > 0) dev::mbarrier_wait(sm.bar_kv, 0);
+  if (c.steps > 0) {
+    dev::mbarrier_wait(sm.bar_kv, 0);
+    // Keys past the valid ones are never read (params.h): the TMA brought in whole tiles, so this
+    // consumer zeroes its rows of K and V from n_valid on (garbage there, e.g. NaN in a preallocated KV
+    // cache, would reach dP, dS and dQ through zero-weighted products) before any wgmma reads them.
+    const int first_junk = dev::max(0, c.n_valid - c.n0 - 64 * w);
+    if (first_junk < 64) {
+      Tensor sK = sm.k();
+      Tensor sV = sm.v();
+      for (int e = ct; e < (64 - first_junk) * kD; e += 128) {
+        const int r = 64 * w + first_junk + e / kD, col = e % kD;
+        sK(r, col) = T(0.f);
+        sV(r, col) = T(0.f);
+      }
+      dev::fence_proxy_async();  // the generic writes, visible to the wgmmas
+    }
+    dev::named_barrier_sync(kDqBarrier + w, 128);  // (the other consumer's dQ reads them after kDsBarrier)
+  }
   int stage = 0, phase = 0;
   for (int step = 0; step < c.steps; ++step) {
     const int m0 = c.m_blk(step) * kBM;
@@ -300,10 +318,12 @@ MMK_DEVICE void consume_bwd(const typename F::Params& prm, const BwdSmem<F>& sm,
     // the rest are INT_MAX; without causal, lim + col stays below INT_MAX and above every key).
     const int lim = p.causal ? m0 + c.diag + 1 : 0x7fffffff - kBM;
     MMK_UNROLL
-    for (int i = 0; i < kSVals; ++i) {
+    for (int i = 0; i < kSVals; ++i) {  // P in float32 (kept for dS) and as dV's A operand
       const int col = get<1>(cS(i));
       const bool visible = my_key[(i >> 1) & 1] < lim + col;
-      tP(i) = T(prob(float(acc_s(i)), scale_log2, Lse::parts(hi[col], lo[col]), visible));
+      const float pr = prob(float(acc_s(i)), scale_log2, Lse::parts(hi[col], lo[col]), visible);
+      acc_s(i) = pr;
+      tP(i) = T(pr);
     }
     // dV += P^T dO
     dev::warpgroup_fence_operand(acc_dv);
@@ -311,22 +331,23 @@ MMK_DEVICE void consume_bwd(const typename F::Params& prm, const BwdSmem<F>& sm,
     MMK_UNROLL
     for (int kb = 0; kb < size<2>(tP); ++kb) dev::gemm(mma_dkv, tP(_, _, kb), tVrdOt(_, _, kb, stage), acc_dv);
     dev::warpgroup_commit_batch();
-    dev::warpgroup_wait<1>();  // dP^T is in; dV runs on
+    dev::warpgroup_wait<1>();  // dP^T is in; dV runs on (tP, its A operand, is not touched again)
     dev::warpgroup_fence_operand(acc_dp);
     MMK_UNROLL
-    for (int i = 0; i < kSVals; ++i) tdS(i) = T(float(tP(i)) * (float(acc_dp(i)) - di[get<1>(cS(i))]));
+    for (int i = 0; i < kSVals; ++i) tdS(i) = T(float(acc_s(i)) * (float(acc_dp(i)) - di[get<1>(cS(i))]));
+    // dS (rows x keys) in shared memory for dQ: both consumers' slabs, written before dK's wgmma takes
+    // tdS (an in-flight wgmma's A registers are not to be read). The previous step's dQ wgmmas are done
+    // with it (each consumer waited for its own before this barrier).
+    dev::named_barrier_sync(kDsBarrier, 2 * 128);
+    MMK_UNROLL
+    for (int i = 0; i < kSVals; ++i) sdS(get<1>(cS(i)), 64 * w + get<0>(cS(i))) = tdS(i);
+    dev::fence_proxy_async();  // the generic writes, visible to the wgmma's async-proxy reads
     // dK += dS^T Q
     dev::warpgroup_fence_operand(acc_dk);
     dev::warpgroup_arrive();
     MMK_UNROLL
     for (int kb = 0; kb < size<2>(tdS); ++kb) dev::gemm(mma_dkv, tdS(_, _, kb), tKrQt(_, _, kb, stage), acc_dk);
     dev::warpgroup_commit_batch();
-    // dS (rows x keys) in shared memory for dQ: both consumers' slabs. The previous step's dQ wgmmas are
-    // done with it (each consumer waited for its own before this barrier).
-    dev::named_barrier_sync(kDsBarrier, 2 * 128);
-    MMK_UNROLL
-    for (int i = 0; i < kSVals; ++i) sdS(get<1>(cS(i)), 64 * w + get<0>(cS(i))) = tdS(i);
-    dev::fence_proxy_async();  // the generic writes, visible to the wgmma's async-proxy reads
     dev::named_barrier_sync(kDsBarrier, 2 * 128);
     const bool dq_here = F::kDqParts == 2 || (step & 1) == w;
     if (dq_here) {  // dQ (part) = dS K
