@@ -25,7 +25,8 @@
 //                          to j + 1 after its adds (FlashAttention-3's deterministic mode): no atomics,
 //                          bitwise the same every run. convert_dq_kernel scales and rounds it at the end.
 // then releases the stage. Query tiles above the key tile's causal diagonal are skipped; keys past the
-// valid ones keep the glue's zero gradient.
+// valid ones are zeroed in shared memory before any wgmma (never read, params.h) and keep the glue's
+// zero gradient.
 #pragma once
 
 #include <cmath>
