@@ -337,7 +337,6 @@ MMK_DEVICE float row_di(const CrossAttentionParams& p, const float* Di, int64_t 
   return row < p.Lq ? Di[(b * p.H + h) * p.Lq + row] : 0.f;
 }
 
-
 // dK, dV for kBlockN keys of one (batch, kv head). kPass: 0 both, 1 dV only, 2 dK only.
 // grid (ceil(Lk / kBlockN), Hkv, B).
 template <typename T, int kD, int kPass>
