@@ -12,8 +12,8 @@ MMK_BACKEND_BEGIN
 namespace flash {
 template dev::Error forward<dev::bf16, 64>(const CrossAttentionParams&, dev::Stream);
 template dev::Error forward<dev::bf16, 128>(const CrossAttentionParams&, dev::Stream);
-template dev::Error backward<dev::bf16, 64>(const CrossAttentionParams&, float*, dev::Stream, bool);
-template dev::Error backward<dev::bf16, 128>(const CrossAttentionParams&, float*, dev::Stream, bool);
+template dev::Error backward<dev::bf16, 64>(const CrossAttentionParams&, float*, void*, dev::Stream, bool);
+template dev::Error backward<dev::bf16, 128>(const CrossAttentionParams&, float*, void*, dev::Stream, bool);
 }  // namespace flash
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

@@ -104,5 +104,40 @@ class BatchSlices {
   CrossAttentionParams slice_;
 };
 
+
+// dQ added across key tiles in a fixed order (the Hopper backward, flash_sm90_bwd.cuh, and the mma.sync
+// dK/dV kernel at head dims up to kFusedDqMaxDim, flash_kernels.cuh): each key tile's CTA adds its dQ
+// rows into a zeroed float32 workspace after the key tile before it, through one flag per (batch,
+// head, query tile of kBwdBM rows, part of the head dim) counting the key tiles already in. No atomics:
+// bitwise the same every run. convert_dq_kernel scales and rounds the sum at the end.
+constexpr int kBwdBM = 64;  // query rows per step of those kernels
+constexpr int kFusedDqMaxDim = 64;
+MMK_HOST_DEVICE int64_t bwd_q_tiles(const CrossAttentionParams& p) { return (p.Lq + kBwdBM - 1) / kBwdBM; }
+struct DqAccum {
+  float* acc = nullptr;  // [B][H][Lq][kD]
+  int* flags = nullptr;  // [B][H][bwd_q_tiles][parts]
+};
+
+// dQ = the accumulator times the scale, rounded to T; one thread per pair of columns of a row.
+template <class T>
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(256, 1) convert_dq_kernel(const CrossAttentionParams p, const float* acc, int kD) {
+  const int64_t pairs = (p.D + 1) / 2;
+  const int64_t t = int64_t(dev::block_idx().x) * dev::block_dim().x + dev::thread_idx().x;
+  if (t >= p.B * p.Lq * p.H * pairs) return;
+  const int64_t c = (t % pairs) * 2, r = t / pairs, h = r % p.H, i = (r / p.H) % p.Lq, b = r / (p.H * p.Lq);
+  const float* a = acc + ((b * p.H + h) * p.Lq + i) * kD + c;
+  T* dq = static_cast<T*>(p.dq) + ((b * p.Lq + i) * p.H + h) * p.D + c;
+  const float scale = static_cast<float>(p.scale);
+  dq[0] = dev::from_float<T>(a[0] * scale);
+  if (c + 1 < p.D) dq[1] = dev::from_float<T>(a[1] * scale);
+}
+template <class T>
+dev::Error launch_convert_dq(const CrossAttentionParams& p, const float* acc, int kD, dev::Stream stream) {
+  const int64_t blocks = dev::ceil_div<int64_t>(p.B * p.Lq * p.H * ((p.D + 1) / 2), 256);
+  if (blocks > 2147483647) return dev::kErrorInvalidConfiguration;
+  return MMK_LAUNCH((convert_dq_kernel<T>), (dev::Dim3{static_cast<uint32_t>(blocks), 1, 1}), (dev::Dim3{256, 1, 1}), 0,
+                    stream, p, acc, kD);
+}
+
 MMK_BACKEND_END
 }  // namespace mmkernels::cuda

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/device/primitives.h"
 #include "common/dtype.h"
@@ -38,10 +39,13 @@ bool takes_sm90_backward(const CrossAttentionParams& p) {
          flash_sm90::bwd_head_dim(dev::max(p.D, p.Dv)) != 0;
 }
 
+// The zeroed workspace of dQ's ordered accumulation: the Hopper backward's, or the sm_80 one's at the
+// head dims where its dK/dV kernel adds dQ (flash::backward_workspace_bytes); 0 for the others.
 template <typename T>
 int64_t cross_attention_backward_workspace(const CrossAttentionParams& p) {
+  if (std::is_same_v<T, float> || !flash::eligible(p, /*backward=*/true)) return 0;
   return takes_sm90_backward<T>(p) ? flash_sm90::backward_workspace_bytes(p, flash_sm90::bwd_head_dim(dev::max(p.D, p.Dv)))
-                                   : 0;
+                                   : flash::backward_workspace_bytes(p);
 }
 
 template <typename T>
@@ -77,7 +81,7 @@ dev::Error cross_attention_backward(const CrossAttentionParams& p, float* Di, vo
           dev::max(p.D, p.Dv),
           [&](auto kd) {
             const bool hopper = takes_sm90_backward<T>(p);
-            dev::Error e = flash::backward<T, decltype(kd)::value>(p, Di, stream, /*grads=*/!hopper);
+            dev::Error e = flash::backward<T, decltype(kd)::value>(p, Di, workspace, stream, /*grads=*/!hopper);
             if (e == dev::kSuccess && hopper)
               e = flash_sm90::bwd_head_dim_switch(dev::max(p.D, p.Dv), [&](auto kd90) {
                 return flash_sm90::backward<T, decltype(kd90)::value>(p, Di, workspace, stream);

@@ -17,8 +17,10 @@
 // of one (batch, kv head) and loops over the GQA group's query heads and all query tiles in a fixed
 // order, recomputing P^T from the log-sum-exp (S^T = K Q^T, so each warp's 16 keys are the rows of
 // its dK/dV accumulators; each step's row statistics come by cp.async a step ahead, with its Q and dO);
-// flash_dq_kernel is a separate pass over key tiles per query tile, with interior tiles in a loop of
-// their own as in the forward. No atomics: the results are deterministic.
+// up to head dim kFusedDqMaxDim (64) it also adds dQ = dS K for its keys into a float32 workspace in
+// key-tile order (P once per tile pair; DqAccum, attention_common.cuh), above it flash_dq_kernel is a
+// separate pass over key tiles per query tile, with interior tiles in a loop of their own as in the
+// forward. No atomics: the results are deterministic.
 //
 // Head dims: one instantiation per kD in {32, 64, 96, 128, 192, 256} >= max(D, Dv); the glue pads
 // any other D/Dv with zero columns to a multiple of 8 and the loads zero-fill up to kD.
@@ -100,8 +102,16 @@ struct BwdTraits {
   // dK and dV accumulators together (2 x 16 x kD floats per warp) would spill above 128: then two
   // passes, dV first (needs only P), then dK.
   static constexpr bool kSplitDkDv = kD > 128;
-  static constexpr size_t kDkDvSmemBytes =
-      sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) + (sizeof(double) + 4 * sizeof(float)) * 2 * kBlockM;
+  // Up to kFusedDqMaxDim (attention_common.cuh) the dK/dV kernel adds dQ = dS K too, in key-tile order
+  // (P once per tile pair: 5 products instead of 7, no dq kernel), through dS^T in shared memory (keys x
+  // rows, padded against bank conflicts). Wider heads keep the dq kernel: dQ's accumulators on top of
+  // dK's and dV's would spill there.
+  static constexpr bool kFusedDq = kD <= kFusedDqMaxDim;
+  static_assert(!kFusedDq || kBlockM == kBwdBM, "the dQ flags count key tiles per kBwdBM query rows");
+  static constexpr int kDsPitch = kBlockM + 8;
+  static constexpr size_t kDkDvSmemBytes = sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) +
+                                           (kFusedDq ? sizeof(T) * kBlockN * kDsPitch : 0) +
+                                           (sizeof(double) + 4 * sizeof(float)) * 2 * kBlockM;
   // dQ kernel: query rows per CTA and keys per step
   static constexpr int kDqBlockM = 16 * kWarps;
   static constexpr int kDqBlockN = kD <= 128 ? 64 : (kD <= 192 ? 32 : 16);  // dQ acc 16 x kD per warp
@@ -337,10 +347,12 @@ MMK_DEVICE float row_di(const CrossAttentionParams& p, const float* Di, int64_t 
   return row < p.Lq ? Di[(b * p.H + h) * p.Lq + row] : 0.f;
 }
 
-// dK, dV for kBlockN keys of one (batch, kv head). kPass: 0 both, 1 dV only, 2 dK only.
-// grid (ceil(Lk / kBlockN), Hkv, B).
+// dK, dV for kBlockN keys of one (batch, kv head), and dQ's share of these keys where Tr::kFusedDq.
+// kPass: 0 both, 1 dV only, 2 dK only. grid (ceil(Lk / kBlockN), Hkv, B): the launch order is the
+// key-tile order in which dQ is added (a CTA waits only on CTAs launched before it).
 template <typename T, int kD, int kPass>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAttentionParams p, const float* Di) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAttentionParams p, const float* Di,
+                                                                 const DqAccum dq) {
   using Tr = BwdTraits<T, kD>;
   constexpr int kBN = Tr::kBlockN, kBM = Tr::kBlockM, kP = Tr::kPitch;
   constexpr int kNT = kBM / 8, kDT = kD / 8, kKS = kD / 16;
@@ -357,7 +369,8 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   dev::SmemPtr<T> dOs = Qs + 2 * kBM * kP;  // [2] stages
   // Row statistics of a step's query tile, [2] stages each: the saved log-sum-exp (float64, as loaded),
   // D_i, and what the step reads: the log-sum-exp in the log2 domain as hi + lo, and the causal end.
-  dev::SmemPtr<double> lse_s = (dOs + 2 * kBM * kP).template cast<double>();
+  dev::SmemPtr<T> dSt = dOs + 2 * kBM * kP;  // Tr::kFusedDq: dS^T of a step, (keys, rows)
+  dev::SmemPtr<double> lse_s = (dSt + (Tr::kFusedDq ? kBN * Tr::kDsPitch : 0)).template cast<double>();
   dev::SmemPtr<float> di_s = (lse_s + 2 * kBM).template cast<float>();
   dev::SmemPtr<float> hi_s = di_s + 2 * kBM, lo_s = hi_s + 2 * kBM;
   dev::SmemPtr<int> end_s = (lo_s + 2 * kBM).template cast<int>();
@@ -463,6 +476,47 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
         uint32_t a[4];
         dev::accum_to_a<T>(a, dpt[2 * kk], dpt[2 * kk + 1]);
         dev::mma_b_kmajor<kDT, T>(dk, a, Qt, kP, kk * 16, 0);
+      }
+      if constexpr (Tr::kFusedDq) {
+        // dS^T rounded to T as dK's A operand took it, each thread's pairs of adjacent rows as one word;
+        // the last step's dQ reads of dSt ended at its closing barrier.
+        constexpr int kDsP = Tr::kDsPitch;
+        MMK_UNROLL
+        for (int j = 0; j < kNT; ++j)
+          MMK_UNROLL
+          for (int r = 0; r < 2; ++r)
+            (dSt + (kr0 + g + 8 * r) * kDsP + j * 8 + 2 * tq).template cast<uint32_t>()[0] =
+                dev::pack2<T>(dpt[j][2 * r], dpt[j][2 * r + 1]);
+        dev::sync_threads();
+        // dQ (this warp's 16 rows) = dS K over the CTA's keys, added after the key tile before this one.
+        float dqa[kDT][4];
+        dev::zero(dqa);
+        MMK_UNROLL
+        for (int kk = 0; kk < kBN / 16; ++kk) {
+          uint32_t a[4];
+          dev::load_a_trans<T>(a, dSt, kDsP, warp * 16, kk * 16);
+          dev::mma_b_kmajor<kDT, T>(dqa, a, Ks, kP, kk * 16, 0);
+        }
+        const int64_t h = hk * group + step / q_tiles, m_blk = q_first + step % q_tiles;
+        int* flag = dq.flags + (b * p.H + h) * bwd_q_tiles(p) + m_blk;
+        if (dev::thread_rank() == 0) dev::wait_flag(flag, static_cast<int>(dev::block_idx().x));
+        dev::sync_threads();
+        float* acc = dq.acc + (b * p.H + h) * p.Lq * kD;
+        MMK_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          const int64_t row = m_blk * kBM + warp * 16 + g + 8 * r;
+          if (row >= p.Lq) continue;
+          MMK_UNROLL
+          for (int dt = 0; dt < kDT; ++dt) {
+            auto* a = reinterpret_cast<dev::F32x2*>(acc + row * kD + dt * 8 + 2 * tq);  // even column: aligned
+            dev::F32x2 v = *a;
+            v.x += dqa[dt][2 * r];
+            v.y += dqa[dt][2 * r + 1];
+            *a = v;
+          }
+        }
+        dev::sync_threads();  // every add of this CTA is done
+        if (dev::thread_rank() == 0) dev::set_flag(flag, static_cast<int>(dev::block_idx().x) + 1);
       }
     }
     if (step + 1 < steps) {  // the next step's group has had this step to land
@@ -630,21 +684,28 @@ dev::Error forward(const CrossAttentionParams& p_all, dev::Stream stream) {
 }
 
 template <typename T, int kD, int kPass>
-dev::Error launch_dkdv(const CrossAttentionParams& p, const float* Di, dev::Stream stream) {
+dev::Error launch_dkdv(const CrossAttentionParams& p, const float* Di, DqAccum dq, dev::Stream stream) {
   using Tr = BwdTraits<T, kD>;
   dev::Error err = dev::set_max_dynamic_smem(flash_dkdv_kernel<T, kD, kPass>, static_cast<int>(Tr::kDkDvSmemBytes));
   if (err != dev::kSuccess) return err;
   const dev::Dim3 grid{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lk, Tr::kBlockN)), static_cast<uint32_t>(p.Hkv),
                        static_cast<uint32_t>(p.B)};
   return MMK_LAUNCH((flash_dkdv_kernel<T, kD, kPass>), grid, (dev::Dim3{kThreads, 1, 1}), Tr::kDkDvSmemBytes, stream,
-                    p, Di);
+                    p, Di, dq);
 }
 
 template <typename T, int kD>
-dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, dev::Stream stream, bool grads) {
+dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, void* workspace, dev::Stream stream, bool grads) {
   using Tr = BwdTraits<T, kD>;
   if (!grid_fits(p_all)) return dev::kErrorInvalidConfiguration;
+  if (Tr::kFusedDq && grads && workspace == nullptr)
+    return dev::report_error(dev::kErrorInvalidValue, "the sm_80 backward needs its dQ workspace at this head dim");
   dev::Error err = dev::set_max_dynamic_smem(flash_dq_kernel<T, kD>, static_cast<int>(Tr::kDqSmemBytes));
+  DqAccum dq_all;
+  if (Tr::kFusedDq && grads) {
+    dq_all.acc = static_cast<float*>(workspace);
+    dq_all.flags = reinterpret_cast<int*>(dq_all.acc + p_all.B * p_all.H * p_all.Lq * kD);
+  }
   for (BatchSlices s(p_all, kMaxGridYZ); s && err == dev::kSuccess; ++s) {
     const CrossAttentionParams& p = *s;
     float* Di = Di_all + s.first() * p.H * p.Lq;
@@ -653,17 +714,23 @@ dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, dev::Strea
                               static_cast<uint32_t>(p.B)};
     err = MMK_LAUNCH(flash_di_kernel<T>, grid_rows, block, 0, stream, p, Di);
     if (err != dev::kSuccess || !grads) continue;
-    if constexpr (Tr::kSplitDkDv) {
-      err = launch_dkdv<T, kD, 1>(p, Di, stream);
-      if (err == dev::kSuccess) err = launch_dkdv<T, kD, 2>(p, Di, stream);
-    } else {
-      err = launch_dkdv<T, kD, 0>(p, Di, stream);
+    DqAccum dq;
+    if constexpr (Tr::kFusedDq) {
+      dq.acc = dq_all.acc + s.first() * p.H * p.Lq * kD;
+      dq.flags = dq_all.flags + s.first() * p.H * bwd_q_tiles(p);
     }
-    if (err != dev::kSuccess) break;
+    if constexpr (Tr::kSplitDkDv) {
+      err = launch_dkdv<T, kD, 1>(p, Di, dq, stream);
+      if (err == dev::kSuccess) err = launch_dkdv<T, kD, 2>(p, Di, dq, stream);
+    } else {
+      err = launch_dkdv<T, kD, 0>(p, Di, dq, stream);
+    }
+    if (err != dev::kSuccess || Tr::kFusedDq) continue;
     const dev::Dim3 grid_dq{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, Tr::kDqBlockM)),
                             static_cast<uint32_t>(p.H), static_cast<uint32_t>(p.B)};
     err = MMK_LAUNCH((flash_dq_kernel<T, kD>), grid_dq, block, Tr::kDqSmemBytes, stream, p, Di);
   }
+  if (err == dev::kSuccess && Tr::kFusedDq && grads) err = launch_convert_dq<T>(p_all, dq_all.acc, kD, stream);
   return err;
 }
 

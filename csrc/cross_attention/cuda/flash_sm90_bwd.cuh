@@ -433,20 +433,6 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 1) flash_sm90_bwd_kernel(MMK_GRID_CO
   }
 }
 
-// dQ = the accumulator times the scale, rounded to T; one thread per pair of columns of a row.
-template <class T>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(256, 1) convert_dq_kernel(const CrossAttentionParams p, const float* acc, int kD) {
-  const int64_t pairs = (p.D + 1) / 2;
-  const int64_t t = int64_t(dev::block_idx().x) * dev::block_dim().x + dev::thread_idx().x;
-  if (t >= p.B * p.Lq * p.H * pairs) return;
-  const int64_t c = (t % pairs) * 2, r = t / pairs, h = r % p.H, i = (r / p.H) % p.Lq, b = r / (p.H * p.Lq);
-  const float* a = acc + ((b * p.H + h) * p.Lq + i) * kD + c;
-  T* dq = static_cast<T*>(p.dq) + ((b * p.Lq + i) * p.H + h) * p.D + c;
-  const float scale = static_cast<float>(p.scale);
-  dq[0] = dev::from_float<T>(a[0] * scale);
-  if (c + 1 < p.D) dq[1] = dev::from_float<T>(a[1] * scale);
-}
-
 // dK, dV and dQ (D_i already in `Di`; the glue's zeros in dk, dv; `workspace` zeroed, of
 // backward_workspace_bytes(p, kD) bytes).
 template <class DevT, int kD>
@@ -479,10 +465,7 @@ dev::Error backward(const CrossAttentionParams& p_all, const float* Di_all, void
         err != dev::kSuccess)
       return err;
   }
-  const int64_t blocks = dev::ceil_div<int64_t>(p_all.B * p_all.Lq * p_all.H * ((p_all.D + 1) / 2), 256);
-  if (blocks > 2147483647) return dev::kErrorInvalidConfiguration;
-  return MMK_LAUNCH((convert_dq_kernel<DevT>), (dev::Dim3{static_cast<uint32_t>(blocks), 1, 1}), (dev::Dim3{256, 1, 1}), 0,
-                    stream, p_all, static_cast<const float*>(dq.acc), kD);
+  return launch_convert_dq<DevT>(p_all, dq.acc, kD, stream);
 }
 
 }  // namespace flash_sm90
