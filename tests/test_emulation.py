@@ -183,7 +183,7 @@ def test_emulated_cuda_without_the_build_raises_a_clear_error():
 def test_16bit_attention_runs_the_tensor_core_kernels(dims, kd, kd90, arch):
     # The forward: the Hopper kernel (TMA + wgmma; head dims 64, 128, 256) on sm_90a, the mma.sync one
     # on sm_80; the backward: on sm_90a up to head dim 128 (its registers) D_i by the mma.sync pre-pass and
-    # dK, dV, dQ by the Hopper kernel, else the mma.sync kernels (dQ in the dK/dV kernel up to head dim 64).
+    # dK, dV, dQ by the Hopper kernel, else the mma.sync kernels (dQ in the dK/dV kernel up to head dim 128).
     D, Dv = dims
     q = torch.randn(1, 20, 2, D, dtype=torch.bfloat16, requires_grad=True)
     k = torch.randn(1, 30, 1, D, dtype=torch.bfloat16, requires_grad=True)
@@ -203,7 +203,7 @@ def test_16bit_attention_runs_the_tensor_core_kernels(dims, kd, kd90, arch):
     if arch == "sm_90a" and kd90 <= 128:
         assert [n.split("<")[0] for n in bwd] == ["flash_di_kernel", "flash_sm90_bwd_kernel", "convert_dq_kernel"], bwd
         assert f"flash_sm90_bwd_kernel<F> [T = bf16; int kD = {kd90}]" in bwd
-    elif kd <= 64:  # the dK/dV kernel adds dQ in key-tile order; no dq kernel
+    elif kd <= 128:  # the dK/dV kernel adds dQ in key-tile order; no dq kernel
         assert [n.split("<")[0] for n in bwd] == ["flash_di_kernel", "flash_dkdv_kernel", "convert_dq_kernel"], bwd
         assert f"flash_dkdv_kernel<T, kD, kPass> [T = bf16; int kD = {kd}; int kPass = 0]" in bwd
     else:

@@ -2,7 +2,8 @@
 // forward and dq kernels take every key tile as interior and whole), for scripts/kernel_audit.py
 // --ampere-interior: the instructions per HMMA of the loops that long sequences spend their time in,
 // which the build's own kernels mix with the boundary tiles' branches. The audit holds the forward to
-// its budget; the backward is here for NOTES' per-tile counts (its GEMM steps run in inner loops).
+// its budget; the backward is here for NOTES' per-step counts (its GEMM steps run in inner loops; at
+// these head dims the dK/dV kernel adds dQ itself, the dq kernel runs above 128 only).
 // Compiled by scripts/cuda_build_check.sh (-arch=sm_80 -cubin).
 #define MMK_AUDIT_INTERIOR_PATH
 #include "cross_attention/cuda/flash_kernels.cuh"

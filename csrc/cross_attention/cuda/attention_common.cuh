@@ -111,7 +111,7 @@ class BatchSlices {
 // head, query tile of kBwdBM rows, part of the head dim) counting the key tiles already in. No atomics:
 // bitwise the same every run. convert_dq_kernel scales and rounds the sum at the end.
 constexpr int kBwdBM = 64;  // query rows per step of those kernels
-constexpr int kFusedDqMaxDim = 64;
+constexpr int kFusedDqMaxDim = 128;
 MMK_HOST_DEVICE int64_t bwd_q_tiles(const CrossAttentionParams& p) { return (p.Lq + kBwdBM - 1) / kBwdBM; }
 struct DqAccum {
   float* acc = nullptr;  // [B][H][Lq][kD]

@@ -16,9 +16,10 @@
 // Backward: flash_di_kernel computes D_i = rowsum(dO * O); flash_dkdv_kernel owns kBlockN = 64 keys
 // of one (batch, kv head) and loops over the GQA group's query heads and all query tiles in a fixed
 // order, recomputing P^T from the log-sum-exp (S^T = K Q^T, so each warp's 16 keys are the rows of
-// its dK/dV accumulators; each step's row statistics come by cp.async a step ahead, with its Q and dO);
-// up to head dim kFusedDqMaxDim (64) it also adds dQ = dS K for its keys into a float32 workspace in
-// key-tile order (P once per tile pair; DqAccum, attention_common.cuh), above it flash_dq_kernel is a
+// its dK/dV accumulators, and from head dim 65 to 128 a pair of warps shares them, FlashAttention-2's
+// 8-warp layout; each step's row statistics come by cp.async with its Q and dO, ahead of the step).
+// Up to head dim kFusedDqMaxDim (128) it also adds dQ = dS K for its keys into a float32 workspace in
+// key-tile order (P once per tile pair; DqAccum, attention_common.cuh); above, flash_dq_kernel is a
 // separate pass over key tiles per query tile, with interior tiles in a loop of their own as in the
 // forward. No atomics: the results are deterministic.
 //
@@ -92,26 +93,38 @@ struct FwdTraits {
 
 template <typename T, int kD>
 struct BwdTraits {
-  static constexpr int kBlockN = 16 * kWarps;          // dK/dV kernel: keys per CTA
-  // dK/dV kernel: query rows per step. The per-warp register file holds dK and dV (16 x kD floats
-  // each, or one of them when split) plus S^T and dP^T (16 x kBlockM): smaller steps for wider heads
-  // keep it within 255 registers without spills (kernel audit; 32 rows at D 128 fit once the row
-  // statistics came through shared memory instead of registers).
-  static constexpr int kBlockM = kD <= 64 ? 64 : (kD <= 128 ? 32 : 16);
+  static constexpr int kBlockN = 16 * kWarps;  // dK/dV kernel: keys per CTA
+  // dK/dV kernel: warps per 16 keys. Up to D 64 one warp holds S^T, P^T, dP^T of its 16 keys over a
+  // step's rows and dK, dV over the whole head dim; from 65 to 128 two (8 warps, FlashAttention-2's
+  // layout): each computes S^T, dP^T for half of the rows and dK, dV (and dQ) for half of the head dim,
+  // P^T and dS^T passing through shared memory. (At 4 warps, D 128 fitted 32 rows per step at 253
+  // registers.)
+  static constexpr int kSplit = kD > 64 && kD <= 128 ? 2 : 1;
+  static constexpr int kDkDvThreads = kThreads * kSplit;
+  // dK/dV kernel: query rows per step. Above 128 the per-warp registers hold dK and dV (16 x kD floats
+  // each, or one of them when split) plus S^T and dP^T (16 x kBlockM): 16 rows keep that within 255
+  // registers without spills (kernel audit).
+  static constexpr int kBlockM = kD <= 128 ? 64 : 16;
   static constexpr int kPitch = dev::tile_pitch<kD>();
   // dK and dV accumulators together (2 x 16 x kD floats per warp) would spill above 128: then two
   // passes, dV first (needs only P), then dK.
   static constexpr bool kSplitDkDv = kD > 128;
   // Up to kFusedDqMaxDim (attention_common.cuh) the dK/dV kernel adds dQ = dS K too, in key-tile order
-  // (P once per tile pair: 5 products instead of 7, no dq kernel), through dS^T in shared memory (keys x
-  // rows, padded against bank conflicts). Wider heads keep the dq kernel: dQ's accumulators on top of
-  // dK's and dV's would spill there.
+  // (P once per tile pair: 5 products instead of 7, no dq kernel), from dS^T in shared memory (keys x
+  // rows, padded against bank conflicts). Wider heads keep the dq kernel: there dQ's accumulators on top
+  // of dK's and dV's would spill.
   static constexpr bool kFusedDq = kD <= kFusedDqMaxDim;
   static_assert(!kFusedDq || kBlockM == kBwdBM, "the dQ flags count key tiles per kBwdBM query rows");
   static constexpr int kDsPitch = kBlockM + 8;
-  static constexpr size_t kDkDvSmemBytes = sizeof(T) * (2 * kBlockN * kPitch + 4 * kBlockM * kPitch) +
-                                           (kFusedDq ? sizeof(T) * kBlockN * kDsPitch : 0) +
-                                           (sizeof(double) + 4 * sizeof(float)) * 2 * kBlockM;
+  static constexpr int kDsTiles = kSplit == 2 ? 2 : (kFusedDq ? 1 : 0);  // dS^T, and P^T with kSplit 2
+  // Q/dO buffers: two (the next step's loads in flight during a step) where shared memory allows; with
+  // kSplit 2 one, so that D 128 stays within the 99 KB every sm_80+ part gives a CTA (sm_86/89's
+  // opt-in limit; two would take 121 KB): the next step's loads then overlap the step's dQ.
+  static constexpr int kQStages = kSplit == 2 ? 1 : 2;
+  static constexpr size_t kDkDvSmemBytes =
+      sizeof(T) * (2 * kBlockN * kPitch + 2 * kQStages * kBlockM * kPitch + kDsTiles * kBlockN * kDsPitch) +
+      (sizeof(double) + 4 * sizeof(float)) * 2 * kBlockM;
+  static_assert(!kFusedDq || kDkDvSmemBytes <= 101376, "within the 99 KB of sm_86/89 (D 256 is 768 B above)");
   // dQ kernel: query rows per CTA and keys per step
   static constexpr int kDqBlockM = 16 * kWarps;
   static constexpr int kDqBlockN = kD <= 128 ? 64 : (kD <= 192 ? 32 : 16);  // dQ acc 16 x kD per warp
@@ -350,14 +363,19 @@ MMK_DEVICE float row_di(const CrossAttentionParams& p, const float* Di, int64_t 
 // dK, dV for kBlockN keys of one (batch, kv head), and dQ's share of these keys where Tr::kFusedDq.
 // kPass: 0 both, 1 dV only, 2 dK only. grid (ceil(Lk / kBlockN), Hkv, B): the launch order is the
 // key-tile order in which dQ is added (a CTA waits only on CTAs launched before it).
+// Warp w holds keys 16 (w % kWarps) ..; with Tr::kSplit = 2 the warps w and w + kWarps share them, each
+// taking half of a step's rows for S^T, dP^T and half of the head dim for dK, dV (and dQ).
 template <typename T, int kD, int kPass>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAttentionParams p, const float* Di,
-                                                                 const DqAccum dq) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(BwdTraits<T, kD>::kDkDvThreads, BwdTraits<T, kD>::kSplit == 1 ? 2 : 1)
+    flash_dkdv_kernel(const CrossAttentionParams p, const float* Di, const DqAccum dq) {
   using Tr = BwdTraits<T, kD>;
-  constexpr int kBN = Tr::kBlockN, kBM = Tr::kBlockM, kP = Tr::kPitch;
-  constexpr int kNT = kBM / 8, kDT = kD / 8, kKS = kD / 16;
+  constexpr int kBN = Tr::kBlockN, kBM = Tr::kBlockM, kP = Tr::kPitch, kSplit = Tr::kSplit;
+  constexpr int kNThreads = Tr::kDkDvThreads, kDsP = Tr::kDsPitch, kStages = Tr::kQStages;
+  constexpr int kNT = kBM / 8 / kSplit, kDT = kD / 8 / kSplit, kKS = kD / 16;
   constexpr bool kWantV = kPass != 2, kWantK = kPass != 1;
   const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
+  const int kw = warp % kWarps, half = warp / kWarps;
+  const int qc0 = half * (kBM / kSplit), dc0 = half * (kD / kSplit);  // this warp's rows of S^T; head-dim columns
   const int64_t b = dev::block_idx().z, hk = dev::block_idx().y;
   const int n0 = static_cast<int>(dev::block_idx().x) * kBN;
   const int n_valid = static_cast<int>(valid_keys(p, b));
@@ -365,12 +383,14 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   const int64_t group = gqa_group(p);
   dev::SmemPtr<T> Ks = dev::dynamic_smem<T>();
   dev::SmemPtr<T> Vs = Ks + kBN * kP;
-  dev::SmemPtr<T> Qs = Vs + kBN * kP;       // [2] stages
-  dev::SmemPtr<T> dOs = Qs + 2 * kBM * kP;  // [2] stages
+  dev::SmemPtr<T> Qs = Vs + kBN * kP;             // [kStages]
+  dev::SmemPtr<T> dOs = Qs + kStages * kBM * kP;  // [kStages]
+  // kFusedDq: dS^T of a step, (keys, rows); kSplit 2: P^T beside it (each warp computes half of the
+  // rows, dV and dK take all of them).
+  dev::SmemPtr<T> dSt = dOs + kStages * kBM * kP, Pt = dSt + Tr::kDsTiles / 2 * kBN * kDsP;
   // Row statistics of a step's query tile, [2] stages each: the saved log-sum-exp (float64, as loaded),
   // D_i, and what the step reads: the log-sum-exp in the log2 domain as hi + lo, and the causal end.
-  dev::SmemPtr<T> dSt = dOs + 2 * kBM * kP;  // Tr::kFusedDq: dS^T of a step, (keys, rows)
-  dev::SmemPtr<double> lse_s = (dSt + (Tr::kFusedDq ? kBN * Tr::kDsPitch : 0)).template cast<double>();
+  dev::SmemPtr<double> lse_s = (dSt + Tr::kDsTiles * kBN * kDsP).template cast<double>();
   dev::SmemPtr<float> di_s = (lse_s + 2 * kBM).template cast<float>();
   dev::SmemPtr<float> hi_s = di_s + 2 * kBM, lo_s = hi_s + 2 * kBM;
   dev::SmemPtr<int> end_s = (lo_s + 2 * kBM).template cast<int>();
@@ -381,23 +401,25 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   const int steps = q_tiles > 0 ? static_cast<int>(group) * q_tiles : 0;
   if (steps == 0) return;  // every query row lies above this key tile's diagonal: zero gradients
   const int key_rows = dev::min(kBN, n_valid - n0);
-  dev::load_tile_async<kBN, kD, kThreads>(Ks, static_cast<const T*>(p.k) + b * p.k_stride_b + n0 * p.k_stride_l +
-                                                  hk * p.k_stride_h, p.k_stride_l, key_rows, load_cols(p.D));
-  dev::load_tile_async<kBN, kD, kThreads>(Vs, static_cast<const T*>(p.v) + b * p.v_stride_b + n0 * p.v_stride_l +
-                                                  hk * p.v_stride_h, p.v_stride_l, key_rows, load_cols(p.Dv));
+  dev::load_tile_async<kBN, kD, kNThreads>(Ks, static_cast<const T*>(p.k) + b * p.k_stride_b + n0 * p.k_stride_l +
+                                                   hk * p.k_stride_h, p.k_stride_l, key_rows, load_cols(p.D));
+  dev::load_tile_async<kBN, kD, kNThreads>(Vs, static_cast<const T*>(p.v) + b * p.v_stride_b + n0 * p.v_stride_l +
+                                                   hk * p.v_stride_h, p.v_stride_l, key_rows, load_cols(p.Dv));
   // A step's Q and dO tiles and its rows' saved statistics, all by cp.async in one group issued a step
-  // ahead: no registers held across the step, no loads right before a barrier. Each thread converts
+  // ahead (kStages 2) or, with one Q/dO buffer, once the step before has read its Q and dO (during its
+  // dQ): no registers held across the step, no loads right before a barrier. Each thread converts
   // the row it loaded (convert) at the end of the step before, once its group has landed.
-  static_assert(kBM <= kThreads, "one statistics row per thread");
+  static_assert(kBM <= kNThreads, "one statistics row per thread");
   auto load_q = [&](int step, int buf) {
     const int64_t h = hk * group + step / q_tiles, m0 = int64_t(q_first + step % q_tiles) * kBM;
     const int rows = static_cast<int>(dev::min<int64_t>(kBM, p.Lq - m0));
-    dev::load_tile_async<kBM, kD, kThreads>(Qs + buf * kBM * kP, static_cast<const T*>(p.q) + b * p.q_stride_b +
-                                                m0 * p.q_stride_l + h * p.q_stride_h, p.q_stride_l, rows,
-                                            load_cols(p.D));
-    dev::load_tile_async<kBM, kD, kThreads>(dOs + buf * kBM * kP, static_cast<const T*>(p.grad_out) +
-                                                b * p.do_stride_b + m0 * p.do_stride_l + h * p.do_stride_h,
-                                            p.do_stride_l, rows, load_cols(p.Dv));
+    const int qb = kStages == 2 ? buf : 0;
+    dev::load_tile_async<kBM, kD, kNThreads>(Qs + qb * kBM * kP, static_cast<const T*>(p.q) + b * p.q_stride_b +
+                                                 m0 * p.q_stride_l + h * p.q_stride_h, p.q_stride_l, rows,
+                                             load_cols(p.D));
+    dev::load_tile_async<kBM, kD, kNThreads>(dOs + qb * kBM * kP, static_cast<const T*>(p.grad_out) +
+                                                 b * p.do_stride_b + m0 * p.do_stride_l + h * p.do_stride_h,
+                                             p.do_stride_l, rows, load_cols(p.Dv));
     const int i = dev::thread_rank();
     if (i < kBM) {  // rows past Lq: zero-filled, and never read as statistics (row_stats below)
       const int64_t at = (b * p.H + h) * p.Lq + (i < rows ? m0 + i : 0);
@@ -420,7 +442,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   convert(0);  // published by the first step's barrier
 
   // This warp's 16 keys: rows of S^T, dK and dV.
-  const int kr0 = warp * 16;
+  const int kr0 = kw * 16;
   // This thread's two keys, or INT_MAX for a key that never counts (then no row sees it).
   int my_key[2];
   MMK_UNROLL
@@ -432,29 +454,51 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
   float dk[kWantK ? kDT : 2][4], dv[kWantV ? kDT : 2][4];
   dev::zero(dk);
   dev::zero(dv);
-  for (int step = 0; step < steps; ++step) {
-    const int buf = step & 1;
-    if (step + 1 < steps) {
-      load_q(step + 1, buf ^ 1);
-      dev::cp_async_commit();
+  // Stores this thread's part of a (keys x rows) accumulator pair of S^T's shape into a (keys, rows)
+  // tile as T, pairs of adjacent rows as one word.
+  auto store_t = [&](dev::SmemPtr<T> dst, const float (&acc)[kNT][4]) {
+    MMK_UNROLL
+    for (int j = 0; j < kNT; ++j)
+      MMK_UNROLL
+      for (int r = 0; r < 2; ++r)
+        (dst + (kr0 + g + 8 * r) * kDsP + qc0 + j * 8 + 2 * tq).template cast<uint32_t>()[0] =
+            dev::pack2<T>(acc[j][2 * r], acc[j][2 * r + 1]);
+  };
+  // acc (+)= X^T B over all the step's rows: X^T (keys x rows) from a (keys, rows) tile in shared memory.
+  auto mma_t = [&](float (&acc)[kDT][4], dev::SmemPtr<const T> xt, dev::SmemPtr<const T> B) {
+    MMK_UNROLL
+    for (int kk = 0; kk < kBM / 16; ++kk) {
+      uint32_t a[4];
+      dev::load_a<T>(a, xt, kDsP, kr0, kk * 16);
+      dev::mma_b_kmajor<kDT, T>(acc, a, B, kP, kk * 16, dc0);
     }
-    if (step + 1 < steps) dev::cp_async_wait<1>();
-    else dev::cp_async_wait<0>();
+  };
+  for (int step = 0; step < steps; ++step) {
+    const int buf = step & 1, qb = kStages == 2 ? buf : 0;
+    if constexpr (kStages == 2) {
+      if (step + 1 < steps) {
+        load_q(step + 1, buf ^ 1);
+        dev::cp_async_commit();
+        dev::cp_async_wait<1>();
+      } else {
+        dev::cp_async_wait<0>();
+      }
+    }
     dev::sync_threads();
-    const dev::SmemPtr<const T> Qt = Qs + buf * kBM * kP, dOt = dOs + buf * kBM * kP;
-    // S^T = K Q^T: rows = this warp's keys, columns = the tile's query rows.
+    const dev::SmemPtr<const T> Qt = Qs + qb * kBM * kP, dOt = dOs + qb * kBM * kP;
+    // S^T = K Q^T: rows = this warp's keys, columns = its rows of the tile.
     float pt[kNT][4];
     dev::zero(pt);
-    dev::warp_gemm_nt<kNT, kKS, T>(pt, Ks, kP, kr0, Qt, kP, 0);
+    dev::warp_gemm_nt<kNT, kKS, T>(pt, Ks, kP, kr0, Qt, kP, qc0);
     MMK_UNROLL
     for (int j = 0; j < kNT; ++j)
       MMK_UNROLL
       for (int e = 0; e < 4; ++e) {
-        const int col = buf * kBM + j * 8 + 2 * tq + (e & 1);
+        const int col = buf * kBM + qc0 + j * 8 + 2 * tq + (e & 1);
         const bool visible = my_key[e / 2] < end_s[col];
         pt[j][e] = prob(pt[j][e], scale_log2, Lse::parts(hi_s[col], lo_s[col]), visible);
       }
-    if constexpr (kWantV) {  // dV += P^T dO
+    if constexpr (kWantV && kSplit == 1) {  // dV += P^T dO, P^T straight from the registers
       MMK_UNROLL
       for (int kk = 0; kk < kBM / 16; ++kk) {
         uint32_t a[4];
@@ -462,62 +506,73 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
         dev::mma_b_kmajor<kDT, T>(dv, a, dOt, kP, kk * 16, 0);
       }
     }
+    // dP^T = V dO^T, dS^T = P^T (dP^T - D) (the scale is applied once at the end).
+    float dpt[kNT][4];
     if constexpr (kWantK) {
-      // dP^T = V dO^T, dS^T = P^T (dP^T - D), dK += dS^T Q (the scale is applied once at the end).
-      float dpt[kNT][4];
       dev::zero(dpt);
-      dev::warp_gemm_nt<kNT, kKS, T>(dpt, Vs, kP, kr0, dOt, kP, 0);
+      dev::warp_gemm_nt<kNT, kKS, T>(dpt, Vs, kP, kr0, dOt, kP, qc0);
       MMK_UNROLL
       for (int j = 0; j < kNT; ++j)
         MMK_UNROLL
-        for (int e = 0; e < 4; ++e) dpt[j][e] = pt[j][e] * (dpt[j][e] - di_s[buf * kBM + j * 8 + 2 * tq + (e & 1)]);
+        for (int e = 0; e < 4; ++e)
+          dpt[j][e] = pt[j][e] * (dpt[j][e] - di_s[buf * kBM + qc0 + j * 8 + 2 * tq + (e & 1)]);
+    }
+    if constexpr (kSplit == 2) {  // P^T and dS^T of both halves of the rows, then dV and dK over all of them
+      if constexpr (kWantV) store_t(Pt, pt);
+      if constexpr (kWantK) store_t(dSt, dpt);
+      dev::sync_threads();
+      if constexpr (kWantV) mma_t(dv, Pt, dOt);
+      if constexpr (kWantK) mma_t(dk, dSt, Qt);
+      if constexpr (kStages == 1) {  // Q and dO read: the next step's load overlaps dQ
+        dev::sync_threads();
+        if (step + 1 < steps) {
+          load_q(step + 1, buf ^ 1);
+          dev::cp_async_commit();
+        }
+      }
+    } else if constexpr (kWantK) {  // dK += dS^T Q, dS^T straight from the registers
       MMK_UNROLL
       for (int kk = 0; kk < kBM / 16; ++kk) {
         uint32_t a[4];
         dev::accum_to_a<T>(a, dpt[2 * kk], dpt[2 * kk + 1]);
         dev::mma_b_kmajor<kDT, T>(dk, a, Qt, kP, kk * 16, 0);
       }
-      if constexpr (Tr::kFusedDq) {
-        // dS^T rounded to T as dK's A operand took it, each thread's pairs of adjacent rows as one word;
-        // the last step's dQ reads of dSt ended at its closing barrier.
-        constexpr int kDsP = Tr::kDsPitch;
-        MMK_UNROLL
-        for (int j = 0; j < kNT; ++j)
-          MMK_UNROLL
-          for (int r = 0; r < 2; ++r)
-            (dSt + (kr0 + g + 8 * r) * kDsP + j * 8 + 2 * tq).template cast<uint32_t>()[0] =
-                dev::pack2<T>(dpt[j][2 * r], dpt[j][2 * r + 1]);
+      if constexpr (Tr::kFusedDq) {  // dS^T for dQ (the last step's reads of it ended at its closing barrier)
+        store_t(dSt, dpt);
         dev::sync_threads();
-        // dQ (this warp's 16 rows) = dS K over the CTA's keys, added after the key tile before this one.
-        float dqa[kDT][4];
-        dev::zero(dqa);
-        MMK_UNROLL
-        for (int kk = 0; kk < kBN / 16; ++kk) {
-          uint32_t a[4];
-          dev::load_a_trans<T>(a, dSt, kDsP, warp * 16, kk * 16);
-          dev::mma_b_kmajor<kDT, T>(dqa, a, Ks, kP, kk * 16, 0);
-        }
-        const int64_t h = hk * group + step / q_tiles, m_blk = q_first + step % q_tiles;
-        int* flag = dq.flags + (b * p.H + h) * bwd_q_tiles(p) + m_blk;
-        if (dev::thread_rank() == 0) dev::wait_flag(flag, static_cast<int>(dev::block_idx().x));
-        dev::sync_threads();
-        float* acc = dq.acc + (b * p.H + h) * p.Lq * kD;
-        MMK_UNROLL
-        for (int r = 0; r < 2; ++r) {
-          const int64_t row = m_blk * kBM + warp * 16 + g + 8 * r;
-          if (row >= p.Lq) continue;
-          MMK_UNROLL
-          for (int dt = 0; dt < kDT; ++dt) {
-            auto* a = reinterpret_cast<dev::F32x2*>(acc + row * kD + dt * 8 + 2 * tq);  // even column: aligned
-            dev::F32x2 v = *a;
-            v.x += dqa[dt][2 * r];
-            v.y += dqa[dt][2 * r + 1];
-            *a = v;
-          }
-        }
-        dev::sync_threads();  // every add of this CTA is done
-        if (dev::thread_rank() == 0) dev::set_flag(flag, static_cast<int>(dev::block_idx().x) + 1);
       }
+    }
+    if constexpr (Tr::kFusedDq) {
+      // dQ (this warp's 16 rows, its columns) = dS K over the CTA's keys, dS^T rounded as dK took it;
+      // added after the key tile before this one.
+      float dqa[kDT][4];
+      dev::zero(dqa);
+      MMK_UNROLL
+      for (int kk = 0; kk < kBN / 16; ++kk) {
+        uint32_t a[4];
+        dev::load_a_trans<T>(a, dSt, kDsP, kw * 16, kk * 16);
+        dev::mma_b_kmajor<kDT, T>(dqa, a, Ks, kP, kk * 16, dc0);
+      }
+      const int64_t h = hk * group + step / q_tiles, m_blk = q_first + step % q_tiles;
+      int* flag = dq.flags + (b * p.H + h) * bwd_q_tiles(p) + m_blk;
+      if (dev::thread_rank() == 0) dev::wait_flag(flag, static_cast<int>(dev::block_idx().x));
+      dev::sync_threads();
+      float* acc = dq.acc + (b * p.H + h) * p.Lq * kD + dc0;
+      MMK_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        const int64_t row = m_blk * kBM + kw * 16 + g + 8 * r;
+        if (row >= p.Lq) continue;
+        MMK_UNROLL
+        for (int dt = 0; dt < kDT; ++dt) {
+          auto* a = reinterpret_cast<dev::F32x2*>(acc + row * kD + dt * 8 + 2 * tq);  // even column: aligned
+          dev::F32x2 v = *a;
+          v.x += dqa[dt][2 * r];
+          v.y += dqa[dt][2 * r + 1];
+          *a = v;
+        }
+      }
+      dev::sync_threads();  // every add of this CTA is done
+      if (dev::thread_rank() == 0) dev::set_flag(flag, static_cast<int>(dev::block_idx().x) + 1);
     }
     if (step + 1 < steps) {  // the next step's group has had this step to land
       dev::cp_async_wait<0>();
@@ -533,7 +588,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, 2) flash_dkdv_kernel(const CrossAtte
     const int64_t base = (b * p.Lk + n0 + kr) * p.Hkv + hk;
     MMK_UNROLL
     for (int dt = 0; dt < kDT; ++dt) {
-      const int d = dt * 8 + 2 * tq;
+      const int d = dc0 + dt * 8 + 2 * tq;
       if constexpr (kWantK) {
         T* dkr = static_cast<T*>(p.dk) + base * p.D;
         if (d < p.D) dkr[d] = dev::from_float<T>(dk[dt][2 * r] * scale);
@@ -690,8 +745,8 @@ dev::Error launch_dkdv(const CrossAttentionParams& p, const float* Di, DqAccum d
   if (err != dev::kSuccess) return err;
   const dev::Dim3 grid{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lk, Tr::kBlockN)), static_cast<uint32_t>(p.Hkv),
                        static_cast<uint32_t>(p.B)};
-  return MMK_LAUNCH((flash_dkdv_kernel<T, kD, kPass>), grid, (dev::Dim3{kThreads, 1, 1}), Tr::kDkDvSmemBytes, stream,
-                    p, Di, dq);
+  return MMK_LAUNCH((flash_dkdv_kernel<T, kD, kPass>), grid, (dev::Dim3{Tr::kDkDvThreads, 1, 1}), Tr::kDkDvSmemBytes,
+                    stream, p, Di, dq);
 }
 
 template <typename T, int kD>
@@ -700,7 +755,8 @@ dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, void* work
   if (!grid_fits(p_all)) return dev::kErrorInvalidConfiguration;
   if (Tr::kFusedDq && grads && workspace == nullptr)
     return dev::report_error(dev::kErrorInvalidValue, "the sm_80 backward needs its dQ workspace at this head dim");
-  dev::Error err = dev::set_max_dynamic_smem(flash_dq_kernel<T, kD>, static_cast<int>(Tr::kDqSmemBytes));
+  dev::Error err = dev::kSuccess;
+  if constexpr (!Tr::kFusedDq) err = dev::set_max_dynamic_smem(flash_dq_kernel<T, kD>, static_cast<int>(Tr::kDqSmemBytes));
   DqAccum dq_all;
   if (Tr::kFusedDq && grads) {
     dq_all.acc = static_cast<float*>(workspace);
@@ -725,10 +781,12 @@ dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, void* work
     } else {
       err = launch_dkdv<T, kD, 0>(p, Di, dq, stream);
     }
-    if (err != dev::kSuccess || Tr::kFusedDq) continue;
-    const dev::Dim3 grid_dq{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, Tr::kDqBlockM)),
-                            static_cast<uint32_t>(p.H), static_cast<uint32_t>(p.B)};
-    err = MMK_LAUNCH((flash_dq_kernel<T, kD>), grid_dq, block, Tr::kDqSmemBytes, stream, p, Di);
+    if constexpr (!Tr::kFusedDq) {
+      if (err != dev::kSuccess) continue;
+      const dev::Dim3 grid_dq{static_cast<uint32_t>(dev::ceil_div<int64_t>(p.Lq, Tr::kDqBlockM)),
+                              static_cast<uint32_t>(p.H), static_cast<uint32_t>(p.B)};
+      err = MMK_LAUNCH((flash_dq_kernel<T, kD>), grid_dq, block, Tr::kDqSmemBytes, stream, p, Di);
+    }
   }
   if (err == dev::kSuccess && Tr::kFusedDq && grads) err = launch_convert_dq<T>(p_all, dq_all.acc, kD, stream);
   return err;
