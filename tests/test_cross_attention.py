@@ -201,7 +201,7 @@ def test_ampere_forward_row_tiles_and_interior_loop(shape, masking, causal, dtyp
 # Causal with Lq < Lk (cross/decoding), Lq > Lk (leading rows see no key: zeros), Lq == Lk; head dims
 # of the tensor-core kernels and an odd one; tiles larger than one block so whole tiles are skipped.
 CAUSAL_SHAPES = [(2, 70, 130, 4, 2, 64, 64), (2, 130, 70, 2, 1, 32, 48), (1, 97, 97, 2, 2, 40, 40),
-                 (2, 1, 257, 2, 1, 128, 128)]
+                 (2, 1, 257, 2, 1, 128, 128), (2, 130, 200, 4, 2, 96, 80)]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -15,7 +15,9 @@ int64_t cross_attention_forward_workspace(const CrossAttentionParams& p);
 template <typename T>
 dev::Error cross_attention_forward(const CrossAttentionParams& p, void* workspace, dev::Stream stream);
 
-// Bytes of zeroed device workspace the backward needs (the Hopper kernel's dQ accumulator; often 0).
+// Bytes of zeroed device workspace the backward needs: dQ's float32 accumulator and its flags where the
+// Hopper kernel or the sm_80 dK/dV kernel adds dQ in key-tile order (16-bit, head dims up to 128:
+// B * H * Lq * kD * 4 bytes and a little); else 0.
 template <typename T>
 int64_t cross_attention_backward_workspace(const CrossAttentionParams& p);
 // `Di` is a float32 workspace of B * H * Lq elements; `workspace` as above (zeroed; null when 0 bytes).

@@ -13,7 +13,7 @@ void add(std::vector<std::pair<std::string, int64_t>>& out, const char* type) {
   using Bw = flash::BwdTraits<T, kD>;
   const std::string args = std::string("<") + type + ", " + std::to_string(kD);
   out.emplace_back("cuda::flash::flash_fwd_kernel" + args + ">", int64_t(F::kSmemBytes));
-  out.emplace_back("cuda::flash::flash_dq_kernel" + args + ">", int64_t(Bw::kDqSmemBytes));
+  if (!Bw::kFusedDq) out.emplace_back("cuda::flash::flash_dq_kernel" + args + ">", int64_t(Bw::kDqSmemBytes));
   for (int pass : Bw::kSplitDkDv ? std::vector<int>{1, 2} : std::vector<int>{0})
     out.emplace_back("cuda::flash::flash_dkdv_kernel" + args + ", " + std::to_string(pass) + ">",
                      int64_t(Bw::kDkDvSmemBytes));

@@ -127,7 +127,7 @@ struct BwdTraits {
   static_assert(!kFusedDq || kDkDvSmemBytes <= 101376, "within the 99 KB of sm_86/89 (D 256 is 768 B above)");
   // dQ kernel: query rows per CTA and keys per step
   static constexpr int kDqBlockM = 16 * kWarps;
-  static constexpr int kDqBlockN = kD <= 128 ? 64 : (kD <= 192 ? 32 : 16);  // dQ acc 16 x kD per warp
+  static constexpr int kDqBlockN = kD <= 192 ? 32 : 16;  // dQ acc 16 x kD per warp (kD > kFusedDqMaxDim)
   static constexpr size_t kDqSmemBytes = sizeof(T) * (2 * kDqBlockM * kPitch + 4 * kDqBlockN * kPitch);
 };
 
@@ -373,6 +373,7 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(BwdTraits<T, kD>::kDkDvThreads, BwdTraits<T, k
   constexpr int kNThreads = Tr::kDkDvThreads, kDsP = Tr::kDsPitch, kStages = Tr::kQStages;
   constexpr int kNT = kBM / 8 / kSplit, kDT = kD / 8 / kSplit, kKS = kD / 16;
   constexpr bool kWantV = kPass != 2, kWantK = kPass != 1;
+  static_assert(kPass == 0 || (!Tr::kFusedDq && kSplit == 1), "dQ and the shared P^T/dS^T need both passes in one");
   const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
   const int kw = warp % kWarps, half = warp / kWarps;
   const int qc0 = half * (kBM / kSplit), dc0 = half * (kD / kSplit);  // this warp's rows of S^T; head-dim columns
@@ -605,11 +606,11 @@ MMK_GLOBAL void MMK_LAUNCH_BOUNDS(BwdTraits<T, kD>::kDkDvThreads, BwdTraits<T, k
 
 // dQ for kDqBlockM query rows of one (batch, head), looping over the valid key tiles.
 // grid (ceil(Lq / kDqBlockM), H, B).
-// At D 32 ptxas, free to pick, lands a register or two above 128 or spills to stay at 128 (4 CTAs per
-// SM) depending on unrelated code changes; 3 CTAs per SM, as 130 registers gave, keep it spill-free.
+// Head dims above kFusedDqMaxDim only (below, the dK/dV kernel adds dQ).
 template <typename T, int kD>
-MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads, (kD <= 32 ? 3 : 1)) flash_dq_kernel(const CrossAttentionParams p, const float* Di) {
+MMK_GLOBAL void MMK_LAUNCH_BOUNDS(kThreads) flash_dq_kernel(const CrossAttentionParams p, const float* Di) {
   using Tr = BwdTraits<T, kD>;
+  static_assert(!Tr::kFusedDq, "the dK/dV kernel adds dQ at this head dim");
   constexpr int kBM = Tr::kDqBlockM, kBN = Tr::kDqBlockN, kP = Tr::kPitch;
   constexpr int kNT = kBN / 8, kDT = kD / 8, kKS = kD / 16;
   const int warp = dev::warp_id(), lane = dev::lane_id(), g = lane / 4, tq = lane % 4;
