@@ -104,7 +104,6 @@ class BatchSlices {
   CrossAttentionParams slice_;
 };
 
-
 // dQ added across key tiles in a fixed order (the Hopper backward, flash_sm90_bwd.cuh, and the mma.sync
 // dK/dV kernel at head dims up to kFusedDqMaxDim, flash_kernels.cuh): each key tile's CTA adds its dQ
 // rows into a zeroed float32 workspace after the key tile before it, through one flag per (batch,
@@ -116,6 +115,22 @@ MMK_HOST_DEVICE int64_t bwd_q_tiles(const CrossAttentionParams& p) { return (p.L
 struct DqAccum {
   float* acc = nullptr;  // [B][H][Lq][kD]
   int* flags = nullptr;  // [B][H][bwd_q_tiles][parts]
+  // The workspace's layout, in one place: its bytes, the views of it, and a batch slice's part.
+  static int64_t bytes(const CrossAttentionParams& p, int kD, int parts) {
+    return 4 * (p.B * p.H * p.Lq * kD + p.B * p.H * bwd_q_tiles(p) * parts);
+  }
+  static DqAccum in(void* workspace, const CrossAttentionParams& p_all, int kD) {
+    DqAccum d;
+    d.acc = static_cast<float*>(workspace);
+    d.flags = reinterpret_cast<int*>(d.acc + p_all.B * p_all.H * p_all.Lq * kD);
+    return d;
+  }
+  DqAccum from_batch(int64_t b0, const CrossAttentionParams& p, int kD, int parts) const {
+    DqAccum d;
+    d.acc = acc + b0 * p.H * p.Lq * kD;
+    d.flags = flags + b0 * p.H * bwd_q_tiles(p) * parts;
+    return d;
+  }
 };
 
 // dQ = the accumulator times the scale, rounded to T; one thread per pair of columns of a row.

@@ -89,17 +89,12 @@ inline bool eligible(const CrossAttentionParams& p, bool backward) {
          (!backward || chunk_aligned(p.grad_out, p.do_stride_b, p.do_stride_l, p.do_stride_h));
 }
 
-// Bytes of the zeroed workspace of the dQ accumulation (DqAccum, attention_common.cuh).
-inline int64_t dq_workspace_bytes(const CrossAttentionParams& p, int kD, int parts) {
-  return 4 * (p.B * p.H * p.Lq * kD + p.B * p.H * bwd_q_tiles(p) * parts);
-}
-
 // The sm_80 kernel head dim for max(D, Dv) = d (0 if none is compiled), and the zeroed workspace bytes
 // its backward needs (dQ's accumulator where the dK/dV kernel adds dQ too; else 0).
 inline int kernel_head_dim(int64_t d) { return smallest_dim<kHeadDims>(d); }
 inline int64_t backward_workspace_bytes(const CrossAttentionParams& p) {
   const int kd = kernel_head_dim(std::max(p.D, p.Dv));
-  return kd != 0 && kd <= kFusedDqMaxDim ? dq_workspace_bytes(p, kd, 1) : 0;
+  return kd != 0 && kd <= kFusedDqMaxDim ? DqAccum::bytes(p, kd, 1) : 0;
 }
 
 }  // namespace flash
@@ -164,7 +159,7 @@ constexpr int kBwdHeadDims[] = {MMK_FLASH_SM90_BWD_HEAD_DIMS};
 // atom (64 columns) wide; else one takes a step's whole dQ, by turns.
 constexpr int dq_parts(int kD) { return kD >= 128 ? 2 : 1; }
 inline int64_t backward_workspace_bytes(const CrossAttentionParams& p, int kD) {
-  return flash::dq_workspace_bytes(p, kD, dq_parts(kD));
+  return DqAccum::bytes(p, kD, dq_parts(kD));
 }
 template <typename T, int kD>
 dev::Error backward(const CrossAttentionParams& p, const float* Di, void* workspace, dev::Stream stream);

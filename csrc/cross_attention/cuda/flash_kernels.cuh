@@ -758,11 +758,7 @@ dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, void* work
     return dev::report_error(dev::kErrorInvalidValue, "the sm_80 backward needs its dQ workspace at this head dim");
   dev::Error err = dev::kSuccess;
   if constexpr (!Tr::kFusedDq) err = dev::set_max_dynamic_smem(flash_dq_kernel<T, kD>, static_cast<int>(Tr::kDqSmemBytes));
-  DqAccum dq_all;
-  if (Tr::kFusedDq && grads) {
-    dq_all.acc = static_cast<float*>(workspace);
-    dq_all.flags = reinterpret_cast<int*>(dq_all.acc + p_all.B * p_all.H * p_all.Lq * kD);
-  }
+  const DqAccum dq_all = Tr::kFusedDq && grads ? DqAccum::in(workspace, p_all, kD) : DqAccum{};
   for (BatchSlices s(p_all, kMaxGridYZ); s && err == dev::kSuccess; ++s) {
     const CrossAttentionParams& p = *s;
     float* Di = Di_all + s.first() * p.H * p.Lq;
@@ -771,11 +767,7 @@ dev::Error backward(const CrossAttentionParams& p_all, float* Di_all, void* work
                               static_cast<uint32_t>(p.B)};
     err = MMK_LAUNCH(flash_di_kernel<T>, grid_rows, block, 0, stream, p, Di);
     if (err != dev::kSuccess || !grads) continue;
-    DqAccum dq;
-    if constexpr (Tr::kFusedDq) {
-      dq.acc = dq_all.acc + s.first() * p.H * p.Lq * kD;
-      dq.flags = dq_all.flags + s.first() * p.H * bwd_q_tiles(p);
-    }
+    const DqAccum dq = Tr::kFusedDq ? dq_all.from_batch(s.first(), p, kD, 1) : DqAccum{};
     if constexpr (Tr::kSplitDkDv) {
       err = launch_dkdv<T, kD, 1>(p, Di, dq, stream);
       if (err == dev::kSuccess) err = launch_dkdv<T, kD, 2>(p, Di, dq, stream);

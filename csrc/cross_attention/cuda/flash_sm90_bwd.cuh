@@ -443,16 +443,12 @@ dev::Error backward(const CrossAttentionParams& p_all, const float* Di_all, void
   if (dev::Error e = dev::set_max_dynamic_smem(flash_sm90_bwd_kernel<F>, static_cast<int>(F::kSmem)); e != dev::kSuccess)
     return e;
   if (p_all.Hkv > kMaxGridYZ) return dev::kErrorInvalidConfiguration;
-  DqAccum dq;
-  dq.acc = static_cast<float*>(workspace);
-  dq.flags = reinterpret_cast<int*>(dq.acc + p_all.B * p_all.H * p_all.Lq * kD);
-  const int64_t flags_per_batch = p_all.H * bwd_q_tiles(p_all) * F::kDqParts;
+  const DqAccum dq = DqAccum::in(workspace, p_all, kD);
   for (BatchSlices s(p_all, kMaxGridYZ); s; ++s) {
     typename F::Params prm{};
     prm.p = *s;
     prm.Di = Di_all + s.first() * p_all.H * p_all.Lq;
-    prm.dq.acc = dq.acc + s.first() * p_all.H * p_all.Lq * kD;
-    prm.dq.flags = dq.flags + s.first() * flags_per_batch;
+    prm.dq = dq.from_batch(s.first(), *s, kD, F::kDqParts);
     std::string e;
     prm.tma_q = F::tma_rows(prm.p, &e);
     if (e.empty()) prm.tma_do = F::tma_do(prm.p, &e);
