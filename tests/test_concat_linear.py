@@ -89,14 +89,21 @@ def test_noncontiguous_inputs_and_no_bias(device):
         torch.testing.assert_close(o.double(), r, atol=1e-5, rtol=1e-5)
 
 
-# The float32 backward's one-pass GEMM kernel (AVX2; from M >= 512 rows): odd widths (ragged 16-column
-# panels), a row count that is not a multiple of its 64-row tiles or 256-row weight-gradient chunks,
-# strided inputs, and each combination of wanted gradients.
-@pytest.mark.parametrize("want", ["all", "frozen_inputs", "frozen_weight", "one_input"])
-def test_float32_backward_at_many_rows_within_budget(want):
-    shape = ((601,), (257, 7, 1, 64), 97)
-    xs, w, b = make(shape, torch.float64, "cpu", seed=13, noncontig=True)
-    grad = torch.randn(601, 97, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+# The float32 backward's GEMM kernels (AVX2): from 512 rows the one-pass panel kernel, below it dz in
+# 6-row strips for dX and the weight-gradient kernel from the stored dz. Odd widths (ragged 16-column
+# panels), row counts that are not multiples of the strips, 64-row tiles or 256-row weight-gradient
+# chunks (1, 7, 97, 511, 601), N past one 256-row k-block, strided inputs, each combination of wanted
+# gradients.
+ROW_CASES = [(601, "all"), (601, "frozen_inputs"), (601, "frozen_weight"), (601, "one_input"),
+             (1, "all"), (7, "all"), (97, "one_input"), (97, "frozen_weight"), (511, "all")]
+
+
+@pytest.mark.parametrize("rows,want", ROW_CASES, ids=[f"M{m}-{w}" for m, w in ROW_CASES])
+def test_float32_backward_at_many_row_counts_within_budget(rows, want):
+    n_out = 97 if rows > 97 else 300
+    shape = ((rows,), (257, 7, 1, 64), n_out)
+    xs, w, b = make(shape, torch.float64, "cpu", seed=13 + rows, noncontig=True)
+    grad = torch.randn(rows, n_out, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
 
     def run_want(fn, dtype):
         xs_ = [x.detach().to(dtype).requires_grad_(want in ("all", "frozen_weight") or (want == "one_input" and i == 1))

@@ -48,6 +48,12 @@ struct ConcatLinearForwardParams {
   DType dtype = DType::BFloat16;
 };
 
+// Below this many rows the CPU float32 backward (AVX2) takes both GEMMs off ATen even with input
+// gradients: dX on dz packed in row strips, dW (and db) by the weight-gradient kernel from the stored dz.
+// MKL's GEMMs with a reduction (dW) or row count (dX) this thin ran at ~150 GFLOP/s of the panel
+// kernel's ~200 (M64 d512+768+128 N512; benchmarks/NOTES.md, issue 27).
+constexpr int64_t kConcatLinearSmallRows = 512;
+
 // The backward's input gradients (CPU float32 on AVX2): dX_i = dz @ W[:, off_i:off_i+d_i] into dx[i]
 // (M, d_i) contiguous (null: not wanted). dz (M, N) contiguous; W (N, K) contiguous.
 struct ConcatLinearBackwardParams {

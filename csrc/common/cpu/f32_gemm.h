@@ -137,6 +137,37 @@ inline void f32_panel_tile(int64_t K, int64_t kc, const float* A, int64_t lda, c
     for (int r = 0; r < MR; ++r) std::memcpy(C + r * ldc, edge + r * kF32NR, sizeof(float) * nc);
 }
 
+// A (M x K, row stride lda) packed in strips of kF32MR rows, k-major: strip s holds rows 6s..6s+mr-1
+// (mr = min(6, M - 6s)) as mr floats per k at as + 6 s K, so one tile streams it contiguously (in
+// place, rows at a 2-6 KB stride alias in the L1 sets). M x K floats in all.
+inline void pack_f32_strips(const float* a, int64_t lda, int64_t M, int64_t K, float* as, int64_t s0, int64_t s1) {
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t r0 = s * kF32MR, mr = std::min(kF32MR, M - r0);
+    float* dst = as + r0 * K;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t r = 0; r < mr; ++r) dst[k * mr + r] = a[(r0 + r) * lda + k];
+  }
+}
+
+// C[M, 0:nc] (+)= A[:, k0:k0+kb] @ panel[0:kb, 0:nc], A as strips (pack_f32_strips, K columns in all), the
+// reduction in one chunk.
+inline void gemm_f32_strips(int64_t M, int64_t nc, int64_t kb, const float* as, int64_t K, int64_t k0,
+                            const float* panel, float* C, int64_t ldc, bool accumulate) {
+  for (int64_t r0 = 0; r0 < M; r0 += kF32MR) {
+    const int64_t mr = std::min(kF32MR, M - r0);
+    const float* a = as + r0 * K + k0 * mr;
+    float* c = C + r0 * ldc;
+    switch (mr) {
+      case 6: f32_panel_tile<6, true>(kb, kb, a, 6, panel, c, ldc, nc, accumulate); break;
+      case 5: f32_panel_tile<5, true>(kb, kb, a, 5, panel, c, ldc, nc, accumulate); break;
+      case 4: f32_panel_tile<4, true>(kb, kb, a, 4, panel, c, ldc, nc, accumulate); break;
+      case 3: f32_panel_tile<3, true>(kb, kb, a, 3, panel, c, ldc, nc, accumulate); break;
+      case 2: f32_panel_tile<2, true>(kb, kb, a, 2, panel, c, ldc, nc, accumulate); break;
+      default: f32_panel_tile<1, true>(kb, kb, a, 1, panel, c, ldc, nc, accumulate); break;
+    }
+  }
+}
+
 // C[M,N] (+)= A[M,K] @ B[k0:k0+K, n0:n0+N] with B given as panels (n0 a multiple of 16), C row-major;
 // A as in f32_panel_tile; the reduction in chunks of kc (0: one chunk).
 template <bool kTransA = false>
@@ -174,6 +205,9 @@ inline void gemm_f32_panels(int64_t M, int64_t N, int64_t K, const float* A, int
 
 inline void pack_f32_rows(const float*, int64_t, int64_t, int64_t, float*, int64_t) {}
 inline void pack_f32_transposed(const float*, int64_t, int64_t, int64_t, float*, int64_t) {}
+inline void pack_f32_strips(const float*, int64_t, int64_t, int64_t, float*, int64_t, int64_t) {}
+inline void gemm_f32_strips(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t,
+                            bool) {}
 template <bool kTransA = false>
 inline void gemm_f32_panels(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t, int64_t,
                             float*, int64_t, bool, int64_t = 0) {}

@@ -64,13 +64,13 @@ bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::
   return run_forward_tiled(p);
 }
 
-// The float32 input gradients in one kernel (AVX2: the panel GEMM; concat_linear_kernels.cpp), from
-// M >= 512 rows (below, packing W's slices costs more than per-segment ATen GEMMs lose). Returns dX_i
-// for the wanted inputs (undefined for the others), or nothing where the kernel does not apply.
+// The float32 input gradients in one kernel (AVX2: the panel GEMM with W packed once, or below
+// kConcatLinearSmallRows rows dz packed in strips and W per k-block; concat_linear_kernels.cpp).
+// Returns dX_i for the wanted inputs (undefined for the others), or nothing where it does not apply.
 std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Tensor& weight, const at::Tensor& dz,
                                         const std::vector<bool>& want_x) {
   const bool any = std::find(want_x.begin(), want_x.end(), true) != want_x.end();
-  if (!any || dz.scalar_type() != at::kFloat || a.M < 512 || a.N == 0) return {};
+  if (!any || dz.scalar_type() != at::kFloat || a.N == 0) return {};
   std::vector<void*> outs;
   std::vector<int64_t> widths;
   std::vector<at::Tensor> dx;
@@ -177,7 +177,7 @@ std::vector<at::Tensor> concat_linear_bwd_cpu(
   const bool want_any_x = std::find(want_x.begin(), want_x.end(), true) != want_x.end();
   // Frozen inputs, float32 on AVX2: dW and db in one pass, dz never stored (try_weight_grads).
   at::Tensor dz, dw_fast, db_fast;
-  const bool wb_fast = weight_grad && !want_any_x && try_weight_grads(a, dy, zc, has_bias, dw_fast, db_fast);
+  bool wb_fast = weight_grad && !want_any_x && try_weight_grads(a, dy, zc, has_bias, dw_fast, db_fast);
   if (!wb_fast) {
     dz = dy;
     if (zc.defined()) {
@@ -188,11 +188,17 @@ std::vector<at::Tensor> concat_linear_bwd_cpu(
       run_epilogue_backward(p);
     }
   }
+  // With input gradients too, below kConcatLinearSmallRows rows: the same kernel from the stored dz.
+  if (!wb_fast && weight_grad && want_any_x && a.M < kConcatLinearSmallRows) {
+    ConcatLinearArgs plain = a;
+    plain.act = Activation::None;
+    wb_fast = try_weight_grads(plain, dz, at::Tensor(), has_bias, dw_fast, db_fast);
+  }
   // Each gradient is a single GEMM per segment (no sum across segments), so the input dtype loses
   // nothing against plain PyTorch: dX_i = dz @ W_i, dW[:, seg_i] = dz^T @ X_i written in place. Where
   // the CPU has no native bf16/fp16 GEMM the operands are widened to float32 first (exact; each result
   // rounded once, as a float32-accumulating GEMM would): ATen's 16-bit GEMM there runs ~100x slower.
-  // float32 input gradients at M >= 512 on AVX2: one panel-GEMM pass for all segments (try_input_grads).
+  // float32 input gradients on AVX2: one panel-GEMM pass for all segments (try_input_grads).
   const at::ScalarType gemm_st = widen_gemm_operands(st) ? at::kFloat : st;
   std::vector<at::Tensor> dx_fast = try_input_grads(a, weight, dz, want_x);
   const bool any_x = dx_fast.empty() && want_any_x;

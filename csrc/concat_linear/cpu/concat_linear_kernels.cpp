@@ -275,12 +275,45 @@ bool forward_tiled(const ConcatLinearForwardParams& p) {
 }
 
 #if defined(MMK_HAS_F32_PANEL_GEMM)
+// dX below kConcatLinearSmallRows rows: dz packed once in 6-row strips (pack_f32_strips: read in place,
+// its rows alias in the L1 sets), W's column panels packed per k-block of 128 rows by the thread that
+// uses them (W read once, never copied whole: packing all of it cost more than MKL lost). Each thread
+// takes a contiguous run of the (segment, panel) jobs and adds each k-block's product into its dX
+// columns (blocked summation over N, as the forward: k-blocks of 256 ran 1-4% faster, but their error
+// reached 1.8x plain PyTorch's against 1.4x at 128).
+void input_grads_f32_strips(const ConcatLinearBackwardParams& p, const std::vector<int64_t>& off) {
+  const int64_t M = p.M, N = p.N, K = p.K, n_in = p.n_inputs;
+  const float* dz = static_cast<const float*>(p.dz);
+  const float* w = static_cast<const float*>(p.weight);
+  constexpr int64_t kKBlock = 128;
+  std::unique_ptr<float[]> as(new float[M * N]);
+  at::parallel_for(0, (M + kF32MR - 1) / kF32MR, 1,
+                   [&](int64_t sb, int64_t se) { pack_f32_strips(dz, N, M, N, as.get(), sb, se); });
+  std::vector<std::pair<int64_t, int64_t>> jobs;  // (segment, panel)
+  for (int64_t i = 0; i < n_in; ++i)
+    if (p.dx[i])
+      for (int64_t q = 0; q < f32_panel_count(p.widths[i]); ++q) jobs.emplace_back(i, q);
+  at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t jb, int64_t je) {
+    std::unique_ptr<float[]> bp(new float[kKBlock * kF32NR]);
+    for (int64_t k0 = 0; k0 < N; k0 += kKBlock) {
+      const int64_t kb = std::min(kKBlock, N - k0);
+      for (int64_t job = jb; job < je; ++job) {
+        const auto [i, q] = jobs[job];
+        const int64_t c0 = q * kF32NR, nc = std::min(kF32NR, p.widths[i] - c0);
+        pack_f32_rows(w + k0 * K + off[i] + c0, K, kb, nc, bp.get(), kb);
+        gemm_f32_strips(M, nc, kb, as.get(), N, k0, bp.get(), static_cast<float*>(p.dx[i]) + c0, p.widths[i], k0 > 0);
+      }
+    }
+  });
+}
+
 // The float32 backward's input gradients on the AVX2 panel kernel: dX_i = dz @ W[:, seg_i] for every
 // wanted segment in one pass over dz, W's column slices packed once into panels (N x d_i each, kld = N),
 // per 64-row tile of dz the reduction over N in k-blocks of 128 (blocked summation, as the forward).
 // Per-segment ATen (MKL) GEMMs ran 10-20% slower (B8192 d256+256+128 N512, interleaved: 31.9-36.5 ms
 // against 26.6-30.2 here; one MKL GEMM over the whole W 28.5-32.6). The weight gradient stays on ATen:
 // our panel version (dz^T packed in 6-row strips, X in 256-row chunks) only matched it (32.8 vs 32.2 ms).
+// Below kConcatLinearSmallRows rows: input_grads_f32_strips.
 bool backward_f32_panels(const ConcatLinearBackwardParams& p) {
   const int64_t M = p.M, N = p.N, K = p.K, n_in = p.n_inputs;
   const float* dz = static_cast<const float*>(p.dz);
@@ -290,7 +323,9 @@ bool backward_f32_panels(const ConcatLinearBackwardParams& p) {
   constexpr int64_t kTile = 64, kKBlock = 128;
   bool any_dx = false;
   for (int64_t i = 0; i < n_in; ++i) any_dx = any_dx || (p.dx[i] && p.widths[i] > 0);
-  if (any_dx) {
+  if (any_dx && M < kConcatLinearSmallRows) {
+    input_grads_f32_strips(p, off);
+  } else if (any_dx) {
     std::vector<int64_t> poff(n_in + 1, 0);
     for (int64_t i = 0; i < n_in; ++i) poff[i + 1] = poff[i] + (p.dx[i] ? f32_panel_floats(N, p.widths[i]) : 0);
     std::unique_ptr<float[]> wp(new float[std::max<int64_t>(poff[n_in], 1)]);
