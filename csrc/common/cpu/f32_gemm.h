@@ -137,6 +137,21 @@ inline void f32_panel_tile(int64_t K, int64_t kc, const float* A, int64_t lda, c
     for (int r = 0; r < MR; ++r) std::memcpy(C + r * ldc, edge + r * kF32NR, sizeof(float) * nc);
 }
 
+// f32_panel_tile for a run-time row count mr in 1..kF32MR (a strip's or a matrix's last rows).
+template <bool kTransA>
+inline void f32_panel_tile_rows(int64_t mr, int64_t K, int64_t kc, const float* A, int64_t lda, const float* panel,
+                                float* C, int64_t ldc, int64_t nc, bool accumulate) {
+  switch (mr) {
+    case 6: f32_panel_tile<6, kTransA>(K, kc, A, lda, panel, C, ldc, nc, accumulate); break;
+    case 5: f32_panel_tile<5, kTransA>(K, kc, A, lda, panel, C, ldc, nc, accumulate); break;
+    case 4: f32_panel_tile<4, kTransA>(K, kc, A, lda, panel, C, ldc, nc, accumulate); break;
+    case 3: f32_panel_tile<3, kTransA>(K, kc, A, lda, panel, C, ldc, nc, accumulate); break;
+    case 2: f32_panel_tile<2, kTransA>(K, kc, A, lda, panel, C, ldc, nc, accumulate); break;
+    case 1: f32_panel_tile<1, kTransA>(K, kc, A, lda, panel, C, ldc, nc, accumulate); break;
+    default: break;
+  }
+}
+
 // A (M x K, row stride lda) packed in strips of kF32MR rows, k-major: strip s holds rows 6s..6s+mr-1
 // (mr = min(6, M - 6s)) as mr floats per k at as + 6 s K, so one tile streams it contiguously (in
 // place, rows at a 2-6 KB stride alias in the L1 sets). M x K floats in all.
@@ -155,16 +170,7 @@ inline void gemm_f32_strips(int64_t M, int64_t nc, int64_t kb, const float* as, 
                             const float* panel, float* C, int64_t ldc, bool accumulate) {
   for (int64_t r0 = 0; r0 < M; r0 += kF32MR) {
     const int64_t mr = std::min(kF32MR, M - r0);
-    const float* a = as + r0 * K + k0 * mr;
-    float* c = C + r0 * ldc;
-    switch (mr) {
-      case 6: f32_panel_tile<6, true>(kb, kb, a, 6, panel, c, ldc, nc, accumulate); break;
-      case 5: f32_panel_tile<5, true>(kb, kb, a, 5, panel, c, ldc, nc, accumulate); break;
-      case 4: f32_panel_tile<4, true>(kb, kb, a, 4, panel, c, ldc, nc, accumulate); break;
-      case 3: f32_panel_tile<3, true>(kb, kb, a, 3, panel, c, ldc, nc, accumulate); break;
-      case 2: f32_panel_tile<2, true>(kb, kb, a, 2, panel, c, ldc, nc, accumulate); break;
-      default: f32_panel_tile<1, true>(kb, kb, a, 1, panel, c, ldc, nc, accumulate); break;
-    }
+    f32_panel_tile_rows<true>(mr, kb, kb, as + r0 * K + k0 * mr, mr, panel, C + r0 * ldc, ldc, nc, accumulate);
   }
 }
 
@@ -188,16 +194,8 @@ inline void gemm_f32_panels(int64_t M, int64_t N, int64_t K, const float* A, int
     int64_t i = 0;
     for (; i + kF32MR <= M; i += kF32MR)
       f32_panel_tile<kF32MR, kTransA>(K, kc, A + i * a_row, lda, panel, C + i * ldc + j0, ldc, nc, accumulate);
-    const float* a = A + i * a_row;
-    float* c = C + i * ldc + j0;
-    switch (M - i) {
-      case 5: f32_panel_tile<5, kTransA>(K, kc, a, lda, panel, c, ldc, nc, accumulate); break;
-      case 4: f32_panel_tile<4, kTransA>(K, kc, a, lda, panel, c, ldc, nc, accumulate); break;
-      case 3: f32_panel_tile<3, kTransA>(K, kc, a, lda, panel, c, ldc, nc, accumulate); break;
-      case 2: f32_panel_tile<2, kTransA>(K, kc, a, lda, panel, c, ldc, nc, accumulate); break;
-      case 1: f32_panel_tile<1, kTransA>(K, kc, a, lda, panel, c, ldc, nc, accumulate); break;
-      default: break;
-    }
+    if (i < M)
+      f32_panel_tile_rows<kTransA>(M - i, K, kc, A + i * a_row, lda, panel, C + i * ldc + j0, ldc, nc, accumulate);
   }
 }
 
