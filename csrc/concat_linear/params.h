@@ -66,7 +66,8 @@ struct ConcatLinearBackwardParams {
   DType dtype = DType::Float32;
 };
 
-// The backward's weight and bias gradients from dy and z, without input gradients (CPU float32 on AVX2):
+// The backward's weight and bias gradients from dy and z in one kernel (CPU float32 on AVX2; frozen
+// inputs, or dy = the stored dz with act None below kConcatLinearSmallRows rows):
 // dz = dy * act'(z) formed tile by tile in cache (z null when act is None), dW[:, off_i:off_i+d_i] =
 // dz^T @ x_i into dw (N, K) contiguous, db = column sums of dz (null: no bias). dy, z (M, N) contiguous;
 // x_i as in the forward.

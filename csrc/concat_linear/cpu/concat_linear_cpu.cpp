@@ -4,7 +4,8 @@
 // segment against a column slice of W (a strided view) into one accumulator, then one fused epilogue
 // pass. The concatenation is never formed. Backward: one fused pass dz = dy * act'(z); dX_i from W's
 // column slices; W's column-slice gradients written in place from X_i; bias gradient as a sum (float32
-// on AVX2 with frozen inputs: dz, dW and db in one kernel, try_weight_grads).
+// on AVX2: dX in one kernel, try_input_grads; with frozen inputs dz, dW and db in one kernel, and below
+// kConcatLinearSmallRows rows dW and db by that kernel from the stored dz, try_weight_grads).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -89,8 +90,8 @@ std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Ten
   return dx;
 }
 
-// The float32 weight and bias gradients in one kernel from dy and z, for a backward without input
-// gradients (frozen inputs; AVX2: concat_linear_kernel.cpp): dz is never stored. Sets dw and db
+// The float32 weight and bias gradients in one kernel from dy and z (AVX2: concat_linear_kernels.cpp):
+// frozen inputs, dz never stored; or from a stored dz (z undefined, act none). Sets dw and db
 // (has_bias) and returns true, or false where it does not apply.
 bool try_weight_grads(ConcatLinearArgs& a, const at::Tensor& dy, const at::Tensor& z, bool has_bias,
                       at::Tensor& dw, at::Tensor& db) {

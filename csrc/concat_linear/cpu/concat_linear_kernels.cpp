@@ -349,16 +349,17 @@ bool backward_f32_panels(const ConcatLinearBackwardParams& p) {
   return true;
 }
 
-// The float32 backward's weight and bias gradients when no input gradient is wanted (frozen inputs), on
-// the AVX2 panel kernel, in one pass over M for all segments: per chunk of 256 rows, dz = dy * act'(z)
-// is formed in cache (8 rows at a time, never a full M x N pass of its own), summed into the bias gradient (double, per column block: deterministic), and
+// The float32 backward's weight and bias gradients on the AVX2 panel kernel, in one pass over M for all
+// segments: per chunk of 256 rows, dz = dy * act'(z) is formed in cache (8 rows at a time, never a full
+// M x N pass of its own), summed into the bias gradient (double, per column block: deterministic), and
 // stored transposed (dz^T, N x rows) as the GEMM's A operand, shared by every segment; x_i's chunk rows
 // are packed one 16-column panel at a time by the thread that then runs dW[:, panel] (+)= dz^T @ panel
 // (parallel over the panels; dz^T is read by every thread). The chunks are summed into dW in order
-// (blocked summation, as the forward's k-blocks). Replaces the dz pass (an M x N write and re-reads),
-// n per-segment ATen GEMMs and the bias-gradient pass: ~8% on the frozen-input step at M8192. Where dX
-// is wanted too, dz must be in memory anyway, and this kernel (storing dz) ran no faster than ATen's
-// per-segment GEMMs (M8192) or slower (M64) (benchmarks/NOTES.md, issue 27).
+// (blocked summation, as the forward's k-blocks). Frozen inputs: replaces the dz pass (an M x N write
+// and re-reads), n per-segment ATen GEMMs and the bias-gradient pass (~8% on the step at M8192). With
+// input gradients, dz is stored for dX anyway and this kernel runs from it (act none) below
+// kConcatLinearSmallRows rows, where MKL's thin dz^T X ran at ~150 GFLOP/s; at M8192 it ran no faster
+// than ATen's per-segment GEMMs (benchmarks/NOTES.md, issue 27).
 bool weight_grads_f32_panels(const ConcatLinearWeightGradParams& p) {
   using Vec = at::vec::Vectorized<float>;
   const int64_t M = p.M, N = p.N, K = p.K, n_in = p.n_inputs;
