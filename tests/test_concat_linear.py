@@ -92,8 +92,8 @@ def test_noncontiguous_inputs_and_no_bias(device):
 # The float32 backward's GEMM kernels (AVX2): from 512 rows the one-pass panel kernel, below it dz in
 # 6-row strips for dX and the weight-gradient kernel from the stored dz. Odd widths (ragged 16-column
 # panels), row counts that are not multiples of the strips, 64-row tiles or 256-row weight-gradient
-# chunks (1, 7, 97, 511, 601), N past one 256-row k-block, strided inputs, each combination of wanted
-# gradients.
+# chunks (1, 7, 97, 511, 601), N = 300 past the strip kernel's 128-row k-blocks, strided inputs, each
+# combination of wanted gradients.
 ROW_CASES = [(601, "all"), (601, "frozen_inputs"), (601, "frozen_weight"), (601, "one_input"),
              (1, "all"), (7, "all"), (97, "one_input"), (97, "frozen_weight"), (511, "all")]
 

@@ -71,7 +71,7 @@ bool try_forward_tiled(ConcatLinearArgs& a, const at::Tensor& weight, const at::
 std::vector<at::Tensor> try_input_grads(const ConcatLinearArgs& a, const at::Tensor& weight, const at::Tensor& dz,
                                         const std::vector<bool>& want_x) {
   const bool any = std::find(want_x.begin(), want_x.end(), true) != want_x.end();
-  if (!any || dz.scalar_type() != at::kFloat || a.N == 0) return {};
+  if (!any || dz.scalar_type() != at::kFloat || a.M == 0 || a.N == 0) return {};
   std::vector<void*> outs;
   std::vector<int64_t> widths;
   std::vector<at::Tensor> dx;
