@@ -94,9 +94,12 @@ inline void pack_f32_transposed(const float* x, int64_t ldx, int64_t N, int64_t 
 // A[k * lda + r] when kTransA (A given as its transpose: the backward's P^T and dS^T, never copied).
 // The reduction runs in chunks of kc whose partial sums are added to C in order (blocked summation:
 // float32 error grows with the chain length).
+// Not inlined: inlined into its callers' loop nests, GCC kept the k counter on the stack (an add to memory
+// and a reload per k: 5 of the build's 22 innermost FMA loops had stack traffic); on its own, the k loop holds
+// only its pointers in registers.
 template <int MR, bool kTransA>
-inline void f32_panel_tile(int64_t K, int64_t kc, const float* A, int64_t lda, const float* panel, float* C,
-                           int64_t ldc, int64_t nc, bool accumulate) {
+__attribute__((noinline)) void f32_panel_tile(int64_t K, int64_t kc, const float* A, int64_t lda, const float* panel,
+                                              float* C, int64_t ldc, int64_t nc, bool accumulate) {
   alignas(32) float edge[MR * kF32NR];
   float* c = C;
   int64_t ldcc = ldc;
@@ -112,8 +115,9 @@ inline void f32_panel_tile(int64_t K, int64_t kc, const float* A, int64_t lda, c
     __m256 acc0[MR], acc1[MR];
     for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
     const float* b = panel + k0 * kF32NR;
+    const float* const b_end = panel + k1 * kF32NR;
     const float* a = A + k0 * a_k;
-    for (int64_t k = k0; k < k1; ++k, b += kF32NR, a += a_k) {
+    for (; b != b_end; b += kF32NR, a += a_k) {
       const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
       for (int r = 0; r < MR; ++r) {
         const __m256 av = _mm256_broadcast_ss(a + r * a_row);
