@@ -37,7 +37,7 @@ inline int64_t f32_row_tile(int64_t rows, int64_t threads) {
   constexpr int64_t kMax = 96;
   threads = std::max<int64_t>(threads, 1);
   const int64_t tiles = threads * std::max<int64_t>(1, (rows + threads * kMax - 1) / (threads * kMax));
-  return std::min(kMax, ((rows + tiles - 1) / tiles + 7) / 8 * 8);
+  return ((rows + tiles - 1) / tiles + 7) / 8 * 8;  // <= kMax: tiles >= rows / kMax, kMax a multiple of 8
 }
 
 #if defined(MMK_HAS_F32_PANEL_GEMM)

@@ -138,8 +138,9 @@ void epilogue_backward_impl(const ConcatLinearGradParams& p) {
 // 16-column panels (common/cpu/f32_gemm.h) and the GEMM on our AVX2 micro-kernel instead of brgemm,
 // which reads B's rows in place (row strides of 2.5-5.5 KB here) and ran below MKL's rate there. The
 // panels hold every segment one after the other along k, so segment i is rows off[i]..off[i+1] of the
-// same panels; per tile of rows (f32_row_tile), each k-block of <= 128 (within one segment, as before) is one panel GEMM
-// added into the tile's float32 accumulator (blocked summation, as plain PyTorch's GEMM blocks its K).
+// same panels; per tile of rows (f32_row_tile), each k-block of <= 128 (within one segment, as before) is
+// one panel GEMM added into the tile's float32 accumulator (blocked summation, as plain PyTorch's GEMM
+// blocks its K).
 bool forward_f32_panels(const ConcatLinearForwardParams& p) {
   const int64_t M = p.M, N = p.N, K = p.K, n_in = p.n_inputs;
   const float* w = static_cast<const float*>(p.weight);
@@ -165,12 +166,12 @@ bool forward_f32_panels(const ConcatLinearForwardParams& p) {
     }
   });
   // W as A (M <= N) keeps 64-row tiles: with 86-96 the 512-row case (M64) ran 4-9% slower.
-  const int64_t kTile = rows_are_m ? f32_row_tile(rows, at::get_num_threads()) : 64;
+  const int64_t rows_per_tile = rows_are_m ? f32_row_tile(rows, at::get_num_threads()) : 64;
   constexpr int64_t kKBlock = 128;
-  at::parallel_for(0, (rows + kTile - 1) / kTile, 1, [&](int64_t tb, int64_t te) {
-    std::vector<float> acc(kTile * cols), tile(kTile), scratch(2 * N);
+  at::parallel_for(0, (rows + rows_per_tile - 1) / rows_per_tile, 1, [&](int64_t tb, int64_t te) {
+    std::vector<float> acc(rows_per_tile * cols), tile(rows_per_tile), scratch(2 * N);
     for (int64_t t = tb; t < te; ++t) {
-      const int64_t r0 = t * kTile, nr = std::min(kTile, rows - r0);
+      const int64_t r0 = t * rows_per_tile, nr = std::min(rows_per_tile, rows - r0);
       bool first = true;
       for (int64_t i = 0; i < n_in; ++i) {
         const float* a = rows_are_m ? static_cast<const float*>(p.x[i]) + r0 * p.x_ld[i] : w + r0 * K + off[i];
@@ -311,7 +312,8 @@ void input_grads_f32_strips(const ConcatLinearBackwardParams& p, const std::vect
 
 // The float32 backward's input gradients on the AVX2 panel kernel: dX_i = dz @ W[:, seg_i] for every
 // wanted segment in one pass over dz, W's column slices packed once into panels (N x d_i each, kld = N),
-// per tile of dz rows (f32_row_tile) the reduction over N in k-blocks of 128 (blocked summation, as the forward).
+// per tile of dz rows (f32_row_tile) the reduction over N in k-blocks of 128 (blocked summation, as the
+// forward).
 // Per-segment ATen (MKL) GEMMs ran 10-20% slower (B8192 d256+256+128 N512, interleaved: 31.9-36.5 ms
 // against 26.6-30.2 here; one MKL GEMM over the whole W 28.5-32.6). The weight gradient stays on ATen:
 // our panel version (dz^T packed in 6-row strips, X in 256-row chunks) only matched it (32.8 vs 32.2 ms).
@@ -335,10 +337,10 @@ bool backward_f32_panels(const ConcatLinearBackwardParams& p) {
       for (int64_t i = b; i < e; ++i)
         if (p.dx[i]) pack_f32_rows(w + off[i], K, N, p.widths[i], wp.get() + poff[i], N);
     });
-    const int64_t kTile = f32_row_tile(M, at::get_num_threads());
-    at::parallel_for(0, (M + kTile - 1) / kTile, 1, [&](int64_t tb, int64_t te) {
+    const int64_t rows_per_tile = f32_row_tile(M, at::get_num_threads());
+    at::parallel_for(0, (M + rows_per_tile - 1) / rows_per_tile, 1, [&](int64_t tb, int64_t te) {
       for (int64_t t = tb; t < te; ++t) {
-        const int64_t r0 = t * kTile, nr = std::min(kTile, M - r0);
+        const int64_t r0 = t * rows_per_tile, nr = std::min(rows_per_tile, M - r0);
         for (int64_t i = 0; i < n_in; ++i) {
           if (!p.dx[i] || p.widths[i] == 0) continue;
           float* dx = static_cast<float*>(p.dx[i]) + r0 * p.widths[i];
